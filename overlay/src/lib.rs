@@ -1,0 +1,11 @@
+//! The VNET/P overlay core.
+//!
+//! `overlay` owns the behaviour of the network: the configuration and its validation,
+//! the routing table and route cache (VNET/P's priorities, exactly), links to peer
+//! hosts identified by their underlay address, the guest-facing interfaces, the
+//! forwarding engine that moves batches between them, the control protocol and the
+//! encapsulations. It knows packet endpoints only through [`pkt::Port`]: it never
+//! imports a device driver, a guest-memory crate or VFIO.
+#![forbid(unsafe_code)]
+
+pub mod types;
