@@ -9,3 +9,11 @@
 #![forbid(unsafe_code)]
 
 pub mod types;
+pub mod encap;
+pub mod route;
+pub mod control;
+pub mod config;
+mod ctl;
+pub mod engine;
+pub mod link;
+pub mod server;

@@ -24,6 +24,13 @@ impl Batch {
         Self { bufs: Vec::with_capacity(BATCH_MAX) }
     }
 
+    /// An empty batch that owns no storage yet, for swapping a batch out of a struct
+    /// without allocating (`std::mem::replace(&mut self.rx, Batch::unallocated())`).
+    /// It grows on first push like any `Vec`; swap the real batch back after use.
+    pub const fn unallocated() -> Self {
+        Self { bufs: Vec::new() }
+    }
+
     /// Number of frames in the batch.
     pub fn len(&self) -> usize {
         self.bufs.len()

@@ -1,0 +1,110 @@
+//! Carrying out control commands against an [`Engine`]. Each command is applied whole
+//! or not at all: every check runs before the first change.
+
+use std::fmt::Write as _;
+
+use crate::control::Command;
+use crate::engine::Engine;
+use crate::types::Endpoint;
+
+const HELP: &str = "\
+commands (one per line; answers end with `ok` or `error: ...`):
+  link add NAME PEER [encap vnetp|vxlan] [vni N]   add a link to a peer host
+  link del NAME                                    delete a link (no route may use it)
+  link list                                        links with counters
+  route add src=MAC dst=MAC to=link:N|interface:N [from=any|link:N|interface:N]
+  route del src=MAC dst=MAC to=... [from=...]      MAC: literal, any, none or not-<mac>
+  route list                                       routes
+  interface list                                   interfaces
+  stats [json]                                     counters (table or one JSON line)
+  VNET/P lines: ADD <ip> <port> udp | DEL <ip> <port> udp
+                add|del <src-mac> <dst-mac> interface|edge <id> interface|edge <id>|any";
+
+pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String> {
+    match cmd {
+        Command::Nop => Ok(String::new()),
+        Command::Help => Ok(HELP.to_string()),
+        Command::LinkAdd { name, peer, encap } => {
+            engine.add_link(&name, peer, encap)?;
+            Ok(String::new())
+        }
+        Command::LinkDel { name } => {
+            let slot = engine.links().find(&name).ok_or_else(|| format!("no link named {name:?}"))?;
+            let users = engine.routes().references(Endpoint::Link(slot));
+            if users > 0 {
+                return Err(format!("link {name:?} is used by {users} route(s): delete them first"));
+            }
+            engine.links_mut().remove(&name).map_err(|e| e.to_string())?;
+            engine.routes_mut().flush_cache();
+            Ok(String::new())
+        }
+        Command::LinkList => {
+            let mut out = String::new();
+            for (_, l) in engine.links().iter() {
+                let c = l.counters;
+                let _ = writeln!(
+                    out,
+                    "{} peer={} encap={} rx_packets={} rx_bytes={} tx_packets={} tx_bytes={}",
+                    l.name,
+                    l.peer,
+                    l.encap.to_string().replace(' ', ":").replace(":vni:", ":"),
+                    c.rx_packets,
+                    c.rx_bytes,
+                    c.tx_packets,
+                    c.tx_bytes
+                );
+            }
+            Ok(out.trim_end().to_string())
+        }
+        Command::RouteAdd(spec) => {
+            engine.add_route(&spec)?;
+            Ok(String::new())
+        }
+        Command::RouteDel(spec) => {
+            let r = engine.route_from_spec(&spec)?;
+            engine.routes_mut().remove(&r).map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        Command::RouteList => {
+            let specs: Vec<String> = engine.routes().iter().map(|r| engine.spec_from_route(r).to_string()).collect();
+            Ok(specs.join("\n"))
+        }
+        Command::InterfaceList => {
+            let lines: Vec<String> =
+                engine.interface_list().map(|(_, name, kind, mac)| format!("{name} kind={kind} mac={mac}")).collect();
+            Ok(lines.join("\n"))
+        }
+        Command::Stats { json } => {
+            let s = engine.stats();
+            if json {
+                serde_json::to_string(&s).map_err(|e| format!("cannot encode stats: {e}"))
+            } else {
+                Ok(stats_table(&s))
+            }
+        }
+    }
+}
+
+fn stats_table(s: &crate::engine::Stats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "host {}  routes {}  route cache hits {} misses {}", s.host, s.routes, s.route_cache.hits, s.route_cache.misses);
+    let _ = writeln!(o, "pool {}/{} free, {} allocation failures", s.pool.available, s.pool.capacity, s.pool.alloc_failures);
+    let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", "endpoint", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes");
+    let u = &s.underlay;
+    let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", format!("underlay {}", u.name), u.rx_packets, u.rx_bytes, u.tx_packets, u.tx_bytes);
+    for l in &s.links {
+        let c = l.counters;
+        let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", format!("link {}", l.name), c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
+    }
+    for i in &s.interfaces {
+        let c = i.counters;
+        let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", format!("interface {}", i.name), c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
+    }
+    let mut drops: Vec<String> = s.drops.list().iter().filter(|d| d.count > 0).map(|d| format!("{}={}", d.name, d.count)).collect();
+    drops.extend(u.drops.iter().filter(|(_, c)| **c > 0).map(|(n, c)| format!("underlay.{n}={c}")));
+    for i in &s.interfaces {
+        drops.extend(i.port.drops.iter().filter(|(_, c)| **c > 0).map(|(n, c)| format!("{}.{n}={c}", i.name)));
+    }
+    let _ = write!(o, "drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    o
+}

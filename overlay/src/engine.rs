@@ -1,0 +1,658 @@
+//! The forwarding engine: moves batches between interfaces, links and the underlay.
+//!
+//! One engine runs on one dataplane thread and owns every port it serves. Its loop
+//! takes a batch from each port, classifies and routes every frame, and queues it on
+//! per-destination transmit batches that are flushed once per round: the packet path
+//! makes no allocation, takes no lock and makes no system call of its own (ports make
+//! one per batch). Changes from the control socket arrive as [`Request`]s between
+//! rounds, so the tables need no locking.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pkt::wire::MacAddr;
+use pkt::{Batch, DropCounter, Mempool, PktBuf, Port, PortKind, PortStats};
+use serde::Serialize;
+
+use crate::config::Dispatch;
+use crate::control::{Command, RouteSpec};
+use crate::link::{LinkCounters, LinkTable};
+use crate::route::{Route, RouteTable};
+use crate::types::{Encap, Endpoint, EndpointRef};
+
+/// Most destinations one frame is copied to (fan-out of broadcast routes).
+const MAX_FANOUT: usize = 64;
+
+/// Errors building an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The underlay port carries something the engine cannot use yet.
+    #[error("underlay port {0:?} carries raw Ethernet frames; this engine needs a datagram underlay (kind = \"udp\")")]
+    UnsupportedUnderlay(String),
+    /// Too many interfaces.
+    #[error("too many interfaces (at most {0})")]
+    TooManyInterfaces(usize),
+}
+
+/// A control request and where its answer goes.
+#[derive(Debug)]
+pub struct Request {
+    /// The command.
+    pub cmd: Command,
+    /// Receives `Ok(text)` or `Err(message)`.
+    pub reply: mpsc::Sender<Result<String, String>>,
+}
+
+macro_rules! counters {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct $name { $($(#[$fm])* pub $f: u64,)* }
+        impl $name {
+            /// The counters as named drops.
+            pub fn list(&self) -> Vec<DropCounter> {
+                vec![$(DropCounter { name: stringify!($f), count: self.$f }),*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames the engine dropped, by reason.
+    EngineDrops {
+        /// A datagram from a sender that is no configured peer.
+        rx_unknown_sender,
+        /// A VXLAN datagram from a known peer with a VNI no link has.
+        rx_unknown_vni,
+        /// A datagram from a VXLAN peer that is not valid VXLAN.
+        rx_bad_vxlan,
+        /// A frame shorter than an Ethernet header.
+        rx_runt,
+        /// A datagram without a sender address.
+        rx_no_address,
+        /// No route matched.
+        no_route,
+        /// No buffer for a copy to a further destination.
+        fanout_no_buffer,
+        /// More destinations than [`MAX_FANOUT`].
+        fanout_too_wide,
+        /// A destination's transmit queue was full.
+        tx_queue_full,
+        /// No headroom for an outer header.
+        tx_no_headroom,
+        /// A partial checksum could not be completed.
+        tx_bad_checksum_request,
+    }
+}
+
+/// Per-interface counters (frames that entered and left the overlay through it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InterfaceCounters {
+    /// Frames received from the guest.
+    pub rx_packets: u64,
+    /// Bytes received from the guest.
+    pub rx_bytes: u64,
+    /// Frames queued to the guest.
+    pub tx_packets: u64,
+    /// Bytes queued to the guest.
+    pub tx_bytes: u64,
+}
+
+struct Interface {
+    name: String,
+    kind: &'static str,
+    mac: MacAddr,
+    port: Box<dyn Port>,
+    txq: Batch,
+    counters: InterfaceCounters,
+}
+
+/// Statistics of the whole engine, as the control socket reports them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// The host's name.
+    pub host: String,
+    /// Engine drops by reason.
+    pub drops: EngineDrops,
+    /// Route cache hits and misses.
+    pub route_cache: CacheStats,
+    /// Packet pool occupancy.
+    pub pool: PoolStats,
+    /// The underlay port.
+    pub underlay: PortReport,
+    /// Each link.
+    pub links: Vec<LinkReport>,
+    /// Each interface.
+    pub interfaces: Vec<InterfaceReport>,
+    /// Number of routes.
+    pub routes: usize,
+}
+
+/// Route cache statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    /// Lookups answered by the cache.
+    pub hits: u64,
+    /// Lookups that walked the table.
+    pub misses: u64,
+}
+
+/// Pool statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStats {
+    /// Buffers in the pool.
+    pub capacity: usize,
+    /// Buffers free now.
+    pub available: usize,
+    /// Allocations that found no buffer.
+    pub alloc_failures: u64,
+}
+
+/// A port's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    /// Port name.
+    pub name: String,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Named drops.
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl PortReport {
+    fn new(name: &str, s: PortStats) -> Self {
+        Self {
+            name: name.to_string(),
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+            drops: s.drops.iter().map(|d| (d.name, d.count)).collect(),
+        }
+    }
+}
+
+/// A link's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    /// Link name.
+    pub name: String,
+    /// Peer address.
+    pub peer: String,
+    /// Encapsulation.
+    pub encap: String,
+    /// Counters.
+    #[serde(flatten)]
+    pub counters: LinkCounters,
+}
+
+/// An interface's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceReport {
+    /// Interface name.
+    pub name: String,
+    /// Kind (`tap`, `vhost-user`, ...).
+    pub kind: String,
+    /// MAC.
+    pub mac: String,
+    /// Overlay-side counters.
+    #[serde(flatten)]
+    pub counters: InterfaceCounters,
+    /// The port's own counters.
+    pub port: PortReport,
+}
+
+/// The forwarding engine of one host.
+pub struct Engine {
+    host: String,
+    pool: Mempool,
+    underlay: Box<dyn Port>,
+    underlay_txq: Batch,
+    interfaces: Vec<Option<Interface>>,
+    links: LinkTable,
+    routes: RouteTable,
+    drops: EngineDrops,
+    rx: Batch,
+    dispatch: Dispatch,
+}
+
+/// Most interfaces per engine.
+pub const MAX_INTERFACES: usize = 1024;
+
+impl Engine {
+    /// An engine with this underlay and no links, interfaces or routes.
+    pub fn new(host: &str, pool: Mempool, underlay: Box<dyn Port>, dispatch: Dispatch) -> Result<Self, EngineError> {
+        if underlay.caps().kind != PortKind::Datagram {
+            return Err(EngineError::UnsupportedUnderlay(underlay.name().to_string()));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            pool,
+            underlay,
+            underlay_txq: Batch::new(),
+            interfaces: Vec::new(),
+            links: LinkTable::new(),
+            routes: RouteTable::new(),
+            drops: EngineDrops::default(),
+            rx: Batch::new(),
+            dispatch,
+        })
+    }
+
+    /// Adds a guest-facing interface backed by `port`; returns its endpoint.
+    pub fn add_interface(&mut self, name: &str, kind: &'static str, mac: MacAddr, port: Box<dyn Port>) -> Result<Endpoint, EngineError> {
+        let slot = match self.interfaces.iter().position(Option::is_none) {
+            Some(s) => s,
+            None if self.interfaces.len() < MAX_INTERFACES => {
+                self.interfaces.push(None);
+                self.interfaces.len() - 1
+            }
+            None => return Err(EngineError::TooManyInterfaces(MAX_INTERFACES)),
+        };
+        self.interfaces[slot] = Some(Interface {
+            name: name.to_string(),
+            kind,
+            mac,
+            port,
+            txq: Batch::new(),
+            counters: InterfaceCounters::default(),
+        });
+        self.routes.flush_cache();
+        Ok(Endpoint::Interface(slot as u16))
+    }
+
+    /// The link table.
+    pub fn links(&self) -> &LinkTable {
+        &self.links
+    }
+
+    /// The routing table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Applies a control command; the answer is text for the user.
+    pub fn apply(&mut self, cmd: Command) -> Result<String, String> {
+        crate::ctl::apply(self, cmd)
+    }
+
+    // ---- accessors for the control layer ----
+
+    pub(crate) fn links_mut(&mut self) -> &mut LinkTable {
+        &mut self.links
+    }
+
+    pub(crate) fn routes_mut(&mut self) -> &mut RouteTable {
+        &mut self.routes
+    }
+
+    pub(crate) fn interface_list(&self) -> impl Iterator<Item = (u16, &str, &'static str, MacAddr)> {
+        self.interfaces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|f| (i as u16, f.name.as_str(), f.kind, f.mac)))
+    }
+
+    /// Resolves a user's endpoint name.
+    pub fn resolve(&self, e: &EndpointRef) -> Result<Endpoint, String> {
+        match e {
+            EndpointRef::Link(n) => self.links.find(n).map(Endpoint::Link).ok_or_else(|| format!("no link named {n:?}")),
+            EndpointRef::Interface(n) => self
+                .interface_list()
+                .find(|(_, name, _, _)| name == n)
+                .map(|(i, ..)| Endpoint::Interface(i))
+                .ok_or_else(|| format!("no interface named {n:?}")),
+        }
+    }
+
+    /// The user's name of an endpoint.
+    pub fn endpoint_ref(&self, e: Endpoint) -> EndpointRef {
+        match e {
+            Endpoint::Link(l) => EndpointRef::Link(self.links.get(l).map_or_else(|| format!("#{l}"), |l| l.name.clone())),
+            Endpoint::Interface(i) => EndpointRef::Interface(
+                self.interfaces.get(i as usize).and_then(Option::as_ref).map_or_else(|| format!("#{i}"), |f| f.name.clone()),
+            ),
+        }
+    }
+
+    /// Turns a user's route into a table route.
+    pub fn route_from_spec(&self, spec: &RouteSpec) -> Result<Route, String> {
+        Ok(Route {
+            src: spec.src,
+            dst: spec.dst,
+            to: self.resolve(&spec.to)?,
+            from: spec.from.as_ref().map(|f| self.resolve(f)).transpose()?,
+        })
+    }
+
+    /// The user's form of a table route.
+    pub fn spec_from_route(&self, r: &Route) -> RouteSpec {
+        RouteSpec { src: r.src, dst: r.dst, to: self.endpoint_ref(r.to), from: r.from.map(|f| self.endpoint_ref(f)) }
+    }
+
+    /// Adds a route given by names.
+    pub fn add_route(&mut self, spec: &RouteSpec) -> Result<(), String> {
+        let r = self.route_from_spec(spec)?;
+        self.routes.add(r).map_err(|e| e.to_string())
+    }
+
+    /// Adds a link.
+    pub fn add_link(&mut self, name: &str, peer: SocketAddr, encap: Encap) -> Result<Endpoint, String> {
+        if self.interface_list().any(|(_, n, ..)| n == name) {
+            return Err(format!("name {name:?} is already used by an interface"));
+        }
+        let slot = self.links.add(name, peer, encap).map_err(|e| e.to_string())?;
+        self.routes.flush_cache();
+        Ok(Endpoint::Link(slot))
+    }
+
+    /// Statistics of everything.
+    pub fn stats(&self) -> Stats {
+        let (hits, misses) = self.routes.cache_stats();
+        Stats {
+            host: self.host.clone(),
+            drops: self.drops,
+            route_cache: CacheStats { hits, misses },
+            pool: PoolStats {
+                capacity: self.pool.capacity(),
+                available: self.pool.available(),
+                alloc_failures: self.pool.alloc_failures(),
+            },
+            underlay: PortReport::new(self.underlay.name(), self.underlay.stats()),
+            links: self
+                .links
+                .iter()
+                .map(|(_, l)| LinkReport {
+                    name: l.name.clone(),
+                    peer: l.peer.to_string(),
+                    encap: l.encap.to_string(),
+                    counters: l.counters,
+                })
+                .collect(),
+            interfaces: self
+                .interfaces
+                .iter()
+                .flatten()
+                .map(|f| InterfaceReport {
+                    name: f.name.clone(),
+                    kind: f.kind.to_string(),
+                    mac: f.mac.to_string(),
+                    counters: f.counters,
+                    port: PortReport::new(f.port.name(), f.port.stats()),
+                })
+                .collect(),
+            routes: self.routes.len(),
+        }
+    }
+
+    /// One round: a batch from every port, routed and sent. Returns frames received.
+    pub fn poll_once(&mut self) -> usize {
+        let mut moved = 0;
+        for i in 0..self.interfaces.len() {
+            let n = match self.interfaces[i].as_mut() {
+                Some(f) => f.port.rx_batch(&mut self.rx),
+                None => continue,
+            };
+            if n > 0 {
+                moved += n;
+                self.rx_from_interface(i as u16);
+            }
+        }
+        let n = self.underlay.rx_batch(&mut self.rx);
+        if n > 0 {
+            moved += n;
+            self.rx_from_underlay();
+        }
+        self.flush();
+        moved
+    }
+
+    fn rx_from_interface(&mut self, slot: u16) {
+        let arrival = Endpoint::Interface(slot);
+        let mut rx = std::mem::replace(&mut self.rx, Batch::unallocated());
+        for buf in rx.drain() {
+            if buf.len() < 14 {
+                self.drops.rx_runt += 1;
+                continue;
+            }
+            if let Some(f) = self.interfaces[slot as usize].as_mut() {
+                f.counters.rx_packets += 1;
+                f.counters.rx_bytes += buf.len() as u64;
+            }
+            self.route_frame(arrival, buf);
+        }
+        self.rx = rx;
+    }
+
+    fn rx_from_underlay(&mut self) {
+        let mut rx = std::mem::replace(&mut self.rx, Batch::unallocated());
+        for mut buf in rx.drain() {
+            let Some(src) = buf.meta.addr else {
+                self.drops.rx_no_address += 1;
+                continue;
+            };
+            let (slot, vxlan) = match self.links.classify(src, buf.data()) {
+                Ok(m) => m,
+                Err(why) => {
+                    match why {
+                        crate::link::Unmatched::UnknownSender => self.drops.rx_unknown_sender += 1,
+                        crate::link::Unmatched::UnknownVni => self.drops.rx_unknown_vni += 1,
+                        crate::link::Unmatched::BadVxlan => self.drops.rx_bad_vxlan += 1,
+                    }
+                    continue;
+                }
+            };
+            if vxlan && crate::encap::vxlan_pull(&mut buf).is_err() {
+                self.drops.rx_bad_vxlan += 1;
+                continue;
+            }
+            if buf.len() < 14 {
+                self.drops.rx_runt += 1;
+                continue;
+            }
+            buf.meta = pkt::Meta::default();
+            if let Some(l) = self.links.get_mut(slot) {
+                l.counters.rx_packets += 1;
+                l.counters.rx_bytes += buf.len() as u64;
+            }
+            self.route_frame(Endpoint::Link(slot), buf);
+        }
+        self.rx = rx;
+    }
+
+    #[inline]
+    fn route_frame(&mut self, arrival: Endpoint, buf: PktBuf) {
+        let mut dests = [Endpoint::Link(0); MAX_FANOUT];
+        let n = {
+            let found = self.routes.lookup(arrival, buf.data());
+            if found.len() > MAX_FANOUT {
+                self.drops.fanout_too_wide += 1;
+            }
+            let n = found.len().min(MAX_FANOUT);
+            dests[..n].copy_from_slice(&found[..n]);
+            n
+        };
+        if n == 0 {
+            self.drops.no_route += 1;
+            return;
+        }
+        for d in &dests[..n - 1] {
+            match buf.try_clone() {
+                Some(copy) => self.deliver(*d, copy),
+                None => self.drops.fanout_no_buffer += 1,
+            }
+        }
+        self.deliver(dests[n - 1], buf);
+    }
+
+    #[inline]
+    fn deliver(&mut self, dest: Endpoint, mut buf: PktBuf) {
+        match dest {
+            Endpoint::Interface(i) => {
+                let Some(f) = self.interfaces.get_mut(i as usize).and_then(Option::as_mut) else {
+                    self.drops.no_route += 1;
+                    return;
+                };
+                if f.txq.is_full() {
+                    f.port.tx_batch(&mut f.txq);
+                }
+                let len = buf.len() as u64;
+                match f.txq.push(buf) {
+                    Ok(()) => {
+                        f.counters.tx_packets += 1;
+                        f.counters.tx_bytes += len;
+                    }
+                    Err(_) => self.drops.tx_queue_full += 1,
+                }
+            }
+            Endpoint::Link(l) => {
+                let Some(link) = self.links.get_mut(l) else {
+                    self.drops.no_route += 1;
+                    return;
+                };
+                let o = buf.meta.offload;
+                if o.flags & offload::vnet_hdr::NEEDS_CSUM != 0 {
+                    // The wire carries no offload metadata: finish the checksum here.
+                    let (start, off) = (o.csum_start as usize, o.csum_offset as usize);
+                    if offload::checksum::complete_partial(buf.data_mut(), start, off).is_err() {
+                        self.drops.tx_bad_checksum_request += 1;
+                        return;
+                    }
+                }
+                let len = buf.len() as u64;
+                if let Encap::Vxlan { vni } = link.encap
+                    && crate::encap::vxlan_push(&mut buf, vni).is_err() {
+                        self.drops.tx_no_headroom += 1;
+                        return;
+                    }
+                buf.meta = pkt::Meta { addr: Some(link.peer), ..Default::default() };
+                if self.underlay_txq.is_full() {
+                    self.underlay.tx_batch(&mut self.underlay_txq);
+                }
+                match self.underlay_txq.push(buf) {
+                    Ok(()) => {
+                        link.counters.tx_packets += 1;
+                        link.counters.tx_bytes += len;
+                    }
+                    Err(_) => self.drops.tx_queue_full += 1,
+                }
+            }
+        }
+    }
+
+    /// Sends every queued frame it can; what a port did not take stays queued.
+    fn flush(&mut self) {
+        for f in self.interfaces.iter_mut().flatten() {
+            if !f.txq.is_empty() {
+                f.port.tx_batch(&mut f.txq);
+            }
+        }
+        if !self.underlay_txq.is_empty() {
+            self.underlay.tx_batch(&mut self.underlay_txq);
+        }
+    }
+
+    fn pending_tx(&self) -> bool {
+        !self.underlay_txq.is_empty() || self.interfaces.iter().flatten().any(|f| !f.txq.is_empty())
+    }
+
+    /// Blocks until a port or `waker` is readable (or a queued port writable), at most `timeout`.
+    fn wait(&self, waker: Option<&std::os::fd::OwnedFd>, timeout: Duration) {
+        use rustix::event::{PollFd, PollFlags};
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.interfaces.len() + 2);
+        let und_flags = if self.underlay_txq.is_empty() { PollFlags::IN } else { PollFlags::IN | PollFlags::OUT };
+        if let Some(fd) = self.underlay.poll_fd() {
+            fds.push(PollFd::from_borrowed_fd(fd, und_flags));
+        }
+        for f in self.interfaces.iter().flatten() {
+            if let Some(fd) = f.port.poll_fd() {
+                let flags = if f.txq.is_empty() { PollFlags::IN } else { PollFlags::IN | PollFlags::OUT };
+                fds.push(PollFd::from_borrowed_fd(fd, flags));
+            }
+        }
+        if let Some(w) = waker {
+            fds.push(PollFd::new(w, PollFlags::IN));
+        }
+        let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 });
+        let _ = rustix::event::poll(&mut fds, Some(&ts));
+    }
+
+    /// Runs until `stop` is set: rounds of [`Engine::poll_once`], control requests
+    /// between rounds, and waiting when idle per the dispatch mode. On stop, queued
+    /// frames are flushed (bounded) before returning.
+    pub fn run(&mut self, stop: &AtomicBool, control: Option<(&mpsc::Receiver<Request>, &std::os::fd::OwnedFd)>) {
+        let mut mode = Mode::Kick;
+        let mut window_start = Instant::now();
+        let mut window_frames = 0u64;
+        let mut idle_rounds = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll_once();
+            window_frames += n as u64;
+            if let Some((rx, waker)) = control {
+                drain_waker(waker);
+                while let Ok(req) = rx.try_recv() {
+                    let answer = self.apply(req.cmd);
+                    let _ = req.reply.send(answer);
+                }
+            }
+            // VNET/P's adaptive dispatch: rate over a 10 ms window, 10k/1k pps hysteresis.
+            let elapsed = window_start.elapsed();
+            if elapsed >= Duration::from_millis(10) {
+                let pps = window_frames as f64 / elapsed.as_secs_f64();
+                mode = match (self.dispatch, mode) {
+                    (Dispatch::Polling, _) => Mode::Poll,
+                    (Dispatch::Guest, _) => Mode::Kick,
+                    (Dispatch::Adaptive, Mode::Kick) if pps > 10_000.0 => Mode::Poll,
+                    (Dispatch::Adaptive, Mode::Poll) if pps < 1_000.0 => Mode::Kick,
+                    (_, m) => m,
+                };
+                window_start = Instant::now();
+                window_frames = 0;
+            }
+            if n > 0 {
+                idle_rounds = 0;
+                continue;
+            }
+            idle_rounds = idle_rounds.saturating_add(1);
+            match mode {
+                Mode::Poll if idle_rounds < 1000 => std::thread::yield_now(),
+                Mode::Poll => std::thread::sleep(Duration::from_millis(1)),
+                Mode::Kick => {
+                    let timeout = if self.pending_tx() { Duration::from_millis(1) } else { Duration::from_millis(200) };
+                    self.wait(control.map(|(_, w)| w), timeout);
+                }
+            }
+        }
+        // Drain: give queued frames a bounded chance to leave.
+        for _ in 0..100 {
+            self.poll_once();
+            if !self.pending_tx() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Kick,
+    Poll,
+}
+
+fn drain_waker(w: &std::os::fd::OwnedFd) {
+    let mut buf = [0u8; 64];
+    while matches!(rustix::io::read(w.as_fd(), &mut buf), Ok(n) if n > 0) {}
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! Engine tests with in-memory ports: routing, encapsulation, classification and drop
+//! counters, without sockets. The real sockets and taps are exercised by the
+//! two-namespace integration tests.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+type Frames = Arc<Mutex<Vec<(Vec<u8>, Option<SocketAddr>)>>>;
+type Queue = Arc<Mutex<VecDeque<(Vec<u8>, Option<SocketAddr>)>>>;
+
+struct MemPort {
+    name: String,
+    kind: PortKind,
+    pool: Mempool,
+    rx: Queue,
+    tx: Frames,
+    tx_room: usize,
+}
+
+impl Port for MemPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+        let mut n = 0;
+        let mut q = self.rx.lock().unwrap();
+        while !batch.is_full() {
+            let Some((bytes, addr)) = q.pop_front() else { break };
+            let mut b = self.pool.alloc().unwrap();
+            b.extend_from_slice(&bytes).unwrap();
+            b.meta.addr = addr;
+            batch.push(b).unwrap();
+            n += 1;
+        }
+        n
+    }
+    fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+        let n = batch.len().min(self.tx_room);
+        let mut out = self.tx.lock().unwrap();
+        for b in batch.iter().take(n) {
+            out.push((b.data().to_vec(), b.meta.addr));
+        }
+        batch.consume_front(n);
+        n
+    }
+    fn caps(&self) -> pkt::PortCaps {
+        pkt::PortCaps { kind: self.kind, mtu: 1500, rx_queues: 1, tx_queues: 1, offloads: pkt::Offloads::NONE }
+    }
+    fn stats(&self) -> PortStats {
+        PortStats::default()
+    }
+    fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+}
+
+struct Handles {
+    rx: Queue,
+    tx: Frames,
+}
+
+fn port(pool: &Mempool, name: &str, kind: PortKind) -> (Box<dyn Port>, Handles) {
+    let h = Handles { rx: Default::default(), tx: Default::default() };
+    let p = MemPort { name: name.into(), kind, pool: pool.clone(), rx: Arc::clone(&h.rx), tx: Arc::clone(&h.tx), tx_room: usize::MAX };
+    (Box::new(p), h)
+}
+
+const VM0: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+const VM1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 2];
+const REMOTE: [u8; 6] = [0x52, 0x54, 0, 0, 0, 9];
+
+fn frame(dst: [u8; 6], src: [u8; 6], fill: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend(std::iter::repeat_n(fill, 46));
+    f
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct World {
+    engine: Engine,
+    underlay: Handles,
+    vm0: Handles,
+    vm1: Handles,
+}
+
+/// Host with two interfaces vm0, vm1 and links `b` (vnetp) and `x` (vxlan 42).
+fn world() -> World {
+    let pool = Mempool::new(256, 2048).unwrap();
+    let (up, underlay) = port(&pool, "udp", PortKind::Datagram);
+    let mut engine = Engine::new("a", pool.clone(), up, Dispatch::Adaptive).unwrap();
+    let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
+    let (p1, vm1) = port(&pool, "vm1", PortKind::Ethernet);
+    engine.add_interface("vm0", "tap", MacAddr(VM0), p0).unwrap();
+    engine.add_interface("vm1", "tap", MacAddr(VM1), p1).unwrap();
+    engine.add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
+    engine.add_link("x", sa("10.0.0.3:4789"), Encap::Vxlan { vni: 42 }).unwrap();
+    World { engine, underlay, vm0, vm1 }
+}
+
+fn route(e: &mut Engine, src: &str, dst: &str, to: EndpointRef, from: Option<EndpointRef>) {
+    let spec = RouteSpec { src: src.parse().unwrap(), dst: dst.parse().unwrap(), to, from };
+    e.add_route(&spec).unwrap();
+}
+
+fn link(n: &str) -> EndpointRef {
+    EndpointRef::Link(n.into())
+}
+
+fn iface(n: &str) -> EndpointRef {
+    EndpointRef::Interface(n.into())
+}
+
+#[test]
+fn interface_frame_goes_out_on_vnetp_link_as_whole_frame() {
+    let mut w = world();
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("b"), None);
+    let f = frame(REMOTE, VM0, 7);
+    w.vm0.rx.lock().unwrap().push_back((f.clone(), None));
+    assert_eq!(w.engine.poll_once(), 1);
+    let sent = w.underlay.tx.lock().unwrap();
+    assert_eq!(sent.as_slice(), &[(f, Some(sa("10.0.0.2:9000")))]);
+    assert_eq!(w.engine.stats().links[0].counters.tx_packets, 1);
+}
+
+#[test]
+fn vxlan_link_prepends_header_with_vni() {
+    let mut w = world();
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("x"), None);
+    let f = frame(REMOTE, VM0, 1);
+    w.vm0.rx.lock().unwrap().push_back((f.clone(), None));
+    w.engine.poll_once();
+    let sent = w.underlay.tx.lock().unwrap();
+    let (bytes, addr) = &sent[0];
+    assert_eq!(&bytes[..8], &[0x08, 0, 0, 0, 0, 0, 42, 0]);
+    assert_eq!(&bytes[8..], f.as_slice());
+    assert_eq!(*addr, Some(sa("10.0.0.3:4789")));
+}
+
+#[test]
+fn datagram_from_link_is_decapsulated_and_routed_to_interface() {
+    let mut w = world();
+    route(&mut w.engine, "any", "52:54:00:00:00:01", iface("vm0"), None);
+    let f = frame(VM0, REMOTE, 3);
+    let mut vx = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
+    vx.extend_from_slice(&f);
+    {
+        let mut q = w.underlay.rx.lock().unwrap();
+        q.push_back((f.clone(), Some(sa("10.0.0.2:9000"))));
+        q.push_back((vx, Some(sa("10.0.0.3:55555"))));
+    }
+    w.engine.poll_once();
+    let got = w.vm0.tx.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|(b, _)| b == &f));
+    let s = w.engine.stats();
+    assert_eq!(s.links[0].counters.rx_packets, 1);
+    assert_eq!(s.links[1].counters.rx_packets, 1);
+}
+
+#[test]
+fn unknown_sender_wrong_vni_garbage_and_runts_are_counted() {
+    let mut w = world();
+    route(&mut w.engine, "any", "any", iface("vm0"), None);
+    {
+        let mut q = w.underlay.rx.lock().unwrap();
+        q.push_back((frame(VM0, REMOTE, 0), Some(sa("10.0.0.7:9000")))); // unknown sender
+        q.push_back((frame(VM0, REMOTE, 0), Some(sa("10.0.0.2:9001")))); // right IP, wrong port
+        let mut vx43 = vec![0x08, 0, 0, 0, 0, 0, 43, 0];
+        vx43.extend_from_slice(&frame(VM0, REMOTE, 0));
+        q.push_back((vx43, Some(sa("10.0.0.3:4789")))); // wrong VNI
+        q.push_back((vec![0xff; 5], Some(sa("10.0.0.3:4789")))); // truncated VXLAN
+        q.push_back((vec![0x08, 0, 0, 0, 0, 0, 42, 0, 1, 2], Some(sa("10.0.0.3:4789")))); // runt inner
+        q.push_back((vec![1, 2, 3], Some(sa("10.0.0.2:9000")))); // runt vnetp
+        q.push_back((frame(VM0, REMOTE, 0), None)); // no address
+    }
+    w.engine.poll_once();
+    assert!(w.vm0.tx.lock().unwrap().is_empty());
+    let d = w.engine.stats().drops;
+    assert_eq!(d.rx_unknown_sender, 2);
+    assert_eq!(d.rx_unknown_vni, 1);
+    assert_eq!(d.rx_bad_vxlan, 1);
+    assert_eq!(d.rx_runt, 2);
+    assert_eq!(d.rx_no_address, 1);
+}
+
+#[test]
+fn broadcast_fans_out_to_all_but_arrival() {
+    let mut w = world();
+    for to in [iface("vm0"), iface("vm1"), link("b")] {
+        route(&mut w.engine, "any", "ff:ff:ff:ff:ff:ff", to, None);
+    }
+    let f = frame([0xff; 6], VM0, 5);
+    w.vm0.rx.lock().unwrap().push_back((f.clone(), None));
+    w.engine.poll_once();
+    assert!(w.vm0.tx.lock().unwrap().is_empty(), "no hairpin");
+    assert_eq!(w.vm1.tx.lock().unwrap().len(), 1);
+    assert_eq!(w.underlay.tx.lock().unwrap().len(), 1);
+    assert_eq!(w.vm1.tx.lock().unwrap()[0].0, f);
+}
+
+#[test]
+fn no_route_is_counted() {
+    let mut w = world();
+    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    w.engine.poll_once();
+    assert_eq!(w.engine.stats().drops.no_route, 1);
+}
+
+#[test]
+fn unsent_frames_stay_queued_until_the_port_takes_them() {
+    let pool = Mempool::new(256, 2048).unwrap();
+    let h = Handles { rx: Default::default(), tx: Default::default() };
+    let p = MemPort { name: "u".into(), kind: PortKind::Datagram, pool: pool.clone(), rx: Arc::clone(&h.rx), tx: Arc::clone(&h.tx), tx_room: 0 };
+    let mut e = Engine::new("a", pool.clone(), Box::new(p), Dispatch::Adaptive).unwrap();
+    let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
+    e.add_interface("vm0", "tap", MacAddr(VM0), p0).unwrap();
+    e.add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
+    route(&mut e, "any", "any", link("b"), None);
+    vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    e.poll_once();
+    assert!(e.pending_tx());
+    assert_eq!(pool.available(), 255);
+}
+
+#[test]
+fn control_commands_change_routes_at_run_time() {
+    let mut w = world();
+    let cmd = |s: &str| crate::control::parse_command(s).unwrap();
+    assert!(w.engine.apply(cmd("route add src=any dst=52:54:00:00:00:09 to=link:b")).is_ok());
+    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    w.engine.poll_once();
+    assert_eq!(w.underlay.tx.lock().unwrap().len(), 1);
+    assert!(w.engine.apply(cmd("link del b")).unwrap_err().contains("used by 1 route"));
+    assert!(w.engine.apply(cmd("route del src=any dst=52:54:00:00:00:09 to=link:b")).is_ok());
+    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    w.engine.poll_once();
+    assert_eq!(w.underlay.tx.lock().unwrap().len(), 1, "route removed: frame dropped");
+    assert_eq!(w.engine.stats().drops.no_route, 1);
+    assert!(w.engine.apply(cmd("link del b")).is_ok());
+    assert!(w.engine.apply(cmd("route add src=any dst=any to=link:b")).unwrap_err().contains("no link"));
+    let list = w.engine.apply(cmd("link list")).unwrap();
+    assert!(list.starts_with("x peer=10.0.0.3:4789"), "{list}");
+    let json = w.engine.apply(cmd("stats json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["drops"]["no_route"], 1);
+}
+
+#[test]
+fn vnetp_text_lines_add_links_and_routes() {
+    let mut w = world();
+    let cmd = |s: &str| crate::control::parse_command(s).unwrap();
+    w.engine.apply(cmd("ADD 10.0.0.5 9000 udp")).unwrap();
+    w.engine.apply(cmd("add any 52:54:00:00:00:09 edge 10.0.0.5:9000 any")).unwrap();
+    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    w.engine.poll_once();
+    assert_eq!(w.underlay.tx.lock().unwrap()[0].1, Some(sa("10.0.0.5:9000")));
+    let routes = w.engine.apply(cmd("route list")).unwrap();
+    assert!(routes.contains("to=link:10.0.0.5:9000"), "{routes}");
+}
+
+#[test]
+fn raw_underlay_refused_until_the_underlay_stack_exists() {
+    let pool = Mempool::new(8, 2048).unwrap();
+    let (p, _) = port(&pool, "raw", PortKind::Ethernet);
+    assert!(matches!(Engine::new("a", pool, p, Dispatch::Adaptive), Err(EngineError::UnsupportedUnderlay(_))));
+}
+
+#[test]
+fn pool_buffers_all_return_after_traffic() {
+    let mut w = world();
+    route(&mut w.engine, "any", "ff:ff:ff:ff:ff:ff", iface("vm1"), None);
+    route(&mut w.engine, "any", "ff:ff:ff:ff:ff:ff", link("b"), None);
+    for i in 0..200u8 {
+        w.vm0.rx.lock().unwrap().push_back((frame([0xff; 6], VM0, i), None));
+    }
+    while w.engine.poll_once() > 0 {}
+    assert_eq!(w.vm1.tx.lock().unwrap().len(), 200);
+    assert_eq!(w.underlay.tx.lock().unwrap().len(), 200);
+    assert_eq!(w.engine.stats().pool.available, 256);
+}
