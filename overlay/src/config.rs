@@ -105,8 +105,14 @@ impl UnderlayConfig {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Self::Udp { .. } => "udp",
-            Self::Raw { kind: RawKind::AfXdp, .. } => "af_xdp",
-            Self::Raw { kind: RawKind::AfPacket, .. } => "af_packet",
+            Self::Raw {
+                kind: RawKind::AfXdp,
+                ..
+            } => "af_xdp",
+            Self::Raw {
+                kind: RawKind::AfPacket,
+                ..
+            } => "af_packet",
             Self::Vfio { .. } => "vfio",
         }
     }
@@ -282,7 +288,12 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         let (line, column) = line_col(self.text, span.start);
-        ConfigError { file: self.file.to_string(), line, column, message: message.into() }
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 
@@ -298,7 +309,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn valid_pci(s: &str) -> bool {
@@ -308,29 +321,48 @@ fn valid_pci(s: &str) -> bool {
         && b[4] == b':'
         && b[7] == b':'
         && b[10] == b'.'
-        && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
 }
 
 fn port_of(cx: &Ctx, p: &S<i64>) -> Result<u16, ConfigError> {
     u16::try_from(*p.get_ref())
         .ok()
         .filter(|&v| v != 0)
-        .ok_or_else(|| cx.err(p.span(), format!("expected a UDP port 1..=65535, got {}", p.get_ref())))
+        .ok_or_else(|| {
+            cx.err(
+                p.span(),
+                format!("expected a UDP port 1..=65535, got {}", p.get_ref()),
+            )
+        })
 }
 
 fn ip_of(cx: &Ctx, s: &S<String>) -> Result<IpAddr, ConfigError> {
-    s.get_ref()
-        .parse()
-        .map_err(|_| cx.err(s.span(), format!("expected an IPv4 or IPv6 address, got {:?}", s.get_ref())))
+    s.get_ref().parse().map_err(|_| {
+        cx.err(
+            s.span(),
+            format!("expected an IPv4 or IPv6 address, got {:?}", s.get_ref()),
+        )
+    })
 }
 
-fn require<'r, T>(cx: &Ctx, v: &'r Option<S<T>>, outer: Range<usize>, what: &str) -> Result<&'r S<T>, ConfigError> {
-    v.as_ref().ok_or_else(|| cx.err(outer, format!("missing key `{what}`")))
+fn require<'r, T>(
+    cx: &Ctx,
+    v: &'r Option<S<T>>,
+    outer: Range<usize>,
+    what: &str,
+) -> Result<&'r S<T>, ConfigError> {
+    v.as_ref()
+        .ok_or_else(|| cx.err(outer, format!("missing key `{what}`")))
 }
 
 fn forbid<T>(cx: &Ctx, v: &Option<S<T>>, key: &str, kind: &str) -> Result<(), ConfigError> {
     match v {
-        Some(s) => Err(cx.err(s.span(), format!("key `{key}` does not apply to kind {kind:?}"))),
+        Some(s) => Err(cx.err(
+            s.span(),
+            format!("key `{key}` does not apply to kind {kind:?}"),
+        )),
         None => Ok(()),
     }
 }
@@ -393,7 +425,9 @@ pub fn valid_ifname(s: &str) -> bool {
         && s.len() <= 15
         && s != "."
         && s != ".."
-        && !s.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
 
 fn link(cx: &Ctx, l: &S<RawLink>) -> Result<LinkConfig, ConfigError> {
@@ -410,14 +444,26 @@ fn link(cx: &Ctx, l: &S<RawLink>) -> Result<LinkConfig, ConfigError> {
             let v = u32::try_from(*vni.get_ref())
                 .ok()
                 .filter(|&v| v <= 0xff_ffff)
-                .ok_or_else(|| cx.err(vni.span(), format!("expected a VNI 0..=16777215, got {}", vni.get_ref())))?;
+                .ok_or_else(|| {
+                    cx.err(
+                        vni.span(),
+                        format!("expected a VNI 0..=16777215, got {}", vni.get_ref()),
+                    )
+                })?;
             Encap::Vxlan { vni: v }
         }
         Some((other, span)) => {
-            return Err(cx.err(span, format!("unknown encap {other:?}: expected \"vnetp\" or \"vxlan\"")));
+            return Err(cx.err(
+                span,
+                format!("unknown encap {other:?}: expected \"vnetp\" or \"vxlan\""),
+            ));
         }
     };
-    let default_port = if matches!(encap, Encap::Vxlan { .. }) { VXLAN_PORT } else { VNETP_PORT };
+    let default_port = if matches!(encap, Encap::Vxlan { .. }) {
+        VXLAN_PORT
+    } else {
+        VNETP_PORT
+    };
     let text = r.peer.get_ref();
     let peer = match text.parse::<SocketAddr>() {
         Ok(a) => a,
@@ -434,22 +480,38 @@ fn link(cx: &Ctx, l: &S<RawLink>) -> Result<LinkConfig, ConfigError> {
     if peer.port() == 0 {
         return Err(cx.err(r.peer.span(), "peer port must not be 0"));
     }
-    Ok(LinkConfig { name: r.name.get_ref().clone(), peer, encap })
+    Ok(LinkConfig {
+        name: r.name.get_ref().clone(),
+        peer,
+        encap,
+    })
 }
 
 fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigError> {
     let r = i.get_ref();
     let name = r.name.get_ref().clone();
-    let mac: MacAddr = r.mac.get_ref().parse().map_err(|e: pkt::wire::MacParseError| cx.err(r.mac.span(), e.to_string()))?;
+    let mac: MacAddr = r
+        .mac
+        .get_ref()
+        .parse()
+        .map_err(|e: pkt::wire::MacParseError| cx.err(r.mac.span(), e.to_string()))?;
     if mac.is_multicast() {
-        return Err(cx.err(r.mac.span(), format!("{mac} is a multicast MAC: an interface needs a unicast MAC")));
+        return Err(cx.err(
+            r.mac.span(),
+            format!("{mac} is a multicast MAC: an interface needs a unicast MAC"),
+        ));
     }
     let mtu = match &r.mtu {
         None => 1500,
         Some(m) => u32::try_from(*m.get_ref())
             .ok()
             .filter(|v| (68..=MAX_MTU).contains(v))
-            .ok_or_else(|| cx.err(m.span(), format!("expected an MTU 68..={MAX_MTU}, got {}", m.get_ref())))?,
+            .ok_or_else(|| {
+                cx.err(
+                    m.span(),
+                    format!("expected an MTU 68..={MAX_MTU}, got {}", m.get_ref()),
+                )
+            })?,
     };
     let k = r.kind.get_ref().as_str();
     let kind = match k {
@@ -481,14 +543,22 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
             if s.get_ref().is_empty() {
                 return Err(cx.err(s.span(), "socket path must not be empty"));
             }
-            InterfaceKind::VhostUser { socket: PathBuf::from(s.get_ref()) }
+            InterfaceKind::VhostUser {
+                socket: PathBuf::from(s.get_ref()),
+            }
         }
         "vf" => {
             forbid(cx, &r.socket, "socket", k)?;
             forbid(cx, &r.ifname, "ifname", k)?;
             let pci = require(cx, &r.pci, i.span(), "pci")?;
             if !valid_pci(pci.get_ref()) {
-                return Err(cx.err(pci.span(), format!("expected a PCI address like \"0000:01:10.0\", got {:?}", pci.get_ref())));
+                return Err(cx.err(
+                    pci.span(),
+                    format!(
+                        "expected a PCI address like \"0000:01:10.0\", got {:?}",
+                        pci.get_ref()
+                    ),
+                ));
             }
             let vlan = match &r.vlan {
                 None => None,
@@ -496,32 +566,56 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
                     u16::try_from(*v.get_ref())
                         .ok()
                         .filter(|v| (1..=4094).contains(v))
-                        .ok_or_else(|| cx.err(v.span(), format!("expected a VLAN id 1..=4094, got {}", v.get_ref())))?,
+                        .ok_or_else(|| {
+                            cx.err(
+                                v.span(),
+                                format!("expected a VLAN id 1..=4094, got {}", v.get_ref()),
+                            )
+                        })?,
                 ),
             };
-            InterfaceKind::Vf { pci: pci.get_ref().clone(), vlan }
+            InterfaceKind::Vf {
+                pci: pci.get_ref().clone(),
+                vlan,
+            }
         }
         other => {
             return Err(cx.err(
                 r.kind.span(),
-                format!("unknown interface kind {other:?}: expected \"vhost-user\", \"tap\" or \"vf\""),
+                format!(
+                    "unknown interface kind {other:?}: expected \"vhost-user\", \"tap\" or \"vf\""
+                ),
             ));
         }
     };
-    Ok(InterfaceConfig { name, kind, mac, mtu })
+    Ok(InterfaceConfig {
+        name,
+        kind,
+        mac,
+        mtu,
+    })
 }
 
 fn endpoint(cx: &Ctx, e: &RawEndpoint, span: Range<usize>) -> Result<EndpointRef, ConfigError> {
     match (&e.link, &e.interface) {
         (Some(l), None) => Ok(EndpointRef::Link(l.clone())),
         (None, Some(i)) => Ok(EndpointRef::Interface(i.clone())),
-        _ => Err(cx.err(span, "expected exactly one of { link = \"NAME\" } or { interface = \"NAME\" }")),
+        _ => Err(cx.err(
+            span,
+            "expected exactly one of { link = \"NAME\" } or { interface = \"NAME\" }",
+        )),
     }
 }
 
 fn mac_match(cx: &Ctx, s: &S<String>) -> Result<MacMatch, ConfigError> {
     s.get_ref().parse().map_err(|_| {
-        cx.err(s.span(), format!("expected a MAC (52:54:00:00:00:01), \"any\", \"none\" or \"not-<mac>\", got {:?}", s.get_ref()))
+        cx.err(
+            s.span(),
+            format!(
+                "expected a MAC (52:54:00:00:00:01), \"any\", \"none\" or \"not-<mac>\", got {:?}",
+                s.get_ref()
+            ),
+        )
     })
 }
 
@@ -554,7 +648,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let host_r = raw.host.get_ref();
     let name = host_r.name.get_ref().clone();
     if !valid_name(&name) {
-        return Err(cx.err(host_r.name.span(), format!("expected a host name of 1-64 characters [A-Za-z0-9._-], got {name:?}")));
+        return Err(cx.err(
+            host_r.name.span(),
+            format!("expected a host name of 1-64 characters [A-Za-z0-9._-], got {name:?}"),
+        ));
     }
     let underlay = underlay(&cx, &host_r.underlay)?;
     let control = host_r.control.as_ref().map(|c| {
@@ -580,10 +677,19 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let mut names: HashMap<String, &'static str> = HashMap::new();
     let mut check_name = |n: &S<String>, what: &'static str| -> Result<(), ConfigError> {
         if !valid_name(n.get_ref()) {
-            return Err(cx.err(n.span(), format!("expected a {what} name of 1-64 characters [A-Za-z0-9._-], got {:?}", n.get_ref())));
+            return Err(cx.err(
+                n.span(),
+                format!(
+                    "expected a {what} name of 1-64 characters [A-Za-z0-9._-], got {:?}",
+                    n.get_ref()
+                ),
+            ));
         }
         if let Some(prev) = names.insert(n.get_ref().clone(), what) {
-            return Err(cx.err(n.span(), format!("name {:?} is already used by a {prev}", n.get_ref())));
+            return Err(cx.err(
+                n.span(),
+                format!("name {:?} is already used by a {prev}", n.get_ref()),
+            ));
         }
         Ok(())
     };
@@ -601,9 +707,17 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             return Err(cx.err(l.get_ref().peer.span(), format!("another link already uses peer {} with this encapsulation: each peer (and VNI) may have one link", lc.peer)));
         }
         if let UnderlayConfig::Udp { bind } = &underlay
-            && bind.is_ipv4() != lc.peer.is_ipv4() && !bind.ip().is_unspecified() {
-                return Err(cx.err(l.get_ref().peer.span(), format!("peer {} is not of the underlay's IP family ({bind})", lc.peer)));
-            }
+            && bind.is_ipv4() != lc.peer.is_ipv4()
+            && !bind.ip().is_unspecified()
+        {
+            return Err(cx.err(
+                l.get_ref().peer.span(),
+                format!(
+                    "peer {} is not of the underlay's IP family ({bind})",
+                    lc.peer
+                ),
+            ));
+        }
         links.push(lc);
     }
 
@@ -614,7 +728,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         check_name(&i.get_ref().name, "interface")?;
         let ic = interface(&cx, i)?;
         if !macs.insert(ic.mac) {
-            return Err(cx.err(i.get_ref().mac.span(), format!("MAC {} is already used by another interface", ic.mac)));
+            return Err(cx.err(
+                i.get_ref().mac.span(),
+                format!("MAC {} is already used by another interface", ic.mac),
+            ));
         }
         let dev = match &ic.kind {
             InterfaceKind::Tap { ifname } => format!("tap {ifname}"),
@@ -622,7 +739,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             InterfaceKind::Vf { pci, .. } => format!("pci {pci}"),
         };
         if !devs.insert(dev.clone()) {
-            return Err(cx.err(i.span(), format!("{dev} is already used by another interface")));
+            return Err(cx.err(
+                i.span(),
+                format!("{dev} is already used by another interface"),
+            ));
         }
         interfaces.push(ic);
     }
@@ -636,18 +756,32 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             EndpointRef::Interface(n) => interfaces.iter().any(|i| &i.name == n),
         };
         if !exists(&spec.to) {
-            return Err(cx.err(to_span, format!("route destination {} is not defined", spec.to)));
+            return Err(cx.err(
+                to_span,
+                format!("route destination {} is not defined", spec.to),
+            ));
         }
         if let Some(f) = &spec.from
-            && !exists(f) {
-                return Err(cx.err(from_span, format!("route source {f} is not defined")));
-            }
+            && !exists(f)
+        {
+            return Err(cx.err(from_span, format!("route source {f} is not defined")));
+        }
         if !seen.insert(spec.to_string()) {
             return Err(cx.err(r.span(), format!("duplicate route: {spec}")));
         }
         routes.push(spec);
     }
-    Ok(Config { host: HostConfig { name, underlay, control, dispatch }, links, interfaces, routes })
+    Ok(Config {
+        host: HostConfig {
+            name,
+            underlay,
+            control,
+            dispatch,
+        },
+        links,
+        interfaces,
+        routes,
+    })
 }
 
 /// Reads and validates a configuration file.

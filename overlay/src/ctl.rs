@@ -29,12 +29,20 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
             Ok(String::new())
         }
         Command::LinkDel { name } => {
-            let slot = engine.links().find(&name).ok_or_else(|| format!("no link named {name:?}"))?;
+            let slot = engine
+                .links()
+                .find(&name)
+                .ok_or_else(|| format!("no link named {name:?}"))?;
             let users = engine.routes().references(Endpoint::Link(slot));
             if users > 0 {
-                return Err(format!("link {name:?} is used by {users} route(s): delete them first"));
+                return Err(format!(
+                    "link {name:?} is used by {users} route(s): delete them first"
+                ));
             }
-            engine.links_mut().remove(&name).map_err(|e| e.to_string())?;
+            engine
+                .links_mut()
+                .remove(&name)
+                .map_err(|e| e.to_string())?;
             engine.routes_mut().flush_cache();
             Ok(String::new())
         }
@@ -66,12 +74,18 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
             Ok(String::new())
         }
         Command::RouteList => {
-            let specs: Vec<String> = engine.routes().iter().map(|r| engine.spec_from_route(r).to_string()).collect();
+            let specs: Vec<String> = engine
+                .routes()
+                .iter()
+                .map(|r| engine.spec_from_route(r).to_string())
+                .collect();
             Ok(specs.join("\n"))
         }
         Command::InterfaceList => {
-            let lines: Vec<String> =
-                engine.interface_list().map(|(_, name, kind, mac)| format!("{name} kind={kind} mac={mac}")).collect();
+            let lines: Vec<String> = engine
+                .interface_list()
+                .map(|(_, name, kind, mac)| format!("{name} kind={kind} mac={mac}"))
+                .collect();
             Ok(lines.join("\n"))
         }
         Command::Stats { json } => {
@@ -87,24 +101,85 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
 
 fn stats_table(s: &crate::engine::Stats) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "host {}  routes {}  route cache hits {} misses {}", s.host, s.routes, s.route_cache.hits, s.route_cache.misses);
-    let _ = writeln!(o, "pool {}/{} free, {} allocation failures", s.pool.available, s.pool.capacity, s.pool.alloc_failures);
-    let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", "endpoint", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes");
+    let _ = writeln!(
+        o,
+        "host {}  routes {}  route cache hits {} misses {}",
+        s.host, s.routes, s.route_cache.hits, s.route_cache.misses
+    );
+    let _ = writeln!(
+        o,
+        "pool {}/{} free, {} allocation failures",
+        s.pool.available, s.pool.capacity, s.pool.alloc_failures
+    );
+    let _ = writeln!(
+        o,
+        "{:<24} {:>12} {:>14} {:>12} {:>14}",
+        "endpoint", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"
+    );
     let u = &s.underlay;
-    let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", format!("underlay {}", u.name), u.rx_packets, u.rx_bytes, u.tx_packets, u.tx_bytes);
+    let _ = writeln!(
+        o,
+        "{:<24} {:>12} {:>14} {:>12} {:>14}",
+        format!("underlay {}", u.name),
+        u.rx_packets,
+        u.rx_bytes,
+        u.tx_packets,
+        u.tx_bytes
+    );
     for l in &s.links {
         let c = l.counters;
-        let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", format!("link {}", l.name), c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
+        let _ = writeln!(
+            o,
+            "{:<24} {:>12} {:>14} {:>12} {:>14}",
+            format!("link {}", l.name),
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_packets,
+            c.tx_bytes
+        );
     }
     for i in &s.interfaces {
         let c = i.counters;
-        let _ = writeln!(o, "{:<24} {:>12} {:>14} {:>12} {:>14}", format!("interface {}", i.name), c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
+        let _ = writeln!(
+            o,
+            "{:<24} {:>12} {:>14} {:>12} {:>14}",
+            format!("interface {}", i.name),
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_packets,
+            c.tx_bytes
+        );
     }
-    let mut drops: Vec<String> = s.drops.list().iter().filter(|d| d.count > 0).map(|d| format!("{}={}", d.name, d.count)).collect();
-    drops.extend(u.drops.iter().filter(|(_, c)| **c > 0).map(|(n, c)| format!("underlay.{n}={c}")));
+    let mut drops: Vec<String> = s
+        .drops
+        .list()
+        .iter()
+        .filter(|d| d.count > 0)
+        .map(|d| format!("{}={}", d.name, d.count))
+        .collect();
+    drops.extend(
+        u.drops
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .map(|(n, c)| format!("underlay.{n}={c}")),
+    );
     for i in &s.interfaces {
-        drops.extend(i.port.drops.iter().filter(|(_, c)| **c > 0).map(|(n, c)| format!("{}.{n}={c}", i.name)));
+        drops.extend(
+            i.port
+                .drops
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(|(n, c)| format!("{}.{n}={c}", i.name)),
+        );
     }
-    let _ = write!(o, "drops: {}", if drops.is_empty() { "none".to_string() } else { drops.join(" ") });
+    let _ = write!(
+        o,
+        "drops: {}",
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops.join(" ")
+        }
+    );
     o
 }

@@ -30,7 +30,9 @@ const MAX_FANOUT: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The underlay port carries something the engine cannot use yet.
-    #[error("underlay port {0:?} carries raw Ethernet frames; this engine needs a datagram underlay (kind = \"udp\")")]
+    #[error(
+        "underlay port {0:?} carries raw Ethernet frames; this engine needs a datagram underlay (kind = \"udp\")"
+    )]
     UnsupportedUnderlay(String),
     /// Too many interfaces.
     #[error("too many interfaces (at most {0})")]
@@ -230,9 +232,16 @@ pub const MAX_INTERFACES: usize = 1024;
 
 impl Engine {
     /// An engine with this underlay and no links, interfaces or routes.
-    pub fn new(host: &str, pool: Mempool, underlay: Box<dyn Port>, dispatch: Dispatch) -> Result<Self, EngineError> {
+    pub fn new(
+        host: &str,
+        pool: Mempool,
+        underlay: Box<dyn Port>,
+        dispatch: Dispatch,
+    ) -> Result<Self, EngineError> {
         if underlay.caps().kind != PortKind::Datagram {
-            return Err(EngineError::UnsupportedUnderlay(underlay.name().to_string()));
+            return Err(EngineError::UnsupportedUnderlay(
+                underlay.name().to_string(),
+            ));
         }
         Ok(Self {
             host: host.to_string(),
@@ -249,7 +258,13 @@ impl Engine {
     }
 
     /// Adds a guest-facing interface backed by `port`; returns its endpoint.
-    pub fn add_interface(&mut self, name: &str, kind: &'static str, mac: MacAddr, port: Box<dyn Port>) -> Result<Endpoint, EngineError> {
+    pub fn add_interface(
+        &mut self,
+        name: &str,
+        kind: &'static str,
+        mac: MacAddr,
+        port: Box<dyn Port>,
+    ) -> Result<Endpoint, EngineError> {
         let slot = match self.interfaces.iter().position(Option::is_none) {
             Some(s) => s,
             None if self.interfaces.len() < MAX_INTERFACES => {
@@ -295,17 +310,23 @@ impl Engine {
         &mut self.routes
     }
 
-    pub(crate) fn interface_list(&self) -> impl Iterator<Item = (u16, &str, &'static str, MacAddr)> {
-        self.interfaces
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|f| (i as u16, f.name.as_str(), f.kind, f.mac)))
+    pub(crate) fn interface_list(
+        &self,
+    ) -> impl Iterator<Item = (u16, &str, &'static str, MacAddr)> {
+        self.interfaces.iter().enumerate().filter_map(|(i, s)| {
+            s.as_ref()
+                .map(|f| (i as u16, f.name.as_str(), f.kind, f.mac))
+        })
     }
 
     /// Resolves a user's endpoint name.
     pub fn resolve(&self, e: &EndpointRef) -> Result<Endpoint, String> {
         match e {
-            EndpointRef::Link(n) => self.links.find(n).map(Endpoint::Link).ok_or_else(|| format!("no link named {n:?}")),
+            EndpointRef::Link(n) => self
+                .links
+                .find(n)
+                .map(Endpoint::Link)
+                .ok_or_else(|| format!("no link named {n:?}")),
             EndpointRef::Interface(n) => self
                 .interface_list()
                 .find(|(_, name, _, _)| name == n)
@@ -317,9 +338,16 @@ impl Engine {
     /// The user's name of an endpoint.
     pub fn endpoint_ref(&self, e: Endpoint) -> EndpointRef {
         match e {
-            Endpoint::Link(l) => EndpointRef::Link(self.links.get(l).map_or_else(|| format!("#{l}"), |l| l.name.clone())),
+            Endpoint::Link(l) => EndpointRef::Link(
+                self.links
+                    .get(l)
+                    .map_or_else(|| format!("#{l}"), |l| l.name.clone()),
+            ),
             Endpoint::Interface(i) => EndpointRef::Interface(
-                self.interfaces.get(i as usize).and_then(Option::as_ref).map_or_else(|| format!("#{i}"), |f| f.name.clone()),
+                self.interfaces
+                    .get(i as usize)
+                    .and_then(Option::as_ref)
+                    .map_or_else(|| format!("#{i}"), |f| f.name.clone()),
             ),
         }
     }
@@ -336,7 +364,12 @@ impl Engine {
 
     /// The user's form of a table route.
     pub fn spec_from_route(&self, r: &Route) -> RouteSpec {
-        RouteSpec { src: r.src, dst: r.dst, to: self.endpoint_ref(r.to), from: r.from.map(|f| self.endpoint_ref(f)) }
+        RouteSpec {
+            src: r.src,
+            dst: r.dst,
+            to: self.endpoint_ref(r.to),
+            from: r.from.map(|f| self.endpoint_ref(f)),
+        }
     }
 
     /// Adds a route given by names.
@@ -346,11 +379,19 @@ impl Engine {
     }
 
     /// Adds a link.
-    pub fn add_link(&mut self, name: &str, peer: SocketAddr, encap: Encap) -> Result<Endpoint, String> {
+    pub fn add_link(
+        &mut self,
+        name: &str,
+        peer: SocketAddr,
+        encap: Encap,
+    ) -> Result<Endpoint, String> {
         if self.interface_list().any(|(_, n, ..)| n == name) {
             return Err(format!("name {name:?} is already used by an interface"));
         }
-        let slot = self.links.add(name, peer, encap).map_err(|e| e.to_string())?;
+        let slot = self
+            .links
+            .add(name, peer, encap)
+            .map_err(|e| e.to_string())?;
         self.routes.flush_cache();
         Ok(Endpoint::Link(slot))
     }
@@ -530,11 +571,15 @@ impl Engine {
                 }
                 let len = buf.len() as u64;
                 if let Encap::Vxlan { vni } = link.encap
-                    && crate::encap::vxlan_push(&mut buf, vni).is_err() {
-                        self.drops.tx_no_headroom += 1;
-                        return;
-                    }
-                buf.meta = pkt::Meta { addr: Some(link.peer), ..Default::default() };
+                    && crate::encap::vxlan_push(&mut buf, vni).is_err()
+                {
+                    self.drops.tx_no_headroom += 1;
+                    return;
+                }
+                buf.meta = pkt::Meta {
+                    addr: Some(link.peer),
+                    ..Default::default()
+                };
                 if self.underlay_txq.is_full() {
                     self.underlay.tx_batch(&mut self.underlay_txq);
                 }
@@ -569,27 +614,42 @@ impl Engine {
     fn wait(&self, waker: Option<&std::os::fd::OwnedFd>, timeout: Duration) {
         use rustix::event::{PollFd, PollFlags};
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.interfaces.len() + 2);
-        let und_flags = if self.underlay_txq.is_empty() { PollFlags::IN } else { PollFlags::IN | PollFlags::OUT };
+        let und_flags = if self.underlay_txq.is_empty() {
+            PollFlags::IN
+        } else {
+            PollFlags::IN | PollFlags::OUT
+        };
         if let Some(fd) = self.underlay.poll_fd() {
             fds.push(PollFd::from_borrowed_fd(fd, und_flags));
         }
         for f in self.interfaces.iter().flatten() {
             if let Some(fd) = f.port.poll_fd() {
-                let flags = if f.txq.is_empty() { PollFlags::IN } else { PollFlags::IN | PollFlags::OUT };
+                let flags = if f.txq.is_empty() {
+                    PollFlags::IN
+                } else {
+                    PollFlags::IN | PollFlags::OUT
+                };
                 fds.push(PollFd::from_borrowed_fd(fd, flags));
             }
         }
         if let Some(w) = waker {
             fds.push(PollFd::new(w, PollFlags::IN));
         }
-        let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 });
+        let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        });
         let _ = rustix::event::poll(&mut fds, Some(&ts));
     }
 
     /// Runs until `stop` is set: rounds of [`Engine::poll_once`], control requests
     /// between rounds, and waiting when idle per the dispatch mode. On stop, queued
     /// frames are flushed (bounded) before returning.
-    pub fn run(&mut self, stop: &AtomicBool, control: Option<(&mpsc::Receiver<Request>, &std::os::fd::OwnedFd)>) {
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        control: Option<(&mpsc::Receiver<Request>, &std::os::fd::OwnedFd)>,
+    ) {
         let mut mode = Mode::Kick;
         let mut window_start = Instant::now();
         let mut window_frames = 0u64;
@@ -627,7 +687,11 @@ impl Engine {
                 Mode::Poll if idle_rounds < 1000 => std::thread::yield_now(),
                 Mode::Poll => std::thread::sleep(Duration::from_millis(1)),
                 Mode::Kick => {
-                    let timeout = if self.pending_tx() { Duration::from_millis(1) } else { Duration::from_millis(200) };
+                    let timeout = if self.pending_tx() {
+                        Duration::from_millis(1)
+                    } else {
+                        Duration::from_millis(200)
+                    };
                     self.wait(control.map(|(_, w)| w), timeout);
                 }
             }

@@ -8,12 +8,12 @@
 //! imports a device driver, a guest-memory crate or VFIO.
 #![forbid(unsafe_code)]
 
-pub mod types;
-pub mod encap;
-pub mod route;
-pub mod control;
 pub mod config;
+pub mod control;
 mod ctl;
+pub mod encap;
 pub mod engine;
 pub mod link;
+pub mod route;
 pub mod server;
+pub mod types;

@@ -123,7 +123,10 @@ impl LinkTable {
         };
         if let Some(&slot) = clash {
             let existing = self.get(slot).map(|l| l.name.clone()).unwrap_or_default();
-            return Err(LinkError::DuplicatePeer { existing, peer: peer.to_string() });
+            return Err(LinkError::DuplicatePeer {
+                existing,
+                peer: peer.to_string(),
+            });
         }
         let slot = match self.slots.iter().position(Option::is_none) {
             Some(s) => s,
@@ -143,14 +146,20 @@ impl LinkTable {
                 *self.vxlan_ips.entry(peer_c.ip()).or_default() += 1;
             }
         }
-        self.slots[slot] =
-            Some(Link { name: name.to_string(), peer, encap, counters: LinkCounters::default() });
+        self.slots[slot] = Some(Link {
+            name: name.to_string(),
+            peer,
+            encap,
+            counters: LinkCounters::default(),
+        });
         Ok(slot16)
     }
 
     /// Removes a link by name; returns its slot.
     pub fn remove(&mut self, name: &str) -> Result<u16, LinkError> {
-        let slot = self.find(name).ok_or_else(|| LinkError::NotFound(name.to_string()))?;
+        let slot = self
+            .find(name)
+            .ok_or_else(|| LinkError::NotFound(name.to_string()))?;
         if let Some(link) = self.slots[slot as usize].take() {
             let peer_c = canonical_addr(link.peer);
             match link.encap {
@@ -191,7 +200,10 @@ impl LinkTable {
 
     /// Every link with its slot.
     pub fn iter(&self) -> impl Iterator<Item = (u16, &Link)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|l| (i as u16, l)))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|l| (i as u16, l)))
     }
 
     /// Number of links.
@@ -218,7 +230,11 @@ impl LinkTable {
                 return Err(Unmatched::BadVxlan);
             }
             let vni = u32::from_be_bytes([0, payload[4], payload[5], payload[6]]);
-            return self.by_vni.get(&(src.ip(), vni)).map(|&s| (s, true)).ok_or(Unmatched::UnknownVni);
+            return self
+                .by_vni
+                .get(&(src.ip(), vni))
+                .map(|&s| (s, true))
+                .ok_or(Unmatched::UnknownVni);
         }
         Err(Unmatched::UnknownSender)
     }
@@ -237,35 +253,61 @@ mod tests {
         let mut t = LinkTable::new();
         let a = t.add("a", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
         assert_eq!(t.classify(sa("10.0.0.2:9000"), b"x"), Ok((a, false)));
-        assert_eq!(t.classify(sa("10.0.0.2:9001"), b"x"), Err(Unmatched::UnknownSender));
-        assert_eq!(t.classify(sa("10.0.0.3:9000"), b"x"), Err(Unmatched::UnknownSender));
+        assert_eq!(
+            t.classify(sa("10.0.0.2:9001"), b"x"),
+            Err(Unmatched::UnknownSender)
+        );
+        assert_eq!(
+            t.classify(sa("10.0.0.3:9000"), b"x"),
+            Err(Unmatched::UnknownSender)
+        );
     }
 
     #[test]
     fn vxlan_link_matched_by_ip_and_vni_any_source_port() {
         let mut t = LinkTable::new();
-        let a = t.add("a", sa("10.0.0.2:4789"), Encap::Vxlan { vni: 42 }).unwrap();
+        let a = t
+            .add("a", sa("10.0.0.2:4789"), Encap::Vxlan { vni: 42 })
+            .unwrap();
         let hdr42 = [0x08, 0, 0, 0, 0, 0, 42, 0];
         let hdr43 = [0x08, 0, 0, 0, 0, 0, 43, 0];
         assert_eq!(t.classify(sa("10.0.0.2:51234"), &hdr42), Ok((a, true)));
-        assert_eq!(t.classify(sa("10.0.0.2:51234"), &hdr43), Err(Unmatched::UnknownVni));
-        assert_eq!(t.classify(sa("10.0.0.2:51234"), &[0; 8]), Err(Unmatched::BadVxlan));
-        assert_eq!(t.classify(sa("10.0.0.2:51234"), &[0x08; 4]), Err(Unmatched::BadVxlan));
+        assert_eq!(
+            t.classify(sa("10.0.0.2:51234"), &hdr43),
+            Err(Unmatched::UnknownVni)
+        );
+        assert_eq!(
+            t.classify(sa("10.0.0.2:51234"), &[0; 8]),
+            Err(Unmatched::BadVxlan)
+        );
+        assert_eq!(
+            t.classify(sa("10.0.0.2:51234"), &[0x08; 4]),
+            Err(Unmatched::BadVxlan)
+        );
     }
 
     #[test]
     fn ipv4_mapped_sender_matches_ipv4_peer() {
         let mut t = LinkTable::new();
         let a = t.add("a", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
-        assert_eq!(t.classify(sa("[::ffff:10.0.0.2]:9000"), b""), Ok((a, false)));
+        assert_eq!(
+            t.classify(sa("[::ffff:10.0.0.2]:9000"), b""),
+            Ok((a, false))
+        );
     }
 
     #[test]
     fn duplicate_names_and_peers_refused_and_slots_reused() {
         let mut t = LinkTable::new();
         t.add("a", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
-        assert!(matches!(t.add("a", sa("10.0.0.3:9000"), Encap::Vnetp), Err(LinkError::DuplicateName(_))));
-        assert!(matches!(t.add("b", sa("10.0.0.2:9000"), Encap::Vnetp), Err(LinkError::DuplicatePeer { .. })));
+        assert!(matches!(
+            t.add("a", sa("10.0.0.3:9000"), Encap::Vnetp),
+            Err(LinkError::DuplicateName(_))
+        ));
+        assert!(matches!(
+            t.add("b", sa("10.0.0.2:9000"), Encap::Vnetp),
+            Err(LinkError::DuplicatePeer { .. })
+        ));
         assert_eq!(t.remove("a"), Ok(0));
         assert!(t.remove("a").is_err());
         assert_eq!(t.add("b", sa("10.0.0.2:9000"), Encap::Vnetp), Ok(0));

@@ -60,7 +60,10 @@ pub struct ControlServer {
 impl ControlServer {
     /// Binds `path` (mode 0600; creates the parent directory) and serves it on a thread.
     pub fn start(path: &Path) -> Result<(Self, EngineEnd), ServerError> {
-        let io = |source| ServerError::Io { path: path.to_path_buf(), source };
+        let io = |source| ServerError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -77,8 +80,10 @@ impl ControlServer {
         let listener = bound.map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         listener.set_nonblocking(true).map_err(io)?;
-        let (wake_rx, wake_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| io(e.into()))?;
+        let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+        )
+        .map_err(|e| io(e.into()))?;
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
@@ -87,7 +92,17 @@ impl ControlServer {
             .name("vnetp-control".into())
             .spawn(move || accept_loop(listener, tx, wake_tx, stop2))
             .map_err(io)?;
-        Ok((Self { path: path.to_path_buf(), stop, thread: Some(thread) }, EngineEnd { requests: rx, waker: wake_rx }))
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                stop,
+                thread: Some(thread),
+            },
+            EngineEnd {
+                requests: rx,
+                waker: wake_rx,
+            },
+        ))
     }
 }
 
@@ -101,7 +116,12 @@ impl Drop for ControlServer {
     }
 }
 
-fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Request>, waker: Arc<OwnedFd>, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    listener: UnixListener,
+    tx: mpsc::Sender<Request>,
+    waker: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
+) {
     let clients = Arc::new(AtomicUsize::new(0));
     let me = rustix::process::geteuid();
     while !stop.load(Ordering::Relaxed) {
@@ -111,24 +131,39 @@ fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Request>, waker: Arc<Own
                     .map(|c| c.uid.is_root() || c.uid == me)
                     .unwrap_or(false);
                 if !allowed {
-                    let _ = writeln!(stream, "error: permission denied (peer is neither root nor the daemon's user)");
+                    let _ = writeln!(
+                        stream,
+                        "error: permission denied (peer is neither root nor the daemon's user)"
+                    );
                     continue;
                 }
                 if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
-                    let _ = writeln!(stream, "error: too many control connections (at most {MAX_CLIENTS})");
+                    let _ = writeln!(
+                        stream,
+                        "error: too many control connections (at most {MAX_CLIENTS})"
+                    );
                     continue;
                 }
                 clients.fetch_add(1, Ordering::Relaxed);
-                let (tx, waker, clients, stop) = (tx.clone(), Arc::clone(&waker), Arc::clone(&clients), Arc::clone(&stop));
-                let spawned = std::thread::Builder::new().name("vnetp-ctl-client".into()).spawn(move || {
-                    serve_client(stream, &tx, &waker, &stop);
-                    clients.fetch_sub(1, Ordering::Relaxed);
-                });
+                let (tx, waker, clients, stop) = (
+                    tx.clone(),
+                    Arc::clone(&waker),
+                    Arc::clone(&clients),
+                    Arc::clone(&stop),
+                );
+                let spawned = std::thread::Builder::new()
+                    .name("vnetp-ctl-client".into())
+                    .spawn(move || {
+                        serve_client(stream, &tx, &waker, &stop);
+                        clients.fetch_sub(1, Ordering::Relaxed);
+                    });
                 if spawned.is_err() {
                     tracing::warn!("cannot spawn a control client thread");
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(e) => {
                 tracing::warn!("control socket accept: {e}");
                 std::thread::sleep(Duration::from_millis(100));
@@ -137,10 +172,17 @@ fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Request>, waker: Arc<Own
     }
 }
 
-fn serve_client(stream: UnixStream, tx: &mpsc::Sender<Request>, waker: &OwnedFd, stop: &AtomicBool) {
+fn serve_client(
+    stream: UnixStream,
+    tx: &mpsc::Sender<Request>,
+    waker: &OwnedFd,
+    stop: &AtomicBool,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let Ok(write_half) = stream.try_clone() else { return };
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
     let mut out = std::io::BufWriter::new(write_half);
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -168,7 +210,8 @@ fn serve_client(stream: UnixStream, tx: &mpsc::Sender<Request>, waker: &OwnedFd,
                         Err("the engine has stopped".to_string())
                     } else {
                         let _ = rustix::io::write(waker, &[1]);
-                        rrx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| Err("the engine did not answer".to_string()))
+                        rrx.recv_timeout(Duration::from_secs(10))
+                            .unwrap_or_else(|_| Err("the engine did not answer".to_string()))
                     }
                 }
             },
@@ -200,7 +243,12 @@ fn read_line_bounded(r: &mut BufReader<UnixStream>, line: &mut Vec<u8>) -> LineR
         let buf = match r.fill_buf() {
             Ok([]) => return LineRead::Eof,
             Ok(b) => b,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return LineRead::Timeout;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

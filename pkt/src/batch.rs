@@ -21,7 +21,9 @@ impl Default for Batch {
 impl Batch {
     /// An empty batch with room for [`BATCH_MAX`] frames.
     pub fn new() -> Self {
-        Self { bufs: Vec::with_capacity(BATCH_MAX) }
+        Self {
+            bufs: Vec::with_capacity(BATCH_MAX),
+        }
     }
 
     /// An empty batch that owns no storage yet, for swapping a batch out of a struct

@@ -24,7 +24,9 @@ pub const HEADROOM: usize = 128;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PoolError {
     /// The requested geometry is unusable.
-    #[error("mempool: buffer size {buf_size} must exceed the {HEADROOM}-byte headroom and count must be 1..=2^24")]
+    #[error(
+        "mempool: buffer size {buf_size} must exceed the {HEADROOM}-byte headroom and count must be 1..=2^24"
+    )]
     BadGeometry {
         /// Requested buffer size.
         buf_size: usize,
@@ -116,7 +118,13 @@ impl Mempool {
             let _ = free.push(i);
         }
         Ok(Self {
-            inner: Arc::new(Inner { base, bytes, buf_size, free, alloc_failures: AtomicU64::new(0) }),
+            inner: Arc::new(Inner {
+                base,
+                bytes,
+                buf_size,
+                free,
+                alloc_failures: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -203,7 +211,9 @@ impl PktBuf {
         // SAFETY: `idx < count`, so `[idx*size, (idx+1)*size)` lies inside the mapping;
         // this `PktBuf` is the only holder of `idx`, so no other reference to these bytes
         // exists; the mapping outlives `self` through the `Arc`.
-        unsafe { std::slice::from_raw_parts(self.pool.base.as_ptr().add(self.idx as usize * size), size) }
+        unsafe {
+            std::slice::from_raw_parts(self.pool.base.as_ptr().add(self.idx as usize * size), size)
+        }
     }
 
     #[inline]
@@ -211,7 +221,10 @@ impl PktBuf {
         let size = self.pool.buf_size;
         // SAFETY: as in `whole`, and `&mut self` makes this the only live reference.
         unsafe {
-            std::slice::from_raw_parts_mut(self.pool.base.as_ptr().add(self.idx as usize * size), size)
+            std::slice::from_raw_parts_mut(
+                self.pool.base.as_ptr().add(self.idx as usize * size),
+                size,
+            )
         }
     }
 
@@ -323,7 +336,10 @@ impl PktBuf {
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<(), PoolError> {
         if self.head as usize + len > self.pool.buf_size {
-            return Err(PoolError::NoRoom { what: "set_len", n: len });
+            return Err(PoolError::NoRoom {
+                what: "set_len",
+                n: len,
+            });
         }
         self.len = len as u32;
         Ok(())
@@ -331,7 +347,10 @@ impl PktBuf {
 
     /// A copy of this frame (data and metadata) in a new buffer of the same pool.
     pub fn try_clone(&self) -> Option<PktBuf> {
-        let mut copy = Mempool { inner: Arc::clone(&self.pool) }.alloc()?;
+        let mut copy = Mempool {
+            inner: Arc::clone(&self.pool),
+        }
+        .alloc()?;
         let head = self.head as usize;
         let len = self.len as usize;
         copy.head = self.head;

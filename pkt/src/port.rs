@@ -91,7 +91,10 @@ pub struct PortStats {
 impl PortStats {
     /// The count of the named drop counter (0 when the port has no such counter).
     pub fn drop_count(&self, name: &str) -> u64 {
-        self.drops.iter().find(|d| d.name == name).map_or(0, |d| d.count)
+        self.drops
+            .iter()
+            .find(|d| d.name == name)
+            .map_or(0, |d| d.count)
     }
 }
 

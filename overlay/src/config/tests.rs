@@ -56,11 +56,28 @@ fn with(extra: &str) -> String {
 fn full_example_parses() {
     let c = parse("h.toml", GOOD).unwrap();
     assert_eq!(c.host.name, "a");
-    assert_eq!(c.host.underlay, UnderlayConfig::Udp { bind: "10.0.0.1:9000".parse().unwrap() });
-    assert_eq!(c.host.control.as_deref(), Some(Path::new("/run/vnetp/a.sock")));
-    assert_eq!(c.links[1].peer, "10.0.0.3:4789".parse().unwrap(), "vxlan default port");
+    assert_eq!(
+        c.host.underlay,
+        UnderlayConfig::Udp {
+            bind: "10.0.0.1:9000".parse().unwrap()
+        }
+    );
+    assert_eq!(
+        c.host.control.as_deref(),
+        Some(Path::new("/run/vnetp/a.sock"))
+    );
+    assert_eq!(
+        c.links[1].peer,
+        "10.0.0.3:4789".parse().unwrap(),
+        "vxlan default port"
+    );
     assert_eq!(c.links[1].encap, Encap::Vxlan { vni: 42 });
-    assert_eq!(c.interfaces[0].kind, InterfaceKind::Tap { ifname: "vm0".into() });
+    assert_eq!(
+        c.interfaces[0].kind,
+        InterfaceKind::Tap {
+            ifname: "vm0".into()
+        }
+    );
     assert_eq!(c.interfaces[0].mtu, 1500);
     assert_eq!(c.routes.len(), 2);
     assert_eq!(c.routes[1].from, Some(EndpointRef::Link("to-b".into())));
@@ -68,7 +85,9 @@ fn full_example_parses() {
 
 #[test]
 fn unknown_key_names_line_and_column() {
-    let e = err("[host]\nname = \"a\"\nunderlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }\ncolour = 1\n");
+    let e = err(
+        "[host]\nname = \"a\"\nunderlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }\ncolour = 1\n",
+    );
     assert_eq!((e.line, e.column), (4, 1), "{e}");
     assert!(e.message.contains("colour"), "{e}");
     assert!(e.to_string().starts_with("h.toml:4:1: "), "{e}");
@@ -97,41 +116,60 @@ fn multicast_interface_mac_refused() {
 
 #[test]
 fn dangling_route_destination_refused() {
-    let e = err(&with("[[route]]\nsrc = \"any\"\ndst = \"any\"\nto = { link = \"nowhere\" }\n"));
+    let e = err(&with(
+        "[[route]]\nsrc = \"any\"\ndst = \"any\"\nto = { link = \"nowhere\" }\n",
+    ));
     assert!(e.message.contains("link:nowhere is not defined"), "{e}");
 }
 
 #[test]
 fn dangling_route_source_refused() {
-    let e = err(&with("[[route]]\nsrc = \"any\"\ndst = \"any\"\nto = { link = \"to-b\" }\nfrom = { interface = \"vm9\" }\n"));
+    let e = err(&with(
+        "[[route]]\nsrc = \"any\"\ndst = \"any\"\nto = { link = \"to-b\" }\nfrom = { interface = \"vm9\" }\n",
+    ));
     assert!(e.message.contains("interface:vm9 is not defined"), "{e}");
 }
 
 #[test]
 fn route_to_needs_exactly_one_endpoint() {
-    let e = err(&with("[[route]]\nsrc = \"any\"\ndst = \"any\"\nto = { link = \"to-b\", interface = \"vm0\" }\n"));
+    let e = err(&with(
+        "[[route]]\nsrc = \"any\"\ndst = \"any\"\nto = { link = \"to-b\", interface = \"vm0\" }\n",
+    ));
     assert!(e.message.contains("exactly one"), "{e}");
 }
 
 #[test]
 fn duplicate_names_refused_across_kinds() {
-    let e = err(&with("[[link]]\nname = \"vm0\"\npeer = \"10.0.0.9:9000\"\n"));
-    assert!(e.message.contains("already used by a interface") || e.message.contains("already used"), "{e}");
+    let e = err(&with(
+        "[[link]]\nname = \"vm0\"\npeer = \"10.0.0.9:9000\"\n",
+    ));
+    assert!(
+        e.message.contains("already used by a interface") || e.message.contains("already used"),
+        "{e}"
+    );
 }
 
 #[test]
 fn duplicate_peer_refused() {
-    let e = err(&with("[[link]]\nname = \"again\"\npeer = \"10.0.0.2:9000\"\n"));
+    let e = err(&with(
+        "[[link]]\nname = \"again\"\npeer = \"10.0.0.2:9000\"\n",
+    ));
     assert!(e.message.contains("already uses peer"), "{e}");
 }
 
 #[test]
 fn vxlan_needs_vni_and_vnetp_refuses_it() {
-    let e = err(&with("[[link]]\nname = \"x\"\npeer = \"10.0.0.9\"\nencap = \"vxlan\"\n"));
+    let e = err(&with(
+        "[[link]]\nname = \"x\"\npeer = \"10.0.0.9\"\nencap = \"vxlan\"\n",
+    ));
     assert!(e.message.contains("vni"), "{e}");
-    let e = err(&with("[[link]]\nname = \"x\"\npeer = \"10.0.0.9\"\nvni = 5\n"));
+    let e = err(&with(
+        "[[link]]\nname = \"x\"\npeer = \"10.0.0.9\"\nvni = 5\n",
+    ));
     assert!(e.message.contains("only to encap"), "{e}");
-    let e = err(&with("[[link]]\nname = \"x\"\npeer = \"10.0.0.9\"\nencap = \"vxlan\"\nvni = 16777216\n"));
+    let e = err(&with(
+        "[[link]]\nname = \"x\"\npeer = \"10.0.0.9\"\nencap = \"vxlan\"\nvni = 16777216\n",
+    ));
     assert!(e.message.contains("VNI"), "{e}");
 }
 
@@ -166,7 +204,10 @@ fn raw_and_vfio_underlays_parse() {
         "underlay = { kind = \"vfio\", pci = \"0000:01:00.0\", ip = \"10.0.0.1\" }",
     );
     let c = parse("h.toml", &t).unwrap();
-    assert!(matches!(c.host.underlay, UnderlayConfig::Vfio { port: 9000, .. }));
+    assert!(matches!(
+        c.host.underlay,
+        UnderlayConfig::Vfio { port: 9000, .. }
+    ));
     let t = GOOD.replace(
         "underlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }",
         "underlay = { kind = \"vfio\", pci = \"01:00.0\", ip = \"10.0.0.1\" }",
@@ -182,7 +223,12 @@ fn key_of_another_kind_refused() {
 
 #[test]
 fn tap_name_too_long_for_kernel_needs_ifname() {
-    let t = GOOD.replace("name = \"vm0\"", "name = \"a-very-long-interface-name\"").replace("interface = \"vm0\"", "interface = \"a-very-long-interface-name\"");
+    let t = GOOD
+        .replace("name = \"vm0\"", "name = \"a-very-long-interface-name\"")
+        .replace(
+            "interface = \"vm0\"",
+            "interface = \"a-very-long-interface-name\"",
+        );
     assert!(err(&t).message.contains("set `ifname`"));
     let t = t.replace("kind = \"tap\"", "kind = \"tap\"\nifname = \"vnt0\"");
     assert!(parse("h.toml", &t).is_ok());

@@ -28,7 +28,9 @@ impl Port for MemPort {
         let mut n = 0;
         let mut q = self.rx.lock().unwrap();
         while !batch.is_full() {
-            let Some((bytes, addr)) = q.pop_front() else { break };
+            let Some((bytes, addr)) = q.pop_front() else {
+                break;
+            };
             let mut b = self.pool.alloc().unwrap();
             b.extend_from_slice(&bytes).unwrap();
             b.meta.addr = addr;
@@ -47,7 +49,13 @@ impl Port for MemPort {
         n
     }
     fn caps(&self) -> pkt::PortCaps {
-        pkt::PortCaps { kind: self.kind, mtu: 1500, rx_queues: 1, tx_queues: 1, offloads: pkt::Offloads::NONE }
+        pkt::PortCaps {
+            kind: self.kind,
+            mtu: 1500,
+            rx_queues: 1,
+            tx_queues: 1,
+            offloads: pkt::Offloads::NONE,
+        }
     }
     fn stats(&self) -> PortStats {
         PortStats::default()
@@ -63,8 +71,18 @@ struct Handles {
 }
 
 fn port(pool: &Mempool, name: &str, kind: PortKind) -> (Box<dyn Port>, Handles) {
-    let h = Handles { rx: Default::default(), tx: Default::default() };
-    let p = MemPort { name: name.into(), kind, pool: pool.clone(), rx: Arc::clone(&h.rx), tx: Arc::clone(&h.tx), tx_room: usize::MAX };
+    let h = Handles {
+        rx: Default::default(),
+        tx: Default::default(),
+    };
+    let p = MemPort {
+        name: name.into(),
+        kind,
+        pool: pool.clone(),
+        rx: Arc::clone(&h.rx),
+        tx: Arc::clone(&h.tx),
+        tx_room: usize::MAX,
+    };
     (Box::new(p), h)
 }
 
@@ -99,15 +117,33 @@ fn world() -> World {
     let mut engine = Engine::new("a", pool.clone(), up, Dispatch::Adaptive).unwrap();
     let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
     let (p1, vm1) = port(&pool, "vm1", PortKind::Ethernet);
-    engine.add_interface("vm0", "tap", MacAddr(VM0), p0).unwrap();
-    engine.add_interface("vm1", "tap", MacAddr(VM1), p1).unwrap();
-    engine.add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
-    engine.add_link("x", sa("10.0.0.3:4789"), Encap::Vxlan { vni: 42 }).unwrap();
-    World { engine, underlay, vm0, vm1 }
+    engine
+        .add_interface("vm0", "tap", MacAddr(VM0), p0)
+        .unwrap();
+    engine
+        .add_interface("vm1", "tap", MacAddr(VM1), p1)
+        .unwrap();
+    engine
+        .add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp)
+        .unwrap();
+    engine
+        .add_link("x", sa("10.0.0.3:4789"), Encap::Vxlan { vni: 42 })
+        .unwrap();
+    World {
+        engine,
+        underlay,
+        vm0,
+        vm1,
+    }
 }
 
 fn route(e: &mut Engine, src: &str, dst: &str, to: EndpointRef, from: Option<EndpointRef>) {
-    let spec = RouteSpec { src: src.parse().unwrap(), dst: dst.parse().unwrap(), to, from };
+    let spec = RouteSpec {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        to,
+        from,
+    };
     e.add_route(&spec).unwrap();
 }
 
@@ -148,7 +184,13 @@ fn vxlan_link_prepends_header_with_vni() {
 #[test]
 fn datagram_from_link_is_decapsulated_and_routed_to_interface() {
     let mut w = world();
-    route(&mut w.engine, "any", "52:54:00:00:00:01", iface("vm0"), None);
+    route(
+        &mut w.engine,
+        "any",
+        "52:54:00:00:00:01",
+        iface("vm0"),
+        None,
+    );
     let f = frame(VM0, REMOTE, 3);
     let mut vx = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
     vx.extend_from_slice(&f);
@@ -178,7 +220,10 @@ fn unknown_sender_wrong_vni_garbage_and_runts_are_counted() {
         vx43.extend_from_slice(&frame(VM0, REMOTE, 0));
         q.push_back((vx43, Some(sa("10.0.0.3:4789")))); // wrong VNI
         q.push_back((vec![0xff; 5], Some(sa("10.0.0.3:4789")))); // truncated VXLAN
-        q.push_back((vec![0x08, 0, 0, 0, 0, 0, 42, 0, 1, 2], Some(sa("10.0.0.3:4789")))); // runt inner
+        q.push_back((
+            vec![0x08, 0, 0, 0, 0, 0, 42, 0, 1, 2],
+            Some(sa("10.0.0.3:4789")),
+        )); // runt inner
         q.push_back((vec![1, 2, 3], Some(sa("10.0.0.2:9000")))); // runt vnetp
         q.push_back((frame(VM0, REMOTE, 0), None)); // no address
     }
@@ -210,7 +255,11 @@ fn broadcast_fans_out_to_all_but_arrival() {
 #[test]
 fn no_route_is_counted() {
     let mut w = world();
-    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    w.vm0
+        .rx
+        .lock()
+        .unwrap()
+        .push_back((frame(REMOTE, VM0, 0), None));
     w.engine.poll_once();
     assert_eq!(w.engine.stats().drops.no_route, 1);
 }
@@ -218,14 +267,27 @@ fn no_route_is_counted() {
 #[test]
 fn unsent_frames_stay_queued_until_the_port_takes_them() {
     let pool = Mempool::new(256, 2048).unwrap();
-    let h = Handles { rx: Default::default(), tx: Default::default() };
-    let p = MemPort { name: "u".into(), kind: PortKind::Datagram, pool: pool.clone(), rx: Arc::clone(&h.rx), tx: Arc::clone(&h.tx), tx_room: 0 };
+    let h = Handles {
+        rx: Default::default(),
+        tx: Default::default(),
+    };
+    let p = MemPort {
+        name: "u".into(),
+        kind: PortKind::Datagram,
+        pool: pool.clone(),
+        rx: Arc::clone(&h.rx),
+        tx: Arc::clone(&h.tx),
+        tx_room: 0,
+    };
     let mut e = Engine::new("a", pool.clone(), Box::new(p), Dispatch::Adaptive).unwrap();
     let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
     e.add_interface("vm0", "tap", MacAddr(VM0), p0).unwrap();
     e.add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
     route(&mut e, "any", "any", link("b"), None);
-    vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    vm0.rx
+        .lock()
+        .unwrap()
+        .push_back((frame(REMOTE, VM0, 0), None));
     e.poll_once();
     assert!(e.pending_tx());
     assert_eq!(pool.available(), 255);
@@ -235,18 +297,48 @@ fn unsent_frames_stay_queued_until_the_port_takes_them() {
 fn control_commands_change_routes_at_run_time() {
     let mut w = world();
     let cmd = |s: &str| crate::control::parse_command(s).unwrap();
-    assert!(w.engine.apply(cmd("route add src=any dst=52:54:00:00:00:09 to=link:b")).is_ok());
-    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    assert!(
+        w.engine
+            .apply(cmd("route add src=any dst=52:54:00:00:00:09 to=link:b"))
+            .is_ok()
+    );
+    w.vm0
+        .rx
+        .lock()
+        .unwrap()
+        .push_back((frame(REMOTE, VM0, 0), None));
     w.engine.poll_once();
     assert_eq!(w.underlay.tx.lock().unwrap().len(), 1);
-    assert!(w.engine.apply(cmd("link del b")).unwrap_err().contains("used by 1 route"));
-    assert!(w.engine.apply(cmd("route del src=any dst=52:54:00:00:00:09 to=link:b")).is_ok());
-    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    assert!(
+        w.engine
+            .apply(cmd("link del b"))
+            .unwrap_err()
+            .contains("used by 1 route")
+    );
+    assert!(
+        w.engine
+            .apply(cmd("route del src=any dst=52:54:00:00:00:09 to=link:b"))
+            .is_ok()
+    );
+    w.vm0
+        .rx
+        .lock()
+        .unwrap()
+        .push_back((frame(REMOTE, VM0, 0), None));
     w.engine.poll_once();
-    assert_eq!(w.underlay.tx.lock().unwrap().len(), 1, "route removed: frame dropped");
+    assert_eq!(
+        w.underlay.tx.lock().unwrap().len(),
+        1,
+        "route removed: frame dropped"
+    );
     assert_eq!(w.engine.stats().drops.no_route, 1);
     assert!(w.engine.apply(cmd("link del b")).is_ok());
-    assert!(w.engine.apply(cmd("route add src=any dst=any to=link:b")).unwrap_err().contains("no link"));
+    assert!(
+        w.engine
+            .apply(cmd("route add src=any dst=any to=link:b"))
+            .unwrap_err()
+            .contains("no link")
+    );
     let list = w.engine.apply(cmd("link list")).unwrap();
     assert!(list.starts_with("x peer=10.0.0.3:4789"), "{list}");
     let json = w.engine.apply(cmd("stats json")).unwrap();
@@ -259,10 +351,19 @@ fn vnetp_text_lines_add_links_and_routes() {
     let mut w = world();
     let cmd = |s: &str| crate::control::parse_command(s).unwrap();
     w.engine.apply(cmd("ADD 10.0.0.5 9000 udp")).unwrap();
-    w.engine.apply(cmd("add any 52:54:00:00:00:09 edge 10.0.0.5:9000 any")).unwrap();
-    w.vm0.rx.lock().unwrap().push_back((frame(REMOTE, VM0, 0), None));
+    w.engine
+        .apply(cmd("add any 52:54:00:00:00:09 edge 10.0.0.5:9000 any"))
+        .unwrap();
+    w.vm0
+        .rx
+        .lock()
+        .unwrap()
+        .push_back((frame(REMOTE, VM0, 0), None));
     w.engine.poll_once();
-    assert_eq!(w.underlay.tx.lock().unwrap()[0].1, Some(sa("10.0.0.5:9000")));
+    assert_eq!(
+        w.underlay.tx.lock().unwrap()[0].1,
+        Some(sa("10.0.0.5:9000"))
+    );
     let routes = w.engine.apply(cmd("route list")).unwrap();
     assert!(routes.contains("to=link:10.0.0.5:9000"), "{routes}");
 }
@@ -271,16 +372,29 @@ fn vnetp_text_lines_add_links_and_routes() {
 fn raw_underlay_refused_until_the_underlay_stack_exists() {
     let pool = Mempool::new(8, 2048).unwrap();
     let (p, _) = port(&pool, "raw", PortKind::Ethernet);
-    assert!(matches!(Engine::new("a", pool, p, Dispatch::Adaptive), Err(EngineError::UnsupportedUnderlay(_))));
+    assert!(matches!(
+        Engine::new("a", pool, p, Dispatch::Adaptive),
+        Err(EngineError::UnsupportedUnderlay(_))
+    ));
 }
 
 #[test]
 fn pool_buffers_all_return_after_traffic() {
     let mut w = world();
-    route(&mut w.engine, "any", "ff:ff:ff:ff:ff:ff", iface("vm1"), None);
+    route(
+        &mut w.engine,
+        "any",
+        "ff:ff:ff:ff:ff:ff",
+        iface("vm1"),
+        None,
+    );
     route(&mut w.engine, "any", "ff:ff:ff:ff:ff:ff", link("b"), None);
     for i in 0..200u8 {
-        w.vm0.rx.lock().unwrap().push_back((frame([0xff; 6], VM0, i), None));
+        w.vm0
+            .rx
+            .lock()
+            .unwrap()
+            .push_back((frame([0xff; 6], VM0, i), None));
     }
     while w.engine.poll_once() > 0 {}
     assert_eq!(w.vm1.tx.lock().unwrap().len(), 200);

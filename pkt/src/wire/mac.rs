@@ -4,8 +4,21 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A 48-bit IEEE 802 MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-#[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable, zerocopy::Unaligned)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::KnownLayout,
+    zerocopy::Immutable,
+    zerocopy::Unaligned,
+)]
 #[repr(transparent)]
 pub struct MacAddr(pub [u8; 6]);
 
@@ -29,7 +42,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -78,7 +95,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:01:02", "52:54:00:ab:cd:zz", "525:4:00:ab:cd:01", "::::::"] {
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:01:02",
+            "52:54:00:ab:cd:zz",
+            "525:4:00:ab:cd:01",
+            "::::::",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }
@@ -86,7 +110,17 @@ mod tests {
     #[test]
     fn group_bit() {
         assert!(MacAddr::BROADCAST.is_multicast());
-        assert!("01:00:5e:00:00:01".parse::<MacAddr>().unwrap().is_multicast());
-        assert!(!"52:54:00:00:00:01".parse::<MacAddr>().unwrap().is_multicast());
+        assert!(
+            "01:00:5e:00:00:01"
+                .parse::<MacAddr>()
+                .unwrap()
+                .is_multicast()
+        );
+        assert!(
+            !"52:54:00:00:00:01"
+                .parse::<MacAddr>()
+                .unwrap()
+                .is_multicast()
+        );
     }
 }

@@ -1,0 +1,882 @@
+//! [`TapPort`]: a Linux tap device as a [`PortKind::Ethernet`] port.
+//!
+//! The device is created with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, so every frame read
+//! or written is preceded by a 12-byte virtio-net header (virtio 1.2, 5.1.6, with
+//! `num_buffers`), little-endian. The tap is not persistent: it disappears when the
+//! port is dropped.
+//!
+//! No offload is enabled on the device (no `TUNSETOFFLOAD`), so the kernel resolves
+//! checksums and segmentation before a frame reaches us: received frames are complete
+//! and fully checksummed, at most marked "data valid". Frames we write may still ask
+//! for offloads through [`pkt::OffloadMeta`] (the kernel accepts a partial checksum or
+//! a GSO frame from userspace whatever the device's offload flags).
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use pkt::{
+    Batch, DropCounter, HEADROOM, Mempool, OffloadMeta, Offloads, PktBuf, Port, PortCaps, PortKind,
+    PortStats,
+};
+use rustix::io::Errno;
+
+use crate::NicError;
+
+/// Bytes of the virtio-net header on every tap frame (`struct virtio_net_hdr_v1`:
+/// the legacy 10-byte header plus `num_buffers`).
+const VNET_HDR_LEN: usize = 12;
+/// An Ethernet header: the shortest frame the kernel can make sense of.
+const ETH_HLEN: usize = 14;
+/// What an Ethernet frame adds to the L3 MTU: header plus one 802.1Q tag.
+const ETH_OVERHEAD: usize = ETH_HLEN + 4;
+/// `IFNAMSIZ`: interface names are at most 15 bytes plus the NUL.
+const IFNAMSIZ: usize = libc::IFNAMSIZ;
+/// MTU range a tap accepts (`ETH_MIN_MTU`..=`MAX_MTU` in drivers/net/tun.c).
+const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+/// Parses the 12-byte little-endian virtio-net header in front of a received frame.
+///
+/// Private and small on purpose: `offload::vnet_hdr` is the shared implementation.
+fn parse_vnet_hdr(b: &[u8; VNET_HDR_LEN]) -> OffloadMeta {
+    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    OffloadMeta {
+        flags: b[0],
+        gso_type: b[1],
+        hdr_len: u16_at(2),
+        gso_size: u16_at(4),
+        csum_start: u16_at(6),
+        csum_offset: u16_at(8),
+    }
+}
+
+/// Builds the 12-byte little-endian virtio-net header for a frame to send
+/// (`num_buffers` is receive-only and written as 0).
+fn emit_vnet_hdr(m: &OffloadMeta) -> [u8; VNET_HDR_LEN] {
+    let mut b = [0u8; VNET_HDR_LEN];
+    b[0] = m.flags;
+    b[1] = m.gso_type;
+    b[2..4].copy_from_slice(&m.hdr_len.to_le_bytes());
+    b[4..6].copy_from_slice(&m.gso_size.to_le_bytes());
+    b[6..8].copy_from_slice(&m.csum_start.to_le_bytes());
+    b[8..10].copy_from_slice(&m.csum_offset.to_le_bytes());
+    b
+}
+
+/// Checks `name` the way the kernel's `dev_valid_name` does and returns it as the
+/// NUL-padded C array an `ifreq` carries.
+fn ifname_to_c(name: &str) -> Result<[libc::c_char; IFNAMSIZ], NicError> {
+    let bad = |reason| {
+        Err(NicError::BadIfName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() >= IFNAMSIZ {
+        return bad("Linux interface names are at most 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("\".\" and \"..\" are reserved");
+    }
+    if name
+        .bytes()
+        .any(|c| c == b'/' || c == b':' || c.is_ascii_whitespace() || c == 0)
+    {
+        return bad("it must not contain '/', ':', NUL or whitespace");
+    }
+    let mut out = [0 as libc::c_char; IFNAMSIZ];
+    for (o, b) in out.iter_mut().zip(name.bytes()) {
+        *o = b as libc::c_char;
+    }
+    Ok(out)
+}
+
+/// The name the kernel wrote back into an `ifreq` (it expands `%d` templates).
+fn ifname_from_c(raw: &[libc::c_char; IFNAMSIZ]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    let [a, b, c, d, e, f] = *mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// The `ifreq` requests this module issues, each with the `ifreq` field it uses.
+#[derive(Debug, Clone, Copy)]
+enum IfreqIoctl {
+    /// `TUNSETIFF` on the tun fd: create or attach the device; `ifru_flags`.
+    TunSetIff,
+    /// `SIOCSIFHWADDR`: set the MAC; `ifru_hwaddr`.
+    SetHwAddr,
+    /// `SIOCSIFMTU`: set the MTU; `ifru_mtu`.
+    SetMtu,
+    /// `SIOCGIFMTU`: read the MTU; `ifru_mtu`.
+    GetMtu,
+    /// `SIOCGIFFLAGS`: read the interface flags; `ifru_flags`.
+    GetFlags,
+    /// `SIOCSIFFLAGS`: write the interface flags; `ifru_flags`.
+    SetFlags,
+}
+
+impl IfreqIoctl {
+    fn request(self) -> libc::Ioctl {
+        // The SIOC* constants are `c_ulong` in libc while the request type varies by
+        // C library; the values all fit.
+        match self {
+            Self::TunSetIff => libc::TUNSETIFF,
+            Self::SetHwAddr => libc::SIOCSIFHWADDR as libc::Ioctl,
+            Self::SetMtu => libc::SIOCSIFMTU as libc::Ioctl,
+            Self::GetMtu => libc::SIOCGIFMTU as libc::Ioctl,
+            Self::GetFlags => libc::SIOCGIFFLAGS as libc::Ioctl,
+            Self::SetFlags => libc::SIOCSIFFLAGS as libc::Ioctl,
+        }
+    }
+}
+
+/// Issues an `ifreq` ioctl.
+fn ifreq_ioctl(fd: BorrowedFd<'_>, req: IfreqIoctl, ifr: &mut libc::ifreq) -> Result<(), Errno> {
+    // SAFETY: every `IfreqIoctl` request takes a pointer to a `struct ifreq`, which
+    // `ifr` is, valid and exclusively borrowed for the call; the kernel reads and writes
+    // only within it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req.request(), std::ptr::from_mut(ifr)) };
+    if rc < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
+/// The tun requests taking a pointer to an `int`.
+#[derive(Debug, Clone, Copy)]
+enum TunIntIoctl {
+    /// `TUNSETVNETHDRSZ`: length of the virtio-net header.
+    SetVnetHdrSz,
+    /// `TUNSETVNETLE`: header fields little-endian whatever the host.
+    SetVnetLe,
+}
+
+fn tun_int_ioctl(fd: BorrowedFd<'_>, req: TunIntIoctl, value: libc::c_int) -> Result<(), Errno> {
+    let request = match req {
+        TunIntIoctl::SetVnetHdrSz => libc::TUNSETVNETHDRSZ,
+        TunIntIoctl::SetVnetLe => libc::TUNSETVNETLE,
+    };
+    let mut value = value;
+    // SAFETY: both requests read one `int` through the pointer, which points to a live
+    // local for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(&mut value)) };
+    if rc < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
+fn last_errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}
+
+/// An `ifreq` naming `name`, every other field zero.
+fn ifreq_for(name: &[libc::c_char; IFNAMSIZ]) -> libc::ifreq {
+    // SAFETY: `ifreq` is a C struct (name array and a union of integers, sockaddrs and
+    // a pointer) for which all-zero bytes are valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    ifr.ifr_name = *name;
+    ifr
+}
+
+/// Traffic and drop counters, plain integers: the port is used by one thread at a time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_runt: u64,
+    rx_truncated: u64,
+    rx_no_buffer: u64,
+    rx_error: u64,
+    tx_runt: u64,
+    tx_link_down: u64,
+    tx_error: u64,
+}
+
+/// A tap device carrying whole Ethernet frames with a virtio-net header.
+///
+/// Receive reads frames (the kernel's transmissions on the tap) until the device has
+/// none left or the batch is full, one `read` each, straight into pool buffers so the
+/// header lands in the headroom and the frame starts at [`HEADROOM`]. Transmit writes
+/// one frame per `writev` (header, frame).
+///
+/// Named drop counters: `rx_runt` (shorter than an Ethernet header), `rx_truncated`
+/// (larger than a pool buffer), `rx_no_buffer` (receive calls that left frames queued
+/// because the pool was empty), `rx_error`, `tx_runt`, `tx_link_down` (the interface
+/// was set down), `tx_error` (any other write error, e.g. a malformed offload header).
+pub struct TapPort {
+    name: String,
+    ifname: String,
+    fd: OwnedFd,
+    pool: Mempool,
+    mtu: usize,
+    /// A buffer taken from the pool for a read that found nothing; reused next time.
+    spare: Option<PktBuf>,
+    c: Counters,
+}
+
+impl std::fmt::Debug for TapPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapPort")
+            .field("ifname", &self.ifname)
+            .field("mtu", &self.mtu)
+            .field("counters", &self.c)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TapPort {
+    /// Creates the tap device `ifname` (or attaches to an existing tap of that name),
+    /// sets its MAC and MTU when given, and brings the link up.
+    ///
+    /// Needs CAP_NET_ADMIN. `pool` buffers must hold [`HEADROOM`] plus the MTU plus an
+    /// Ethernet header and one VLAN tag. The device lives in the calling thread's
+    /// network namespace and is removed when the port is dropped (unless it already
+    /// existed as a persistent tap).
+    pub fn create(
+        ifname: &str,
+        mac: Option<[u8; 6]>,
+        mtu: Option<u32>,
+        pool: Mempool,
+    ) -> Result<Self, NicError> {
+        let raw_name = ifname_to_c(ifname)?;
+        if let Some(mac) = mac
+            && (mac[0] & 1 != 0 || mac == [0; 6])
+        {
+            return Err(NicError::BadMac {
+                ifname: ifname.to_owned(),
+                mac: mac_text(&mac),
+            });
+        }
+        if let Some(mtu) = mtu {
+            if !MTU_RANGE.contains(&mtu) {
+                return Err(NicError::BadMtu {
+                    ifname: ifname.to_owned(),
+                    mtu,
+                });
+            }
+            check_pool(ifname, &pool, mtu as usize)?;
+        }
+
+        let fd = rustix::fs::open(
+            "/dev/net/tun",
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|errno| match errno {
+            Errno::ACCESS | Errno::PERM => NicError::TunPermission,
+            Errno::NOENT | Errno::NODEV | Errno::NXIO => NicError::TunMissing,
+            errno => NicError::TunOpen(errno),
+        })?;
+
+        let mut ifr = ifreq_for(&raw_name);
+        ifr.ifr_ifru.ifru_flags =
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        ifreq_ioctl(fd.as_fd(), IfreqIoctl::TunSetIff, &mut ifr).map_err(|errno| {
+            let hint = match errno {
+                Errno::PERM | Errno::ACCESS => "run as root or grant CAP_NET_ADMIN",
+                Errno::BUSY => "a tap of this name is already open in another process: choose another name",
+                Errno::INVAL => {
+                    "an interface of this name exists and is not a tap with these flags (`ip -d link show`): choose another name"
+                }
+                _ => "see `dmesg` for the kernel's reason",
+            };
+            NicError::TapCreate { ifname: ifname.to_owned(), errno, hint }
+        })?;
+        let ifname = ifname_from_c(&ifr.ifr_name);
+        let raw_name = ifr.ifr_name;
+        let config = |what, errno| NicError::TapConfig {
+            ifname: ifname.clone(),
+            what,
+            errno,
+        };
+
+        tun_int_ioctl(
+            fd.as_fd(),
+            TunIntIoctl::SetVnetHdrSz,
+            VNET_HDR_LEN as libc::c_int,
+        )
+        .map_err(|e| config("set the virtio-net header size (TUNSETVNETHDRSZ)", e))?;
+        if let Err(e) = tun_int_ioctl(fd.as_fd(), TunIntIoctl::SetVnetLe, 1) {
+            // Little-endian hosts already get little-endian headers without it.
+            if cfg!(target_endian = "big") {
+                return Err(config(
+                    "make the virtio-net header little-endian (TUNSETVNETLE)",
+                    e,
+                ));
+            }
+        }
+
+        // Interface ioctls go through any socket; the tun fd does not take them.
+        let ctl = rustix::net::socket_with(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| config("open a control socket", e))?;
+
+        if let Some(mac) = mac {
+            let mut ifr = ifreq_for(&raw_name);
+            // SAFETY: writing plain integers into the `ifru_hwaddr` member of a zeroed
+            // union; every bit pattern is a valid `sockaddr`.
+            unsafe {
+                ifr.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+                for (d, s) in ifr.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+                    *d = s as libc::c_char;
+                }
+            }
+            ifreq_ioctl(ctl.as_fd(), IfreqIoctl::SetHwAddr, &mut ifr)
+                .map_err(|e| config("set the MAC address (SIOCSIFHWADDR)", e))?;
+        }
+        if let Some(mtu) = mtu {
+            let mut ifr = ifreq_for(&raw_name);
+            ifr.ifr_ifru.ifru_mtu = mtu as libc::c_int;
+            ifreq_ioctl(ctl.as_fd(), IfreqIoctl::SetMtu, &mut ifr)
+                .map_err(|e| config("set the MTU (SIOCSIFMTU)", e))?;
+        }
+        let mut ifr = ifreq_for(&raw_name);
+        ifreq_ioctl(ctl.as_fd(), IfreqIoctl::GetMtu, &mut ifr)
+            .map_err(|e| config("read the MTU (SIOCGIFMTU)", e))?;
+        // SAFETY: SIOCGIFMTU filled the `ifru_mtu` member; any int is valid.
+        let mtu = unsafe { ifr.ifr_ifru.ifru_mtu }.max(0) as usize;
+        check_pool(&ifname, &pool, mtu)?;
+
+        let mut ifr = ifreq_for(&raw_name);
+        ifreq_ioctl(ctl.as_fd(), IfreqIoctl::GetFlags, &mut ifr)
+            .map_err(|e| config("read the interface flags (SIOCGIFFLAGS)", e))?;
+        // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member; any short is valid.
+        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        ifreq_ioctl(ctl.as_fd(), IfreqIoctl::SetFlags, &mut ifr)
+            .map_err(|e| config("bring the link up (SIOCSIFFLAGS)", e))?;
+
+        tracing::debug!(%ifname, mtu, "tap created");
+        Ok(Self {
+            name: format!("tap:{ifname}"),
+            ifname,
+            fd,
+            pool,
+            mtu,
+            spare: None,
+            c: Counters::default(),
+        })
+    }
+
+    /// The interface name (as the kernel knows it).
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// True when the device has a frame for us (a zero-timeout `poll`).
+    fn readable(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+}
+
+/// Refuses a pool whose buffers cannot hold a full frame of `mtu` plus the header.
+fn check_pool(ifname: &str, pool: &Mempool, mtu: usize) -> Result<(), NicError> {
+    let need = mtu + ETH_OVERHEAD;
+    if pool.buf_size() < HEADROOM + need {
+        return Err(NicError::PoolTooSmall {
+            port: format!("tap {ifname}"),
+            buf_size: pool.buf_size(),
+            need,
+        });
+    }
+    Ok(())
+}
+
+impl Port for TapPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+        let mut pushed = 0;
+        while batch.room() > 0 {
+            let Some(mut buf) = self.spare.take().or_else(|| self.pool.alloc()) else {
+                if self.readable() {
+                    self.c.rx_no_buffer += 1;
+                }
+                break;
+            };
+            // The header lands in the headroom, the frame at HEADROOM.
+            let space = buf.reset_for_rx(HEADROOM - VNET_HDR_LEN);
+            let room = space.len();
+            // tun silently cuts a frame to the buffer; a byte past the buffer tells a
+            // cut frame from one that fits exactly.
+            let mut overflow = [0u8; 1];
+            let mut iov = [IoSliceMut::new(&mut *space), IoSliceMut::new(&mut overflow)];
+            let n = match rustix::io::readv(&self.fd, &mut iov) {
+                Ok(n) => n,
+                Err(Errno::AGAIN | Errno::INTR) => {
+                    self.spare = Some(buf);
+                    break;
+                }
+                Err(_) => {
+                    self.c.rx_error += 1;
+                    self.spare = Some(buf);
+                    break;
+                }
+            };
+            if n > room {
+                self.c.rx_truncated += 1;
+                self.spare = Some(buf);
+                continue;
+            }
+            if n < VNET_HDR_LEN + ETH_HLEN {
+                self.c.rx_runt += 1;
+                self.spare = Some(buf);
+                continue;
+            }
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            hdr.copy_from_slice(&space[..VNET_HDR_LEN]);
+            if buf.set_len(n).is_err() || buf.strip_front(VNET_HDR_LEN).is_err() {
+                self.c.rx_truncated += 1;
+                self.spare = Some(buf);
+                continue;
+            }
+            buf.meta = pkt::Meta {
+                addr: None,
+                offload: parse_vnet_hdr(&hdr),
+            };
+            let len = buf.len();
+            if batch.push(buf).is_ok() {
+                self.c.rx_packets += 1;
+                self.c.rx_bytes += len as u64;
+                pushed += 1;
+            }
+        }
+        pushed
+    }
+
+    /// Writes frames from the front of `batch`, one `writev` each, until the device
+    /// would block. Frames it refuses (too short, link down, bad offload header) are
+    /// removed and counted. Returns how many were written.
+    fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+        let mut done = 0;
+        let mut sent = 0;
+        for buf in batch.iter() {
+            if buf.len() < ETH_HLEN {
+                self.c.tx_runt += 1;
+                done += 1;
+                continue;
+            }
+            let hdr = emit_vnet_hdr(&buf.meta.offload);
+            match rustix::io::writev(&self.fd, &[IoSlice::new(&hdr), IoSlice::new(buf.data())]) {
+                Ok(_) => {
+                    self.c.tx_packets += 1;
+                    self.c.tx_bytes += buf.len() as u64;
+                    sent += 1;
+                }
+                Err(Errno::AGAIN | Errno::INTR | Errno::NOBUFS) => break,
+                Err(Errno::IO) => self.c.tx_link_down += 1,
+                Err(_) => self.c.tx_error += 1,
+            }
+            done += 1;
+        }
+        batch.consume_front(done);
+        sent
+    }
+
+    fn caps(&self) -> PortCaps {
+        PortCaps {
+            kind: PortKind::Ethernet,
+            mtu: self.mtu,
+            rx_queues: 1,
+            tx_queues: 1,
+            offloads: Offloads::NONE,
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        let c = &self.c;
+        let drop = |name, count| DropCounter { name, count };
+        PortStats {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            drops: vec![
+                drop("rx_runt", c.rx_runt),
+                drop("rx_truncated", c.rx_truncated),
+                drop("rx_no_buffer", c.rx_no_buffer),
+                drop("rx_error", c.rx_error),
+                drop("tx_runt", c.tx_runt),
+                drop("tx_link_down", c.tx_link_down),
+                drop("tx_error", c.tx_error),
+            ],
+        }
+    }
+
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test failing on an unexpected error is the point"
+)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const MAC: [u8; 6] = [0x02, 0x76, 0x6e, 0x74, 0x00, 0x01];
+    /// IEEE 802 "local experimental" EtherType: nothing else on the tap uses it.
+    const ETHERTYPE_TEST: [u8; 2] = [0x88, 0xb5];
+
+    fn pool() -> Mempool {
+        Mempool::new(64, 2048).unwrap()
+    }
+
+    /// A tap name unique to this process and test.
+    fn tap_name(suffix: char) -> String {
+        format!("vnt{}{suffix}", std::process::id())
+    }
+
+    /// Creates a tap, or `None` (after saying why) when this host cannot: not root, or
+    /// no tun driver.
+    fn create_or_skip(
+        ifname: &str,
+        mac: Option<[u8; 6]>,
+        mtu: Option<u32>,
+        pool: Mempool,
+    ) -> Option<TapPort> {
+        match TapPort::create(ifname, mac, mtu, pool) {
+            Ok(tap) => Some(tap),
+            Err(e @ (NicError::TunPermission | NicError::TunMissing)) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+            Err(
+                e @ NicError::TapCreate {
+                    errno: Errno::PERM | Errno::ACCESS,
+                    ..
+                },
+            ) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn sysfs(ifname: &str, attr: &str) -> String {
+        std::fs::read_to_string(format!("/sys/class/net/{ifname}/{attr}"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    /// A broadcast test frame with `body` after the Ethernet header.
+    fn test_frame(body: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&MAC);
+        f.extend_from_slice(&ETHERTYPE_TEST);
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// An AF_PACKET socket bound to `ifname`, seeing every frame on it both ways.
+    fn packet_socket(ifname: &str) -> OwnedFd {
+        let fd = rustix::net::socket_with(
+            rustix::net::AddressFamily::PACKET,
+            rustix::net::SocketType::RAW,
+            rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+            Some(rustix::net::eth::ALL),
+        )
+        .unwrap();
+        let index = rustix::net::netdevice::name_to_index(&fd, ifname).unwrap();
+        // SAFETY: all-zero is a valid `sockaddr_ll`.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = index as i32;
+        // SAFETY: `sll` is a valid `sockaddr_ll` of the length passed, alive for the call.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::from_ref(&sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
+        fd
+    }
+
+    /// Reads frames from `sock` until one carries the test EtherType, for two seconds.
+    fn packet_recv_test_frame(sock: &OwnedFd) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            match rustix::net::recv(sock, &mut buf[..], rustix::net::RecvFlags::empty()) {
+                Ok((n, _)) if n >= ETH_HLEN && buf[12..14] == ETHERTYPE_TEST => {
+                    return Some(buf[..n].to_vec());
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        None
+    }
+
+    /// Receives from `tap` until a frame with the test EtherType arrives, for two seconds.
+    fn tap_recv_test_frame(tap: &mut TapPort) -> Option<PktBuf> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut batch = Batch::new();
+        while Instant::now() < deadline {
+            if tap.rx_batch(&mut batch) == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // IPv6 router solicitations and MLD reports show up too: skip them.
+            if let Some(found) = batch
+                .drain()
+                .find(|b| b.data().get(12..14) == Some(&ETHERTYPE_TEST[..]))
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn vnet_header_is_little_endian_12_bytes() {
+        let bytes = [
+            0x01, 0x03, 0x36, 0x00, 0xb4, 0x05, 0x22, 0x00, 0x10, 0x00, 0x00, 0x00,
+        ];
+        let meta = OffloadMeta {
+            flags: 1,
+            gso_type: 3,
+            hdr_len: 54,
+            gso_size: 1460,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        assert_eq!(parse_vnet_hdr(&bytes), meta);
+        assert_eq!(emit_vnet_hdr(&meta), bytes);
+        let mut with_buffers = bytes;
+        with_buffers[10] = 7; // num_buffers: receive-side only, not part of the metadata
+        assert_eq!(parse_vnet_hdr(&with_buffers), meta);
+    }
+
+    #[test]
+    fn interface_names_are_checked_like_the_kernel_does() {
+        assert!(ifname_to_c("vnt0").is_ok());
+        assert!(
+            ifname_to_c("a23456789012345").is_ok(),
+            "15 bytes is the limit"
+        );
+        for bad in [
+            "",
+            "a234567890123456",
+            "a/b",
+            "a b",
+            "a:b",
+            ".",
+            "..",
+            "tab\t",
+        ] {
+            let err = ifname_to_c(bad).unwrap_err();
+            assert!(matches!(err, NicError::BadIfName { .. }), "{bad:?}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid interface name {bad:?}: "))
+            );
+        }
+        let raw = ifname_to_c("vnt0").unwrap();
+        assert_eq!(ifname_from_c(&raw), "vnt0");
+    }
+
+    #[test]
+    fn bad_mac_mtu_and_small_pool_are_refused_before_touching_the_kernel() {
+        let err = TapPort::create("vnt-x", Some([0x01, 0, 0, 0, 0, 1]), None, pool()).unwrap_err();
+        assert!(
+            matches!(err, NicError::BadMac { .. }),
+            "multicast MAC: {err}"
+        );
+        let err = TapPort::create("vnt-x", Some([0; 6]), None, pool()).unwrap_err();
+        assert!(matches!(err, NicError::BadMac { .. }), "zero MAC: {err}");
+        let err = TapPort::create("vnt-x", None, Some(67), pool()).unwrap_err();
+        assert!(matches!(err, NicError::BadMtu { mtu: 67, .. }), "{err}");
+        let err = TapPort::create("vnt-x", None, Some(9000), pool()).unwrap_err();
+        assert!(
+            matches!(err, NicError::PoolTooSmall { need: 9018, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("at least {} bytes", 9018 + HEADROOM)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tap_appears_with_mac_mtu_and_link_up_and_vanishes_on_drop() {
+        let name = tap_name('a');
+        let Some(tap) = create_or_skip(&name, Some(MAC), Some(1400), pool()) else {
+            return;
+        };
+        assert_eq!(tap.ifname(), name);
+        assert_eq!(sysfs(&name, "address"), mac_text(&MAC));
+        assert_eq!(sysfs(&name, "mtu"), "1400");
+        let flags =
+            u32::from_str_radix(sysfs(&name, "flags").trim_start_matches("0x"), 16).unwrap();
+        assert_ne!(flags & libc::IFF_UP as u32, 0, "link is up");
+        // tun does not report an operational state, only the carrier.
+        assert_eq!(sysfs(&name, "carrier"), "1");
+        assert_eq!(
+            tap.caps(),
+            PortCaps {
+                kind: PortKind::Ethernet,
+                mtu: 1400,
+                rx_queues: 1,
+                tx_queues: 1,
+                offloads: Offloads::NONE
+            }
+        );
+        drop(tap);
+        assert!(
+            !std::path::Path::new(&format!("/sys/class/net/{name}")).exists(),
+            "not persistent"
+        );
+    }
+
+    #[test]
+    fn frame_written_by_tx_batch_reaches_the_kernel() {
+        let name = tap_name('b');
+        let pool = pool();
+        let Some(mut tap) = create_or_skip(&name, Some(MAC), None, pool.clone()) else {
+            return;
+        };
+        let sniffer = packet_socket(&name);
+        let frame = test_frame(b"from vnetp to the kernel");
+        let mut batch = Batch::new();
+        let mut buf = pool.alloc().unwrap();
+        buf.extend_from_slice(&frame).unwrap();
+        batch.push(buf).unwrap();
+        assert_eq!(tap.tx_batch(&mut batch), 1);
+        assert!(batch.is_empty());
+        // Our transmit is the kernel's receive on the tap.
+        assert_eq!(packet_recv_test_frame(&sniffer), Some(frame.clone()));
+        assert_eq!(
+            sysfs(&name, "statistics/rx_packets")
+                .parse::<u64>()
+                .unwrap_or(0),
+            1
+        );
+        let stats = tap.stats();
+        assert_eq!((stats.tx_packets, stats.tx_bytes), (1, frame.len() as u64));
+    }
+
+    #[test]
+    fn frame_sent_by_the_kernel_arrives_in_rx_batch() {
+        let name = tap_name('c');
+        let Some(mut tap) = create_or_skip(&name, Some(MAC), None, pool()) else {
+            return;
+        };
+        let sender = packet_socket(&name);
+        let frame = test_frame(b"from the kernel to vnetp");
+        // The kernel's transmit on the tap is our receive.
+        assert_eq!(
+            rustix::net::send(&sender, &frame, rustix::net::SendFlags::empty()),
+            Ok(frame.len())
+        );
+        let got = tap_recv_test_frame(&mut tap).expect("the frame should arrive");
+        assert_eq!(got.data(), &frame[..]);
+        assert_eq!(
+            got.headroom(),
+            HEADROOM,
+            "the virtio-net header was stripped from the headroom"
+        );
+        assert_eq!(
+            got.meta.offload.gso_type, 0,
+            "no offloads enabled: no GSO frames"
+        );
+        assert_eq!(got.meta.addr, None);
+        assert!(tap.stats().rx_packets >= 1);
+    }
+
+    #[test]
+    fn frame_larger_than_a_pool_buffer_is_counted_truncated() {
+        let name = tap_name('d');
+        let Some(mut tap) = create_or_skip(&name, Some(MAC), Some(1500), pool()) else {
+            return;
+        };
+        // Raise the MTU behind the port's back so the kernel sends a frame bigger than
+        // our 2048-byte buffers.
+        let ctl = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .unwrap();
+        let mut ifr = ifreq_for(&ifname_to_c(&name).unwrap());
+        ifr.ifr_ifru.ifru_mtu = 4000;
+        ifreq_ioctl(ctl.as_fd(), IfreqIoctl::SetMtu, &mut ifr).unwrap();
+        let sender = packet_socket(&name);
+        let big = test_frame(&[0x5a; 3000]);
+        let small = test_frame(b"after the big one");
+        for f in [&big, &small] {
+            assert_eq!(
+                rustix::net::send(&sender, f, rustix::net::SendFlags::empty()),
+                Ok(f.len())
+            );
+        }
+        let got = tap_recv_test_frame(&mut tap).expect("the small frame should arrive");
+        assert_eq!(got.data(), &small[..]);
+        assert_eq!(tap.stats().drop_count("rx_truncated"), 1);
+    }
+
+    #[test]
+    fn runt_and_malformed_frames_are_dropped_and_the_rest_sent() {
+        let name = tap_name('e');
+        let pool = pool();
+        let Some(mut tap) = create_or_skip(&name, Some(MAC), None, pool.clone()) else {
+            return;
+        };
+        let sniffer = packet_socket(&name);
+        let mut batch = Batch::new();
+        let mut runt = pool.alloc().unwrap();
+        runt.extend_from_slice(&[0; 10]).unwrap();
+        batch.push(runt).unwrap();
+        // Asks for a checksum at an offset past the end of the frame: the kernel refuses.
+        let mut bad = pool.alloc().unwrap();
+        bad.extend_from_slice(&test_frame(b"bad offload")).unwrap();
+        bad.meta.offload = OffloadMeta {
+            flags: 1,
+            csum_start: 1000,
+            csum_offset: 6,
+            ..OffloadMeta::default()
+        };
+        batch.push(bad).unwrap();
+        let good_frame = test_frame(b"good");
+        let mut good = pool.alloc().unwrap();
+        good.extend_from_slice(&good_frame).unwrap();
+        batch.push(good).unwrap();
+
+        assert_eq!(tap.tx_batch(&mut batch), 1);
+        assert!(batch.is_empty());
+        let stats = tap.stats();
+        assert_eq!(stats.drop_count("tx_runt"), 1);
+        assert_eq!(stats.drop_count("tx_error"), 1);
+        assert_eq!(packet_recv_test_frame(&sniffer), Some(good_frame));
+    }
+}

@@ -1,0 +1,1234 @@
+//! [`UdpPort`]: a kernel UDP socket as a [`PortKind::Datagram`] port, moving a batch per
+//! `recvmmsg(2)` / `sendmmsg(2)` call.
+//!
+//! The kernel builds and strips the outer Ethernet/IP/UDP headers; frames carry only the
+//! UDP payload (the VNET/P or VXLAN encapsulation and the inner frame), and
+//! [`pkt::Meta::addr`] says which peer a datagram came from or goes to. Datagrams are
+//! received straight into pool buffers at [`HEADROOM`], so the overlay can strip the
+//! encapsulation header or prepend one without copying.
+//!
+//! With [`UdpOptions::gro`], the kernel may hand over several datagrams of one flow as a
+//! single coalesced buffer (UDP GRO, Linux 5.0+); the port splits it back into one
+//! frame per datagram, so callers never see the difference.
+
+use std::collections::VecDeque;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use pkt::{
+    BATCH_MAX, Batch, DropCounter, HEADROOM, Mempool, Meta, Offloads, PktBuf, Port, PortCaps,
+    PortKind, PortStats,
+};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
+
+use crate::NicError;
+
+/// Requested kernel socket buffer size, both directions: room for a few batches of
+/// jumbo datagrams so a slow poll does not drop at the socket. Best-effort: the kernel
+/// caps it at `net.core.rmem_max` / `wmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Largest UDP payload over IPv4: 65535 minus the 20-byte IPv4 and 8-byte UDP headers.
+const MAX_PAYLOAD_V4: usize = 65_507;
+/// Largest UDP payload over IPv6 without jumbograms: 65535 (the IPv6 payload length,
+/// which excludes the fixed header) minus the 8-byte UDP header.
+const MAX_PAYLOAD_V6: usize = 65_527;
+
+/// Control-message space per received datagram: one `UDP_GRO` cmsg carrying an `int`
+/// (`CMSG_SPACE(4)` is 24 bytes on 64-bit Linux), as `u64`s for `cmsghdr` alignment.
+type CtrlBuf = [u64; 4];
+
+/// The message arrays handed to `recvmmsg`/`sendmmsg`, allocated once per port.
+///
+/// The raw pointers inside (`msg_name`, `msg_iov`, `msg_control`, `iov_base`) are
+/// rewritten before every call and only point into these arrays or into buffers the
+/// port owns for the duration of the call.
+struct MsgArrays {
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    ctrl: Box<[CtrlBuf]>,
+}
+
+// SAFETY: the raw pointers in the arrays are scratch values, written immediately before
+// each syscall made through `&mut UdpPort` and never read by Rust code afterwards, so
+// moving the arrays to another thread cannot create shared access to anything.
+unsafe impl Send for MsgArrays {}
+
+impl MsgArrays {
+    fn new() -> Self {
+        // SAFETY: these are plain C structs for which all-zero bytes are a valid value
+        // (null pointers, zero lengths, AF_UNSPEC).
+        let zero_hdr = || unsafe { std::mem::zeroed::<libc::mmsghdr>() };
+        // SAFETY: as above.
+        let zero_addr = || unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
+        Self {
+            hdrs: (0..BATCH_MAX).map(|_| zero_hdr()).collect(),
+            iovs: (0..BATCH_MAX)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            addrs: (0..BATCH_MAX).map(|_| zero_addr()).collect(),
+            ctrl: vec![[0; 4]; BATCH_MAX].into_boxed_slice(),
+        }
+    }
+
+    /// Gives message `i` its control buffer, for the kernel to report a GRO segment size.
+    fn link_ctrl(&mut self, i: usize) {
+        let ctrl: *mut CtrlBuf = &mut self.ctrl[i];
+        let hdr = &mut self.hdrs[i];
+        hdr.msg_hdr.msg_control = ctrl.cast();
+        hdr.msg_hdr.msg_controllen = size_of::<CtrlBuf>() as _;
+    }
+
+    /// The `UDP_GRO` segment size the kernel reported for received message `i`, if it
+    /// coalesced several datagrams into it.
+    fn gro_segment_size(&self, i: usize) -> Option<usize> {
+        let hdr = &self.hdrs[i].msg_hdr;
+        if hdr.msg_control.is_null() {
+            return None;
+        }
+        // SAFETY: `msg_control`/`msg_controllen` describe `self.ctrl[i]` as the kernel
+        // left it (it only shrinks `msg_controllen`); the CMSG_* helpers stay within
+        // that length and return null when no whole header fits.
+        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+        while !cmsg.is_null() {
+            // SAFETY: non-null `cmsg` points at a whole, aligned `cmsghdr` inside the
+            // control buffer (CMSG_FIRSTHDR/CMSG_NXTHDR guarantee it).
+            let c = unsafe { &*cmsg };
+            if c.cmsg_level == libc::SOL_UDP
+                && c.cmsg_type == libc::UDP_GRO
+                && c.cmsg_len as usize >= size_of::<libc::cmsghdr>() + size_of::<libc::c_int>()
+            {
+                // SAFETY: the length check above puts an `int` of data after the header,
+                // inside the buffer; it may be unaligned, hence `read_unaligned`.
+                let size = unsafe { libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned() };
+                return usize::try_from(size).ok().filter(|&s| s > 0);
+            }
+            // SAFETY: as for CMSG_FIRSTHDR: yields the next header inside the buffer or null.
+            cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+        }
+        None
+    }
+
+    /// Points message `i` at its own address slot and its own single iovec.
+    fn link(&mut self, i: usize, namelen: libc::socklen_t) {
+        let name: *mut libc::sockaddr_storage = &mut self.addrs[i];
+        let iov: *mut libc::iovec = &mut self.iovs[i];
+        let hdr = &mut self.hdrs[i];
+        hdr.msg_hdr.msg_name = name.cast();
+        hdr.msg_hdr.msg_namelen = namelen;
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_control = std::ptr::null_mut();
+        hdr.msg_hdr.msg_controllen = 0;
+        hdr.msg_hdr.msg_flags = 0;
+        hdr.msg_len = 0;
+    }
+}
+
+/// Traffic and drop counters, plain integers: the port is used by one thread at a time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_truncated: u64,
+    rx_no_buffer: u64,
+    rx_gro_no_buffer: u64,
+    rx_error: u64,
+    /// Coalesced GRO buffers split (not a drop; tells tests GRO was exercised).
+    rx_gro_split: u64,
+    tx_no_address: u64,
+    tx_wrong_family: u64,
+    tx_too_big: u64,
+    tx_error: u64,
+}
+
+/// Options of a [`UdpPort`] beyond its address and pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpOptions {
+    /// Let the kernel coalesce consecutive datagrams of a flow into one buffer (UDP
+    /// GRO, Linux 5.0+), which the port splits again: fewer, larger socket reads when
+    /// the peer sends bursts (a NIC doing GRO, or a sender using UDP GSO). Needs a pool
+    /// whose buffers hold a whole 64 KiB datagram plus [`HEADROOM`], since the kernel
+    /// coalesces up to that size whatever our buffer; split-off datagrams after the
+    /// first are copied into buffers of their own.
+    pub gro: bool,
+}
+
+/// A coalesced GRO buffer being split: `buf.data()` holds the datagrams not yet
+/// handed out, each `seg` bytes (the last may be shorter).
+#[derive(Debug)]
+struct GroPending {
+    buf: PktBuf,
+    seg: usize,
+}
+
+/// A non-blocking kernel UDP socket (IPv4 or IPv6) as a batch port.
+///
+/// Receive: one `recvmmsg` per [`Port::rx_batch`], each datagram landing in its own
+/// pool buffer at [`HEADROOM`]; the sender is in [`pkt::Meta::addr`]. Transmit: one
+/// `sendmmsg` per [`Port::tx_batch`], each frame to its [`pkt::Meta::addr`].
+///
+/// Named drop counters: `rx_truncated` (datagram larger than a pool buffer),
+/// `rx_no_buffer` (receive calls that left datagrams queued in the socket because the
+/// pool was empty), `rx_error` (receive calls failing with an error other than
+/// would-block), `rx_gro_no_buffer` (datagrams split from a GRO buffer and dropped
+/// because the pool ran out), `tx_no_address` (frame without [`pkt::Meta::addr`]),
+/// `tx_wrong_family` (IPv4 peer on an IPv6 socket or the reverse), `tx_too_big`
+/// (`EMSGSIZE`), `tx_error` (any other per-datagram send error, e.g. unreachable).
+///
+/// The port keeps up to [`BATCH_MAX`] pool buffers posted for receive between calls,
+/// as a NIC ring does: size the pool for it. With GRO, a full batch may leave split
+/// datagrams inside the port, so call [`Port::rx_batch`] again before waiting on
+/// [`Port::poll_fd`] whenever it filled the batch.
+pub struct UdpPort {
+    name: String,
+    fd: OwnedFd,
+    local: SocketAddr,
+    pool: Mempool,
+    mtu: usize,
+    /// Buffers posted for receive, like a NIC ring's descriptors; kept across calls so
+    /// an idle poll costs no pool traffic.
+    posted: Vec<PktBuf>,
+    /// Frames of the batch being sent, staged so undeliverable ones can be dropped.
+    staged: Vec<PktBuf>,
+    msgs: MsgArrays,
+    gro: bool,
+    /// Coalesced buffers (and datagrams queued behind them, to keep order) waiting
+    /// for batch room; empty whenever `recvmmsg` is called, so it never exceeds
+    /// [`BATCH_MAX`] entries and never reallocates.
+    pending: VecDeque<GroPending>,
+    c: Counters,
+}
+
+impl std::fmt::Debug for UdpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpPort")
+            .field("local", &self.local)
+            .field("mtu", &self.mtu)
+            .field("counters", &self.c)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdpPort {
+    /// Opens a non-blocking UDP socket bound to `addr` (IPv4 or IPv6 by the address;
+    /// IPv6 sockets are IPv6-only). Port 0 picks a free port: see
+    /// [`UdpPort::local_addr`]. Datagrams are received into buffers from `pool`, so the
+    /// largest datagram is the pool's buffer size minus [`HEADROOM`].
+    pub fn bind(addr: SocketAddr, pool: Mempool) -> Result<Self, NicError> {
+        Self::bind_with(addr, pool, UdpOptions::default())
+    }
+
+    /// [`UdpPort::bind`] with options (see [`UdpOptions`]).
+    pub fn bind_with(
+        addr: SocketAddr,
+        pool: Mempool,
+        options: UdpOptions,
+    ) -> Result<Self, NicError> {
+        let max_payload = if addr.is_ipv6() {
+            MAX_PAYLOAD_V6
+        } else {
+            MAX_PAYLOAD_V4
+        };
+        if options.gro && pool.buf_size() < HEADROOM + max_payload {
+            return Err(NicError::PoolTooSmall {
+                port: format!("UDP GRO socket {addr}"),
+                buf_size: pool.buf_size(),
+                need: max_payload,
+            });
+        }
+        let family = if addr.is_ipv6() {
+            AddressFamily::INET6
+        } else {
+            AddressFamily::INET
+        };
+        let fd = rustix::net::socket_with(
+            family,
+            SocketType::DGRAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            Some(ipproto::UDP),
+        )
+        .map_err(|errno| NicError::Socket { addr, errno })?;
+        // Best-effort: without privileges the kernel caps these at rmem_max/wmem_max,
+        // which still works, only with less slack.
+        let _ = sockopt::set_socket_recv_buffer_size(&fd, SOCKET_BUFFER_BYTES);
+        let _ = sockopt::set_socket_send_buffer_size(&fd, SOCKET_BUFFER_BYTES);
+        if addr.is_ipv6() {
+            // One socket per family keeps peer addresses unambiguous (no v4-mapped forms).
+            sockopt::set_ipv6_v6only(&fd, true)
+                .map_err(|errno| NicError::Socket { addr, errno })?;
+        }
+        rustix::net::bind(&fd, &addr).map_err(|errno| match errno {
+            Errno::ADDRINUSE => NicError::AddrInUse { addr },
+            Errno::ADDRNOTAVAIL => NicError::AddrNotAvailable { addr },
+            Errno::ACCESS | Errno::PERM => NicError::BindPermission { addr },
+            errno => NicError::Bind { addr, errno },
+        })?;
+        if options.gro {
+            set_udp_gro(&fd).map_err(|errno| NicError::Gro { addr, errno })?;
+        }
+        let local = rustix::net::getsockname(&fd)
+            .ok()
+            .and_then(|a| SocketAddr::try_from(a).ok())
+            .unwrap_or(addr);
+        let mtu = pool.buf_size().saturating_sub(HEADROOM).min(max_payload);
+        Ok(Self {
+            name: format!("udp:{local}"),
+            fd,
+            local,
+            pool,
+            mtu,
+            posted: Vec::with_capacity(BATCH_MAX),
+            staged: Vec::with_capacity(BATCH_MAX),
+            msgs: MsgArrays::new(),
+            gro: options.gro,
+            pending: VecDeque::with_capacity(BATCH_MAX),
+            c: Counters::default(),
+        })
+    }
+
+    /// The address the socket is bound to (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Moves datagrams split from pending GRO buffers into `batch`, in order, while it
+    /// has room. Every datagram but a buffer's last is copied into a buffer of its own;
+    /// the last is the coalesced buffer itself, its head moved to that datagram.
+    fn drain_pending(&mut self, batch: &mut Batch) -> usize {
+        let mut pushed = 0;
+        while batch.room() > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                break;
+            };
+            let seg = front.seg;
+            let out = if front.buf.len() <= seg {
+                match self.pending.pop_front() {
+                    Some(last) => last.buf,
+                    None => break,
+                }
+            } else {
+                // Buffers posted for receive first: they are ours and idle right now.
+                let spare = self.posted.pop().or_else(|| self.pool.alloc());
+                let copy = spare.and_then(|mut copy| {
+                    copy.reset_for_rx(HEADROOM)
+                        .get_mut(..seg)?
+                        .copy_from_slice(&front.buf.data()[..seg]);
+                    copy.set_len(seg).ok()?;
+                    copy.meta = front.buf.meta;
+                    Some(copy)
+                });
+                // Cannot fail: the buffer holds more than `seg` bytes.
+                let _ = front.buf.strip_front(seg);
+                match copy {
+                    Some(copy) => copy,
+                    None => {
+                        // Nothing to split into. Drop rather than hold datagrams that
+                        // the socket's readiness would no longer announce.
+                        self.c.rx_gro_no_buffer += 1;
+                        continue;
+                    }
+                }
+            };
+            let len = out.len();
+            if batch.push(out).is_ok() {
+                self.c.rx_packets += 1;
+                self.c.rx_bytes += len as u64;
+                pushed += 1;
+            }
+        }
+        pushed
+    }
+
+    fn is_v6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+
+    /// True when a datagram is queued in the socket (one extra syscall; only used when
+    /// the pool is empty, to tell whether that cost us anything).
+    fn datagram_waiting(&self) -> bool {
+        let mut none: [u8; 0] = [];
+        rustix::net::recv(
+            &self.fd,
+            &mut none[..],
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+        )
+        .is_ok()
+    }
+}
+
+/// Turns on UDP GRO (`setsockopt(SOL_UDP, UDP_GRO, 1)`; rustix has no wrapper).
+fn set_udp_gro(fd: &OwnedFd) -> Result<(), Errno> {
+    let on: libc::c_int = 1;
+    // SAFETY: UDP_GRO reads one `int` from the pointer, which points at a live local of
+    // the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            std::ptr::from_ref(&on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
+/// The `errno` of the last failed libc call.
+fn last_errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}
+
+/// Reads the socket address the kernel wrote into `ss` (`len` bytes of it).
+fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(ss.ss_family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: `sockaddr_storage` is large enough and suitably aligned for every
+            // socket address type, and the family field says it holds a `sockaddr_in`.
+            let sin = unsafe { &*std::ptr::from_ref(ss).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let sin6 = unsafe { &*std::ptr::from_ref(ss).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Writes `addr` into `ss` as a C socket address; returns its length.
+fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: `sockaddr_storage` is large enough and suitably aligned for a
+            // `sockaddr_in`, and we hold the only reference to it.
+            let sin = unsafe { &mut *std::ptr::from_mut(ss).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            sin.sin_zero = [0; 8];
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for `sockaddr_in6`.
+            let sin6 = unsafe { &mut *std::ptr::from_mut(ss).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+/// What happened to the message at the front of a `sendmmsg` call that sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendFailure {
+    /// The socket buffer is full: stop, keep this frame and the rest.
+    WouldBlock,
+    /// This datagram is too big for the path: drop it.
+    TooBig,
+    /// This datagram cannot be sent (unreachable, refused, ...): drop it.
+    Error,
+}
+
+impl SendFailure {
+    fn from_errno(errno: Errno) -> Self {
+        match errno {
+            // EINTR cannot happen on a non-blocking send; if it ever does, let the
+            // caller retry rather than spin here.
+            Errno::AGAIN | Errno::INTR | Errno::NOBUFS => Self::WouldBlock,
+            Errno::MSGSIZE => Self::TooBig,
+            _ => Self::Error,
+        }
+    }
+}
+
+/// Outcome of sending the staged messages `0..count`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SendOutcome {
+    /// Messages `0..done` were sent or dropped; `done..count` stay queued.
+    done: usize,
+    sent: usize,
+    too_big: usize,
+    error: usize,
+}
+
+/// Drives `sendmmsg` over messages `0..count`: `send(start)` sends from message
+/// `start` on and returns how many went out (at least one) or why the message at
+/// `start` failed. A datagram that fails for its own reason is dropped and sending
+/// resumes after it; would-block stops. Usually one call; one more per failed datagram.
+fn send_all(count: usize, mut send: impl FnMut(usize) -> Result<usize, Errno>) -> SendOutcome {
+    let mut out = SendOutcome::default();
+    while out.done < count {
+        match send(out.done) {
+            Ok(0) => break,
+            Ok(n) => {
+                let n = n.min(count - out.done);
+                out.done += n;
+                out.sent += n;
+            }
+            Err(errno) => match SendFailure::from_errno(errno) {
+                SendFailure::WouldBlock => break,
+                SendFailure::TooBig => {
+                    out.too_big += 1;
+                    out.done += 1;
+                }
+                SendFailure::Error => {
+                    out.error += 1;
+                    out.done += 1;
+                }
+            },
+        }
+    }
+    out
+}
+
+impl Port for UdpPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+        let mut pushed = self.drain_pending(batch);
+        let want = batch.room();
+        if want == 0 || !self.pending.is_empty() {
+            return pushed;
+        }
+        while self.posted.len() < want {
+            match self.pool.alloc() {
+                Some(buf) => self.posted.push(buf),
+                None => break,
+            }
+        }
+        let n = self.posted.len().min(want);
+        if n == 0 {
+            if self.datagram_waiting() {
+                self.c.rx_no_buffer += 1;
+            }
+            return pushed;
+        }
+        let namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        for (i, buf) in self.posted.iter_mut().take(n).enumerate() {
+            let space = buf.reset_for_rx(HEADROOM);
+            self.msgs.iovs[i] = libc::iovec {
+                iov_base: space.as_mut_ptr().cast(),
+                iov_len: space.len(),
+            };
+            self.msgs.link(i, namelen);
+            if self.gro {
+                self.msgs.link_ctrl(i);
+            }
+        }
+        // SAFETY: messages 0..n each point at their own `sockaddr_storage` (with
+        // `msg_namelen` its full size), at their own control buffer (GRO only, with
+        // `msg_controllen` its size) and at one iovec covering the writable tail of a
+        // pool buffer in `self.posted`, which we own and do not touch until the call
+        // returns; the kernel writes within those lengths only.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                self.msgs.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            match last_errno() {
+                Errno::AGAIN | Errno::INTR => {}
+                _ => self.c.rx_error += 1,
+            }
+            return pushed;
+        }
+        let got = (rc as usize).min(n);
+        for (i, mut buf) in self.posted.drain(..got).enumerate() {
+            let hdr = &self.msgs.hdrs[i];
+            let len = hdr.msg_len as usize;
+            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || buf.set_len(len).is_err() {
+                self.c.rx_truncated += 1;
+                continue;
+            }
+            buf.meta = Meta {
+                addr: sockaddr_to_std(&self.msgs.addrs[i], hdr.msg_hdr.msg_namelen),
+                ..Meta::default()
+            };
+            let seg = if self.gro {
+                self.msgs.gro_segment_size(i)
+            } else {
+                None
+            };
+            match seg {
+                Some(seg) if len > seg => {
+                    self.c.rx_gro_split += 1;
+                    self.pending.push_back(GroPending { buf, seg });
+                }
+                // Once anything waits, everything after it waits too: order matters.
+                _ if !self.pending.is_empty() => {
+                    self.pending.push_back(GroPending { buf, seg: len })
+                }
+                _ => {
+                    if batch.push(buf).is_ok() {
+                        self.c.rx_packets += 1;
+                        self.c.rx_bytes += len as u64;
+                        pushed += 1;
+                    }
+                }
+            }
+        }
+        pushed + self.drain_pending(batch)
+    }
+
+    /// Sends every frame to its [`pkt::Meta::addr`] with one `sendmmsg`. Frames that
+    /// cannot be delivered (no address, wrong family, too big, unreachable) are removed
+    /// and counted; frames the socket had no room for stay at the front of `batch`.
+    /// Returns how many were sent.
+    fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+        if batch.is_empty() {
+            return 0;
+        }
+        let v6 = self.is_v6();
+        self.staged.clear();
+        for buf in batch.drain() {
+            match buf.meta.addr {
+                None => self.c.tx_no_address += 1,
+                Some(addr) if addr.is_ipv6() != v6 => self.c.tx_wrong_family += 1,
+                Some(_) => self.staged.push(buf),
+            }
+        }
+        let count = self.staged.len();
+        for (i, buf) in self.staged.iter().enumerate() {
+            let Some(addr) = buf.meta.addr else { continue };
+            let namelen = std_to_sockaddr(&addr, &mut self.msgs.addrs[i]);
+            let data = buf.data();
+            // `sendmmsg` only reads through `iov_base`; the mut cast is the C type's.
+            self.msgs.iovs[i] = libc::iovec {
+                iov_base: data.as_ptr().cast_mut().cast(),
+                iov_len: data.len(),
+            };
+            self.msgs.link(i, namelen);
+        }
+        let fd = self.fd.as_raw_fd();
+        let hdrs = &mut self.msgs.hdrs;
+        let out = send_all(count, |start| {
+            // SAFETY: messages start..count point at their own initialised socket
+            // address and at one iovec covering a frame in `self.staged`, which stays
+            // alive and unmodified for the call; the kernel only reads them (and writes
+            // `msg_len`). `start < count <= hdrs.len()`.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs.as_mut_ptr().add(start),
+                    (count - start) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc < 0 {
+                Err(last_errno())
+            } else {
+                Ok(rc as usize)
+            }
+        });
+        self.c.tx_too_big += out.too_big as u64;
+        self.c.tx_error += out.error as u64;
+        self.c.tx_packets += out.sent as u64;
+        for (i, buf) in self.staged.drain(..).enumerate() {
+            if i >= out.done {
+                // Cannot fail: these frames came out of this batch.
+                let _ = batch.push(buf);
+            } else if (self.msgs.hdrs[i].msg_len as usize) == buf.len() {
+                // Sent, not dropped: the kernel set `msg_len` (which `link` zeroed).
+                self.c.tx_bytes += buf.len() as u64;
+            }
+        }
+        out.sent
+    }
+
+    fn caps(&self) -> PortCaps {
+        PortCaps {
+            kind: PortKind::Datagram,
+            mtu: self.mtu,
+            rx_queues: 1,
+            tx_queues: 1,
+            offloads: Offloads::NONE,
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        let c = &self.c;
+        let drop = |name, count| DropCounter { name, count };
+        PortStats {
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            drops: vec![
+                drop("rx_truncated", c.rx_truncated),
+                drop("rx_no_buffer", c.rx_no_buffer),
+                drop("rx_gro_no_buffer", c.rx_gro_no_buffer),
+                drop("rx_error", c.rx_error),
+                drop("tx_no_address", c.tx_no_address),
+                drop("tx_wrong_family", c.tx_wrong_family),
+                drop("tx_too_big", c.tx_too_big),
+                drop("tx_error", c.tx_error),
+            ],
+        }
+    }
+
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test failing on an unexpected error is the point"
+)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn pool(count: u32, buf_size: usize) -> Mempool {
+        Mempool::new(count, buf_size).unwrap()
+    }
+
+    fn frame(pool: &Mempool, bytes: &[u8], to: Option<SocketAddr>) -> PktBuf {
+        let mut b = pool.alloc().unwrap();
+        b.extend_from_slice(bytes).unwrap();
+        b.meta.addr = to;
+        b
+    }
+
+    /// A recognisable payload of `len` bytes for datagram `i`.
+    fn payload(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 7 + j) as u8).collect()
+    }
+
+    /// Waits up to 10 ms for `port` to become readable (callers loop to a deadline).
+    fn wait_readable(port: &UdpPort) {
+        let ts = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 10_000_000,
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            &port.fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let _ = rustix::event::poll(&mut fds, Some(&ts));
+    }
+
+    /// Receives until `n` frames arrived or two seconds passed.
+    fn recv_n(port: &mut UdpPort, n: usize) -> Vec<PktBuf> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut out = Vec::new();
+        let mut batch = Batch::new();
+        while out.len() < n && Instant::now() < deadline {
+            if port.rx_batch(&mut batch) == 0 {
+                wait_readable(port);
+            }
+            out.extend(batch.drain());
+        }
+        out
+    }
+
+    fn batch_of_64_arrives_intact(loopback: &str) {
+        let pool = pool(256, 2048);
+        let mut a = UdpPort::bind(format!("{loopback}:0").parse().unwrap(), pool.clone()).unwrap();
+        let mut b = UdpPort::bind(format!("{loopback}:0").parse().unwrap(), pool.clone()).unwrap();
+        let mtu = a.caps().mtu;
+        assert_eq!(mtu, 2048 - HEADROOM);
+        let sizes: Vec<usize> = (0..64)
+            .map(|i| if i == 63 { mtu } else { (i * 97) % mtu })
+            .collect();
+        let mut batch = Batch::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            batch
+                .push(frame(&pool, &payload(i, len), Some(b.local_addr())))
+                .unwrap();
+        }
+        assert_eq!(a.tx_batch(&mut batch), 64);
+        assert!(batch.is_empty());
+
+        let got = recv_n(&mut b, 64);
+        assert_eq!(got.len(), 64);
+        for (i, buf) in got.iter().enumerate() {
+            assert_eq!(buf.data(), &payload(i, sizes[i])[..], "datagram {i}");
+            assert_eq!(buf.meta.addr, Some(a.local_addr()));
+            assert_eq!(
+                buf.headroom(),
+                HEADROOM,
+                "received at HEADROOM so headers can be prepended"
+            );
+        }
+        let total: usize = sizes.iter().sum();
+        let (sa, sb) = (a.stats(), b.stats());
+        assert_eq!((sa.tx_packets, sa.tx_bytes), (64, total as u64));
+        assert_eq!((sb.rx_packets, sb.rx_bytes), (64, total as u64));
+        assert!(
+            sa.drops.iter().chain(&sb.drops).all(|d| d.count == 0),
+            "{sa:?} {sb:?}"
+        );
+        drop(got);
+        drop(a);
+        drop(b);
+        assert_eq!(pool.available(), 256, "every buffer returns to the pool");
+    }
+
+    #[test]
+    fn batch_of_64_mixed_sizes_arrives_intact_over_ipv4() {
+        batch_of_64_arrives_intact("127.0.0.1");
+    }
+
+    #[test]
+    fn batch_of_64_mixed_sizes_arrives_intact_over_ipv6() {
+        if UdpPort::bind("[::1]:0".parse().unwrap(), pool(1, 256)).is_err() {
+            eprintln!("skipped: no IPv6 loopback on this host");
+            return;
+        }
+        batch_of_64_arrives_intact("[::1]");
+    }
+
+    #[test]
+    fn rx_on_empty_socket_returns_zero_and_leaves_batch_alone() {
+        let pool = pool(8, 2048);
+        let mut port = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        let mut batch = Batch::new();
+        batch.push(frame(&pool, b"already here", None)).unwrap();
+        assert_eq!(port.rx_batch(&mut batch), 0);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch.as_slice()[0].data(), b"already here");
+        assert_eq!(port.stats().drop_count("rx_error"), 0);
+    }
+
+    #[test]
+    fn truncated_datagram_is_dropped_and_counted() {
+        let big = pool(8, 2048);
+        let small = pool(8, 256);
+        let mut tx = UdpPort::bind("127.0.0.1:0".parse().unwrap(), big.clone()).unwrap();
+        let mut rx = UdpPort::bind("127.0.0.1:0".parse().unwrap(), small).unwrap();
+        assert_eq!(rx.caps().mtu, 256 - HEADROOM);
+        let to = Some(rx.local_addr());
+        let mut batch = Batch::new();
+        for len in [100, 500, 128] {
+            batch.push(frame(&big, &payload(len, len), to)).unwrap();
+        }
+        assert_eq!(tx.tx_batch(&mut batch), 3);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        while rx.stats().rx_packets + rx.stats().drop_count("rx_truncated") < 3
+            && Instant::now() < deadline
+        {
+            let mut b = Batch::new();
+            if rx.rx_batch(&mut b) == 0 {
+                wait_readable(&rx);
+            }
+            got.extend(b.drain());
+        }
+        let lens: Vec<usize> = got.iter().map(PktBuf::len).collect();
+        assert_eq!(lens, [100, 128]);
+        assert_eq!(rx.stats().drop_count("rx_truncated"), 1);
+    }
+
+    #[test]
+    fn frame_without_address_is_dropped_and_counted() {
+        let pool = pool(16, 2048);
+        let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        let to = Some(b.local_addr());
+        let mut batch = Batch::new();
+        batch.push(frame(&pool, b"one", to)).unwrap();
+        batch.push(frame(&pool, b"lost", None)).unwrap();
+        batch.push(frame(&pool, b"two", to)).unwrap();
+        assert_eq!(a.tx_batch(&mut batch), 2);
+        assert!(batch.is_empty(), "the dropped frame is removed too");
+        assert_eq!(a.stats().drop_count("tx_no_address"), 1);
+        let got = recv_n(&mut b, 2);
+        let data: Vec<&[u8]> = got.iter().map(PktBuf::data).collect();
+        assert_eq!(data, [&b"one"[..], &b"two"[..]]);
+    }
+
+    #[test]
+    fn ipv4_peer_on_ipv6_socket_is_dropped_as_wrong_family() {
+        let pool = pool(4, 2048);
+        let Ok(mut port) = UdpPort::bind("[::1]:0".parse().unwrap(), pool.clone()) else {
+            eprintln!("skipped: no IPv6 loopback on this host");
+            return;
+        };
+        let mut batch = Batch::new();
+        batch
+            .push(frame(&pool, b"x", Some("127.0.0.1:9".parse().unwrap())))
+            .unwrap();
+        assert_eq!(port.tx_batch(&mut batch), 0);
+        assert!(batch.is_empty());
+        assert_eq!(port.stats().drop_count("tx_wrong_family"), 1);
+    }
+
+    #[test]
+    fn oversized_datagram_is_dropped_and_the_rest_still_sent() {
+        let pool = pool(8, 70_000);
+        let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        assert_eq!(a.caps().mtu, MAX_PAYLOAD_V4);
+        let to = Some(b.local_addr());
+        let mut batch = Batch::new();
+        batch
+            .push(frame(&pool, &payload(0, MAX_PAYLOAD_V4), to))
+            .unwrap();
+        batch
+            .push(frame(&pool, &payload(1, MAX_PAYLOAD_V4 + 1), to))
+            .unwrap();
+        batch.push(frame(&pool, b"after", to)).unwrap();
+        assert_eq!(a.tx_batch(&mut batch), 2);
+        assert!(batch.is_empty());
+        assert_eq!(a.stats().drop_count("tx_too_big"), 1);
+        let got = recv_n(&mut b, 2);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].data(),
+            &payload(0, MAX_PAYLOAD_V4)[..],
+            "a maximal datagram fits a jumbo pool"
+        );
+        assert_eq!(got[1].data(), b"after");
+    }
+
+    #[test]
+    fn empty_pool_leaves_datagrams_queued_and_counts_rx_no_buffer() {
+        let tx_pool = pool(8, 2048);
+        let rx_pool = pool(2, 2048);
+        let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), tx_pool.clone()).unwrap();
+        let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), rx_pool).unwrap();
+        let mut batch = Batch::new();
+        for i in 0..4u8 {
+            batch
+                .push(frame(&tx_pool, &[i], Some(b.local_addr())))
+                .unwrap();
+        }
+        assert_eq!(a.tx_batch(&mut batch), 4);
+        let first = recv_n(&mut b, 2);
+        assert_eq!(first.len(), 2, "the pool holds two buffers");
+        let mut held = Batch::new();
+        assert_eq!(b.rx_batch(&mut held), 0);
+        assert_eq!(b.stats().drop_count("rx_no_buffer"), 1);
+        drop(first);
+        let rest = recv_n(&mut b, 2);
+        let data: Vec<&[u8]> = rest.iter().map(PktBuf::data).collect();
+        assert_eq!(
+            data,
+            [&[2u8][..], &[3u8][..]],
+            "nothing was lost while the pool was empty"
+        );
+    }
+
+    #[test]
+    fn bind_twice_reports_address_in_use() {
+        let pool = pool(2, 2048);
+        let a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        let err = UdpPort::bind(a.local_addr(), pool).unwrap_err();
+        assert!(matches!(err, NicError::AddrInUse { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("bind {}: address in use", a.local_addr())),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bind_to_a_foreign_address_says_it_is_not_local() {
+        // 192.0.2.0/24 is TEST-NET-1: never configured on a host.
+        match UdpPort::bind("192.0.2.1:0".parse().unwrap(), pool(2, 2048)) {
+            Err(NicError::AddrNotAvailable { .. }) => {}
+            Ok(_) => eprintln!("skipped: net.ipv4.ip_nonlocal_bind is set"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    #[test]
+    fn send_all_drops_failing_datagrams_and_stops_on_would_block() {
+        // Kernel model: 3 go out, #3 is too big, 2 go out, #6 unreachable, then full.
+        let mut script = vec![
+            Ok(3),
+            Err(Errno::MSGSIZE),
+            Ok(2),
+            Err(Errno::NETUNREACH),
+            Err(Errno::AGAIN),
+        ]
+        .into_iter();
+        let mut starts = Vec::new();
+        let out = send_all(10, |start| {
+            starts.push(start);
+            script.next().unwrap()
+        });
+        assert_eq!(starts, [0, 3, 4, 6, 7]);
+        assert_eq!(
+            out,
+            SendOutcome {
+                done: 7,
+                sent: 5,
+                too_big: 1,
+                error: 1
+            }
+        );
+    }
+
+    #[test]
+    fn send_all_on_immediate_would_block_sends_nothing() {
+        let out = send_all(5, |_| Err(Errno::AGAIN));
+        assert_eq!(out, SendOutcome::default());
+    }
+
+    #[test]
+    fn socket_addresses_round_trip_through_c_form() {
+        // SAFETY: all-zero is a valid `sockaddr_storage`.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        for addr in ["10.1.2.3:9000", "[fe80::1%3]:4789", "[2001:db8::5]:1"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let len = std_to_sockaddr(&addr, &mut ss);
+            assert_eq!(sockaddr_to_std(&ss, len), Some(addr));
+        }
+        assert_eq!(
+            sockaddr_to_std(&ss, 4),
+            None,
+            "a short address is not trusted"
+        );
+    }
+
+    /// Runs `f` on a thread moved into a fresh network namespace (its own loopback),
+    /// after running `setup` there as `ip`/`tc` commands. `None` when that is not
+    /// possible here (not root, no `tc`).
+    fn in_private_netns<T: Send>(setup: &[&str], f: impl FnOnce() -> T + Send) -> Option<T> {
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| {
+                // SAFETY: unshare takes no pointers; CLONE_NEWNET moves only this thread
+                // (and what it spawns) into a new network namespace.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    return None;
+                }
+                for cmd in setup {
+                    let mut words = cmd.split_whitespace();
+                    let ok = std::process::Command::new(words.next()?)
+                        .args(words)
+                        .status()
+                        .is_ok_and(|st| st.success());
+                    if !ok {
+                        return None;
+                    }
+                }
+                Some(f())
+            });
+            match thread.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    #[test]
+    fn full_socket_buffer_keeps_unsent_frames_in_the_batch() {
+        // A token bucket of 1 KB/s on loopback holds the datagrams, so the sender's
+        // small socket buffer fills and sendmmsg reports EAGAIN part-way.
+        let setup = [
+            "ip link set lo up",
+            "tc qdisc add dev lo root tbf rate 8kbit burst 1600 latency 10s",
+        ];
+        let ran = in_private_netns(&setup, || {
+            let pool = pool(256, 2048);
+            let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+            let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+            sockopt::set_socket_send_buffer_size(&a.fd, 4096).unwrap();
+            let mut batch = Batch::new();
+            for i in 0..64 {
+                batch
+                    .push(frame(&pool, &payload(i, 1000), Some(b.local_addr())))
+                    .unwrap();
+            }
+            let sent = a.tx_batch(&mut batch);
+            assert!(sent < 64, "the socket buffer should have filled");
+            assert_eq!(batch.len(), 64 - sent, "unsent frames stay in the batch");
+            assert_eq!(
+                a.tx_batch(&mut batch),
+                0,
+                "still full: nothing sent, nothing lost"
+            );
+            assert_eq!(batch.len(), 64 - sent);
+            for (k, buf) in batch.iter().enumerate() {
+                assert_eq!(buf.data(), &payload(sent + k, 1000)[..], "order kept");
+            }
+            assert!(
+                a.stats().drops.iter().all(|d| d.count == 0),
+                "would-block is not a drop"
+            );
+
+            // Open the tap: the rest goes out on retry and arrives.
+            let del = std::process::Command::new("tc")
+                .args(["qdisc", "del", "dev", "lo", "root"])
+                .status();
+            assert!(del.is_ok_and(|s| s.success()));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !batch.is_empty() && Instant::now() < deadline {
+                a.tx_batch(&mut batch);
+            }
+            assert!(batch.is_empty());
+            // Frames arrive in order; the last 64 - sent are the retried ones.
+            let want: Vec<Vec<u8>> = (sent..64).map(|i| payload(i, 1000)).collect();
+            let mut got = Vec::new();
+            while got.len() < want.len()
+                || got.last().map(|b: &PktBuf| b.data()) != Some(&want[want.len() - 1][..])
+            {
+                let more = recv_n(&mut b, 1);
+                assert!(!more.is_empty(), "retried frames must arrive");
+                got.extend(more);
+            }
+            let tail: Vec<&[u8]> = got[got.len() - want.len()..]
+                .iter()
+                .map(PktBuf::data)
+                .collect();
+            assert_eq!(tail, want);
+        });
+        if ran.is_none() {
+            eprintln!("skipped: needs root and tc to build a private network namespace");
+        }
+    }
+
+    fn gro_pool() -> Mempool {
+        // Jumbo buffers: the kernel coalesces up to 64 KiB whatever our buffer size.
+        pool(256, HEADROOM + MAX_PAYLOAD_V4)
+    }
+
+    /// Makes the kernel cut every datagram `a` sends into `seg`-byte datagrams (UDP GSO),
+    /// which is how a loopback test gets the receive side to see coalesced buffers.
+    fn set_udp_segment(a: &UdpPort, seg: u16) {
+        let seg = libc::c_int::from(seg);
+        // SAFETY: UDP_SEGMENT reads one `int` from a live local of the length passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                a.fd.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                std::ptr::from_ref(&seg).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    }
+
+    /// `count` datagrams of `seg` bytes (the last `last` bytes), numbered from `first`.
+    fn segments(first: usize, count: usize, seg: usize, last: usize) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|k| payload(first + k, if k + 1 == count { last } else { seg }))
+            .collect()
+    }
+
+    #[test]
+    fn gro_splits_coalesced_datagrams_back_in_order() {
+        let pool = gro_pool();
+        let gro = UdpOptions { gro: true };
+        let mut rx = UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), pool.clone(), gro).unwrap();
+        let mut tx = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        set_udp_segment(&tx, 1000);
+        // 65 + 11 + 1 datagrams: more than one batch, a short last segment, and a
+        // datagram too small to be segmented behind them.
+        let groups = [
+            segments(0, 65, 1000, 1000),
+            segments(65, 11, 1000, 500),
+            segments(76, 1, 300, 300),
+        ];
+        let mut batch = Batch::new();
+        for g in &groups {
+            batch
+                .push(frame(&pool, &g.concat(), Some(rx.local_addr())))
+                .unwrap();
+        }
+        assert_eq!(tx.tx_batch(&mut batch), 3);
+
+        let want: Vec<Vec<u8>> = groups.concat();
+        let got = recv_n(&mut rx, want.len());
+        let data: Vec<&[u8]> = got.iter().map(PktBuf::data).collect();
+        assert_eq!(data.len(), want.len());
+        for (k, (g, w)) in data.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "datagram {k}");
+        }
+        assert!(
+            got.iter()
+                .all(|b| b.meta.addr == Some(tx.local_addr()) && b.headroom() >= HEADROOM)
+        );
+        assert!(rx.c.rx_gro_split >= 2, "the kernel coalesced: {:?}", rx.c);
+        let stats = rx.stats();
+        assert_eq!(stats.rx_packets, 77);
+        assert_eq!(
+            stats.rx_bytes,
+            want.iter().map(Vec::len).sum::<usize>() as u64
+        );
+        assert!(stats.drops.iter().all(|d| d.count == 0), "{stats:?}");
+        drop((got, rx, tx));
+        assert_eq!(pool.available(), 256);
+    }
+
+    #[test]
+    fn gro_split_without_buffers_drops_and_counts() {
+        let tx_pool = gro_pool();
+        let rx_pool = pool(4, HEADROOM + MAX_PAYLOAD_V4);
+        let gro = UdpOptions { gro: true };
+        let mut rx = UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), rx_pool, gro).unwrap();
+        let mut tx = UdpPort::bind("127.0.0.1:0".parse().unwrap(), tx_pool.clone()).unwrap();
+        set_udp_segment(&tx, 1000);
+        let want = segments(0, 10, 1000, 1000);
+        let mut batch = Batch::new();
+        batch
+            .push(frame(&tx_pool, &want.concat(), Some(rx.local_addr())))
+            .unwrap();
+        assert_eq!(tx.tx_batch(&mut batch), 1);
+        // Four buffers: one holds the coalesced ten, three take copies, six are lost,
+        // and the last datagram is the coalesced buffer itself.
+        let got = recv_n(&mut rx, 4);
+        let data: Vec<&[u8]> = got.iter().map(PktBuf::data).collect();
+        let expect: Vec<&[u8]> = [0, 1, 2, 9].iter().map(|&k| &want[k][..]).collect();
+        assert_eq!(data, expect);
+        assert_eq!(rx.stats().drop_count("rx_gro_no_buffer"), 6);
+    }
+
+    #[test]
+    fn gro_needs_a_pool_of_64k_buffers() {
+        let err = UdpPort::bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            pool(2, 2048),
+            UdpOptions { gro: true },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NicError::PoolTooSmall {
+                    need: MAX_PAYLOAD_V4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The command line's errors: each says what is wrong in one line, exits non-zero,
+//! never panics.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vnetp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vnetp"))
+        .args(args)
+        .output()
+        .expect("run vnetp")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn tmp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vnetp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+const GOOD: &str = "[host]\nname = \"a\"\nunderlay = { kind = \"udp\", bind = \"127.0.0.1:0\" }\n\n[[link]]\nname = \"b\"\npeer = \"127.0.0.2:9000\"\n";
+
+#[test]
+fn check_accepts_a_good_config() {
+    let p = tmp("good.toml", GOOD);
+    let o = vnetp(&["run", "--check", "--config", p.to_str().unwrap_or_default()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok (host a, underlay udp, 1 link(s)"));
+}
+
+#[test]
+fn missing_config_is_one_clear_line() {
+    let o = vnetp(&["run", "--config", "/nonexistent/vnetp.toml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("vnetp: /nonexistent/vnetp.toml:0:0: cannot read"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn bad_config_names_file_line_column() {
+    let p = tmp(
+        "bad.toml",
+        &GOOD.replace("127.0.0.2:9000", "127.0.0.2:99999"),
+    );
+    let o = vnetp(&["run", "--check", "--config", p.to_str().unwrap_or_default()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("bad.toml:7:8: expected a peer address"), "{e}");
+}
+
+#[test]
+fn ctl_without_daemon_says_what_to_do() {
+    let o = vnetp(&["ctl", "--socket", "/nonexistent/a.sock", "stats"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("cannot connect to control socket /nonexistent/a.sock"),
+        "{e}"
+    );
+    assert!(e.contains("is `vnetp run` running"), "{e}");
+}
+
+#[test]
+fn unsupported_underlay_refused_at_start_with_reason() {
+    let p = tmp(
+        "xdp.toml",
+        &GOOD.replace(
+            "kind = \"udp\", bind = \"127.0.0.1:0\"",
+            "kind = \"af_xdp\", ifname = \"lo\", ip = \"127.0.0.1\"",
+        ),
+    );
+    let o = vnetp(&["run", "--config", p.to_str().unwrap_or_default()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not available in this build yet"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn demo_without_root_says_it_needs_root() {
+    if !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("setpriv missing: cannot drop privileges for this test");
+        return;
+    }
+    let o = Command::new("/usr/bin/setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_vnetp"),
+            "demo",
+        ])
+        .output()
+        .expect("setpriv");
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.starts_with("vnetp: vnetp demo needs root"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn control_socket_is_owner_only_and_answers_commands() {
+    let sock = std::env::temp_dir().join(format!("vnetp-cli-{}/ctl.sock", std::process::id()));
+    let p = tmp(
+        "ctl.toml",
+        &format!("{GOOD}\n[host.x]\n")
+            .replace("\n[host.x]\n", "")
+            .replace(
+                "[host]\n",
+                &format!("[host]\ncontrol = \"{}\"\n", sock.display()),
+            ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vnetp"))
+        .args(["run", "--config", p.to_str().unwrap_or_default()])
+        .spawn()
+        .expect("daemon");
+    let ready = (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        vnetp(&["ctl", "--socket", sock.to_str().unwrap_or_default(), "help"])
+            .status
+            .success()
+    });
+    let mode = std::fs::metadata(&sock)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    let list = vnetp(&[
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap_or_default(),
+        "link",
+        "list",
+    ]);
+    let bad = vnetp(&[
+        "ctl",
+        "--socket",
+        sock.to_str().unwrap_or_default(),
+        "route",
+        "add",
+        "src=zz",
+    ]);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait daemon");
+    assert!(ready, "daemon did not answer");
+    assert_eq!(mode.ok(), Some(0o600));
+    assert!(
+        String::from_utf8_lossy(&list.stdout).starts_with("b peer=127.0.0.2:9000 encap=vnetp"),
+        "{:?}",
+        list
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("zz"), "{}", stderr(&bad));
+    assert!(status.success(), "daemon exit after SIGTERM: {status}");
+}

@@ -1,0 +1,176 @@
+//! `vnetp demo`: two hosts in network namespaces joined by a veth pair, a vnetp daemon
+//! in each with a tap interface, and ping and iperf3 through the overlay next to the
+//! same over the native underlay path. Everything is removed on exit or Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use vnetp::netns::{self, LinkEncap, Netns, TwoHosts};
+
+pub fn demo(encap: &str, seconds: u32) -> anyhow::Result<ExitCode> {
+    if !netns::is_root() {
+        bail!(
+            "vnetp demo needs root: it creates network namespaces, a veth pair and tap devices (try: sudo vnetp demo)"
+        );
+    }
+    if !netns::have("ip") {
+        bail!("vnetp demo needs the `ip` command (Debian package iproute2)");
+    }
+    let encap = match encap {
+        "vnetp" => LinkEncap::Vnetp,
+        "vxlan" => LinkEncap::Vxlan(42),
+        other => bail!("unknown encap {other:?}: expected vnetp or vxlan"),
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&interrupted))?;
+    }
+    let check = || -> anyhow::Result<()> {
+        if interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted; cleaned up");
+        }
+        Ok(())
+    };
+    let exe = std::env::current_exe().context("cannot find the vnetp executable")?;
+    let pid = std::process::id();
+    let dir = PathBuf::from(format!("/tmp/vnetp-demo-{pid}"));
+    println!(
+        "vnetp demo: building two hosts (network namespaces vnetp-demo-{pid}-a/b) joined by a veth underlay"
+    );
+    let hosts = TwoHosts::new(&format!("vnetp-demo-{pid}"), 0, false, &dir)?;
+    let (da, db) = hosts.start_overlay(&exe, encap)?;
+    check()?;
+    let (a, b) = (&hosts.a, &hosts.b);
+    let (_sa, sb) = (&hosts.side_a, &hosts.side_b);
+    // The first ping also resolves ARP across the overlay.
+    let _ = a.exec(&["ping", "-c", "1", "-W", "5", &sb.overlay_ip]);
+    check()?;
+
+    let ping_native = ping(a, &sb.underlay_ip);
+    check()?;
+    let ping_overlay = ping(a, &sb.overlay_ip);
+    check()?;
+    let (tcp_native, tcp_overlay) = if netns::have("iperf3") {
+        let n = iperf(a, b, &sb.underlay_ip, seconds, &dir);
+        check()?;
+        let o = iperf(a, b, &sb.overlay_ip, seconds, &dir);
+        check()?;
+        (n, o)
+    } else {
+        println!(
+            "(iperf3 not installed: skipping the throughput test; scripts/setup.sh installs it)"
+        );
+        (None, None)
+    };
+
+    let name = match encap {
+        LinkEncap::Vnetp => "vnetp",
+        LinkEncap::Vxlan(_) => "vxlan",
+    };
+    println!();
+    println!(
+        "{:<22} {:>16} {:>18} {:>16}",
+        "",
+        "native (veth)",
+        format!("overlay ({name})"),
+        "overlay/native"
+    );
+    let ratio = |n: Option<f64>, o: Option<f64>| match (n, o) {
+        (Some(n), Some(o)) if n > 0.0 => format!("{:.2}", o / n),
+        _ => "-".to_string(),
+    };
+    let fmt =
+        |v: Option<f64>, unit: &str| v.map_or("failed".to_string(), |v| format!("{v:.3} {unit}"));
+    println!(
+        "{:<22} {:>16} {:>18} {:>16}",
+        "ping rtt (avg)",
+        fmt(ping_native, "ms"),
+        fmt(ping_overlay, "ms"),
+        ratio(ping_native, ping_overlay)
+    );
+    if netns::have("iperf3") {
+        let g = |v: Option<f64>| v.map(|b| b / 1e9);
+        println!(
+            "{:<22} {:>16} {:>18} {:>16}",
+            "TCP throughput",
+            fmt(g(tcp_native), "Gbit/s"),
+            fmt(g(tcp_overlay), "Gbit/s"),
+            ratio(tcp_native, tcp_overlay)
+        );
+    }
+    for (host, d) in [("a", &da), ("b", &db)] {
+        match d.ctl("stats") {
+            Ok(s) => {
+                println!(
+                    "\nhost {host} (vnetp ctl --socket {} stats):",
+                    d.socket.display()
+                );
+                for l in s.lines() {
+                    println!("  {l}");
+                }
+            }
+            Err(e) => println!("host {host}: stats unavailable: {e}"),
+        }
+    }
+    let ok = ping_overlay.is_some() && (tcp_overlay.is_some() || !netns::have("iperf3"));
+    println!(
+        "\n{}",
+        if ok {
+            "demo: overlay carried ping and TCP between the hosts"
+        } else {
+            "demo: the overlay did NOT carry traffic (see logs above)"
+        }
+    );
+    drop((da, db));
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Average RTT in ms of 10 pings, or None.
+fn ping(ns: &Netns, ip: &str) -> Option<f64> {
+    let out = ns
+        .exec(&["ping", "-c", "10", "-i", "0.05", "-W", "2", "-q", ip])
+        .ok()?;
+    // "rtt min/avg/max/mdev = 0.031/0.045/0.071/0.011 ms"
+    let stats = out.lines().find(|l| l.contains("min/avg/max"))?;
+    stats
+        .split('=')
+        .nth(1)?
+        .trim()
+        .split('/')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// TCP throughput in bit/s of an iperf3 run from `client` to `server_ip` in `server`.
+fn iperf(
+    client: &Netns,
+    server: &Netns,
+    server_ip: &str,
+    seconds: u32,
+    dir: &std::path::Path,
+) -> Option<f64> {
+    let mut srv = server
+        .spawn(
+            &["iperf3", "-s", "-1", "-B", server_ip],
+            Some(&dir.join("iperf3-server.log")),
+        )
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let secs = seconds.to_string();
+    let out = client.exec(&["iperf3", "-c", server_ip, "-t", &secs, "-J"]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let json: serde_json::Value = serde_json::from_str(&out.ok()?).ok()?;
+    json["end"]["sum_received"]["bits_per_second"].as_f64()
+}

@@ -1,0 +1,119 @@
+//! `vnetp run`: build the ports a configuration asks for and run the engine.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+use nicdrv::{TapPort, UdpPort};
+use overlay::config::{self, Config, InterfaceKind, UnderlayConfig};
+use overlay::engine::Engine;
+use overlay::server::ControlServer;
+use pkt::{HEADROOM, Mempool};
+
+/// Buffers in the packet pool: enough for every port's batches and queues.
+const POOL_BUFFERS: u32 = 8192;
+
+pub fn run(path: &Path, check: bool) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(path)?;
+    if check {
+        println!(
+            "{}: ok (host {}, underlay {}, {} link(s), {} interface(s), {} route(s))",
+            path.display(),
+            cfg.host.name,
+            cfg.host.underlay.kind_name(),
+            cfg.links.len(),
+            cfg.interfaces.len(),
+            cfg.routes.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging();
+    daemon(cfg)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VNETP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Size of one pool buffer: headroom, a virtio-net header, the largest frame.
+fn buffer_size(cfg: &Config) -> usize {
+    let mtu = cfg
+        .interfaces
+        .iter()
+        .map(|i| i.mtu as usize)
+        .max()
+        .unwrap_or(1500)
+        .max(1500);
+    // Frame = MTU + Ethernet + 802.1Q; datagrams from VXLAN peers add 8.
+    HEADROOM + 12 + mtu + 14 + 4 + 8
+}
+
+fn daemon(cfg: Config) -> anyhow::Result<()> {
+    let pool = Mempool::new(POOL_BUFFERS, buffer_size(&cfg)).context("packet pool")?;
+    let underlay: Box<dyn pkt::Port> = match &cfg.host.underlay {
+        UnderlayConfig::Udp { bind } => Box::new(
+            UdpPort::bind(*bind, pool.clone()).with_context(|| format!("underlay udp {bind}"))?,
+        ),
+        other => bail!(
+            "underlay kind {:?} is not available in this build yet: use kind = \"udp\" (raw AF_XDP/AF_PACKET and VFIO underlays are in progress)",
+            other.kind_name()
+        ),
+    };
+    let mut engine = Engine::new(&cfg.host.name, pool.clone(), underlay, cfg.host.dispatch)?;
+    for i in &cfg.interfaces {
+        let port: Box<dyn pkt::Port> = match &i.kind {
+            InterfaceKind::Tap { ifname } => Box::new(
+                TapPort::create(ifname, Some(i.mac.0), Some(i.mtu), pool.clone())
+                    .with_context(|| format!("interface {} (tap {ifname})", i.name))?,
+            ),
+            other => bail!(
+                "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\"",
+                i.name,
+                other.kind_name()
+            ),
+        };
+        engine.add_interface(&i.name, i.kind.kind_name(), i.mac, port)?;
+    }
+    for l in &cfg.links {
+        engine
+            .add_link(&l.name, l.peer, l.encap)
+            .map_err(|e| anyhow::anyhow!("link {}: {e}", l.name))?;
+    }
+    for r in &cfg.routes {
+        engine
+            .add_route(r)
+            .map_err(|e| anyhow::anyhow!("route {r}: {e}"))?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
+    }
+    let control = match &cfg.host.control {
+        Some(p) => Some(ControlServer::start(p)?),
+        None => None,
+    };
+    tracing::info!(
+        host = %cfg.host.name,
+        underlay = cfg.host.underlay.kind_name(),
+        links = cfg.links.len(),
+        interfaces = cfg.interfaces.len(),
+        routes = cfg.routes.len(),
+        "running"
+    );
+    engine.run(
+        &stop,
+        control.as_ref().map(|(_, end)| (&end.requests, &end.waker)),
+    );
+    tracing::info!(host = %cfg.host.name, "stopped");
+    drop(control);
+    Ok(())
+}
