@@ -161,6 +161,8 @@ pub struct InterfaceConfig {
     pub mac: MacAddr,
     /// MTU of the guest side (default 1500).
     pub mtu: u32,
+    /// Drop (and count) frames whose source MAC is not `mac` (default true).
+    pub anti_spoof: bool,
 }
 
 /// What backs an interface.
@@ -253,6 +255,7 @@ struct RawInterface {
     pci: Option<S<String>>,
     vlan: Option<S<i64>>,
     mtu: Option<S<i64>>,
+    anti_spoof: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -588,11 +591,13 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
             ));
         }
     };
+    let anti_spoof = r.anti_spoof.as_ref().is_none_or(|a| *a.get_ref());
     Ok(InterfaceConfig {
         name,
         kind,
         mac,
         mtu,
+        anti_spoof,
     })
 }
 

@@ -13,6 +13,8 @@
 //! route list
 //! interface list
 //! stats [json]
+//! capture link:NAME|interface:NAME /abs/file.pcap [count N] [timeout SECS]
+//! reload
 //! help
 //! ```
 //!
@@ -62,6 +64,8 @@ route del src=MAC dst=MAC to=... [from=...]      MAC: any, none, not-<mac> or 52
 route list
 interface list
 stats [json]
+capture link:NAME|interface:NAME /abs/file.pcap [count N] [timeout SECS]
+reload                                           re-read the config file, apply the difference
 help
 VNET/P syntax:
 ADD <peer-ip> <port> udp | DEL <peer-ip> <port> udp
@@ -104,6 +108,20 @@ pub enum Command {
     },
     /// `help`: reply with [`HELP`].
     Help,
+    /// `capture ENDPOINT FILE [count N] [timeout SECS]`: write the next N frames
+    /// seen at an endpoint (both directions, as guest Ethernet frames) to a pcap file.
+    Capture {
+        /// Where to capture.
+        endpoint: EndpointRef,
+        /// Absolute path of the pcap file the daemon writes.
+        path: std::path::PathBuf,
+        /// Frames to capture (1..=100000, default 100).
+        count: u32,
+        /// Give up after this many seconds (1..=3600, default 10).
+        timeout_secs: u32,
+    },
+    /// `reload`: re-read the daemon's configuration file and apply the difference.
+    Reload,
 }
 
 impl fmt::Display for Command {
@@ -124,6 +142,19 @@ impl fmt::Display for Command {
             Self::Stats { json: false } => f.write_str("stats"),
             Self::Stats { json: true } => f.write_str("stats json"),
             Self::Help => f.write_str("help"),
+            Self::Capture {
+                endpoint,
+                path,
+                count,
+                timeout_secs,
+            } => {
+                write!(
+                    f,
+                    "capture {endpoint} {} count {count} timeout {timeout_secs}",
+                    path.display()
+                )
+            }
+            Self::Reload => f.write_str("reload"),
         }
     }
 }
@@ -448,6 +479,8 @@ pub fn parse_command(line: &str) -> Result<Command> {
             args.finish().map(|()| Command::Stats { json })
         }
         "help" => args.within("help").finish().map(|()| Command::Help),
+        "reload" => args.within("reload").finish().map(|()| Command::Reload),
+        "capture" => capture(args.within("capture")),
         "ADD" => {
             let (name, peer) = vnetp_link(args.within("ADD"))?;
             Ok(Command::LinkAdd {
@@ -463,6 +496,39 @@ pub fn parse_command(line: &str) -> Result<Command> {
             token: shown(other),
         }),
     }
+}
+
+/// `capture ENDPOINT FILE [count N] [timeout SECS]`.
+fn capture(mut args: Args<'_>) -> Result<Command> {
+    const EXPECT_EP: &str = "link:NAME or interface:NAME";
+    let ep = args.required(EXPECT_EP)?;
+    let endpoint = args.endpoint("endpoint", EXPECT_EP, ep)?;
+    let file = args.required("an absolute path for the pcap file")?;
+    if !file.starts_with('/') || file.len() > 1024 {
+        return Err(args.invalid("file", "an absolute path for the pcap file", file));
+    }
+    let (mut count, mut timeout) = (None, None);
+    while let Some(key) = args.next() {
+        match key {
+            "count" => {
+                let v = args.required("a frame count")?;
+                let n = args.number("count", "a frame count 1..=100000", v, 1, 100_000)?;
+                set_once(&args, &mut count, "count", n)?;
+            }
+            "timeout" => {
+                let v = args.required("seconds")?;
+                let n = args.number("timeout", "seconds 1..=3600", v, 1, 3600)?;
+                set_once(&args, &mut timeout, "timeout", n)?;
+            }
+            other => return Err(args.invalid("option", "count N or timeout SECS", other)),
+        }
+    }
+    Ok(Command::Capture {
+        endpoint,
+        path: std::path::PathBuf::from(file),
+        count: count.unwrap_or(100),
+        timeout_secs: timeout.unwrap_or(10),
+    })
 }
 
 /// `link add|del|list ...`.

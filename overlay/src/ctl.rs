@@ -7,23 +7,10 @@ use crate::control::Command;
 use crate::engine::Engine;
 use crate::types::Endpoint;
 
-const HELP: &str = "\
-commands (one per line; answers end with `ok` or `error: ...`):
-  link add NAME PEER [encap vnetp|vxlan] [vni N]   add a link to a peer host
-  link del NAME                                    delete a link (no route may use it)
-  link list                                        links with counters
-  route add src=MAC dst=MAC to=link:N|interface:N [from=any|link:N|interface:N]
-  route del src=MAC dst=MAC to=... [from=...]      MAC: literal, any, none or not-<mac>
-  route list                                       routes
-  interface list                                   interfaces
-  stats [json]                                     counters (table or one JSON line)
-  VNET/P lines: ADD <ip> <port> udp | DEL <ip> <port> udp
-                add|del <src-mac> <dst-mac> interface|edge <id> interface|edge <id>|any";
-
 pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String> {
     match cmd {
         Command::Nop => Ok(String::new()),
-        Command::Help => Ok(HELP.to_string()),
+        Command::Help => Ok(crate::control::HELP.trim_end().to_string()),
         Command::LinkAdd { name, peer, encap } => {
             engine.add_link(&name, peer, encap)?;
             Ok(String::new())
@@ -88,6 +75,8 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
                 .collect();
             Ok(lines.join("\n"))
         }
+        Command::Capture { .. } => Err("capture runs only through the control socket".to_string()),
+        Command::Reload => engine.reload(),
         Command::Stats { json } => {
             let s = engine.stats();
             if json {

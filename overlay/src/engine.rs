@@ -17,7 +17,8 @@ use pkt::wire::MacAddr;
 use pkt::{Batch, DropCounter, Mempool, PktBuf, Port, PortKind, PortStats};
 use serde::Serialize;
 
-use crate::config::Dispatch;
+use crate::capture::Capture;
+use crate::config::{Config, Dispatch, InterfaceConfig};
 use crate::control::{Command, RouteSpec};
 use crate::link::{LinkCounters, LinkTable};
 use crate::route::{Route, RouteTable};
@@ -87,6 +88,8 @@ counters! {
         tx_no_headroom,
         /// A partial checksum could not be completed.
         tx_bad_checksum_request,
+        /// A guest sent a frame with a source MAC other than its own (anti-spoofing).
+        rx_spoofed,
     }
 }
 
@@ -107,6 +110,8 @@ struct Interface {
     name: String,
     kind: &'static str,
     mac: MacAddr,
+    anti_spoof: bool,
+    config: Option<InterfaceConfig>,
     port: Box<dyn Port>,
     txq: Batch,
     counters: InterfaceCounters,
@@ -225,6 +230,22 @@ pub struct Engine {
     drops: EngineDrops,
     rx: Batch,
     dispatch: Dispatch,
+    capture: Option<Capture>,
+    reload: Option<ReloadSource>,
+}
+
+/// Creates the port behind an interface when `reload` adds one (the tools layer knows
+/// the device crates; the engine does not).
+pub trait InterfaceFactory: Send {
+    /// A port for this interface, or why not.
+    fn create(&mut self, cfg: &InterfaceConfig) -> Result<Box<dyn Port>, String>;
+}
+
+/// What `reload` needs: the file, what was applied from it, and a port factory.
+struct ReloadSource {
+    path: std::path::PathBuf,
+    applied: Config,
+    factory: Box<dyn InterfaceFactory>,
 }
 
 /// Most interfaces per engine.
@@ -254,6 +275,8 @@ impl Engine {
             drops: EngineDrops::default(),
             rx: Batch::new(),
             dispatch,
+            capture: None,
+            reload: None,
         })
     }
 
@@ -277,12 +300,85 @@ impl Engine {
             name: name.to_string(),
             kind,
             mac,
+            anti_spoof: true,
+            config: None,
             port,
             txq: Batch::new(),
             counters: InterfaceCounters::default(),
         });
         self.routes.flush_cache();
         Ok(Endpoint::Interface(slot as u16))
+    }
+
+    /// Adds the interface a configuration entry describes, backed by `port`.
+    pub fn add_configured_interface(
+        &mut self,
+        cfg: &InterfaceConfig,
+        port: Box<dyn Port>,
+    ) -> Result<Endpoint, EngineError> {
+        let ep = self.add_interface(&cfg.name, cfg.kind.kind_name(), cfg.mac, port)?;
+        if let Endpoint::Interface(i) = ep {
+            if let Some(f) = self.interfaces[i as usize].as_mut() {
+                f.anti_spoof = cfg.anti_spoof;
+                f.config = Some(cfg.clone());
+            }
+        }
+        Ok(ep)
+    }
+
+    /// Lets `reload` re-read `path`; `applied` is what the engine was built from.
+    pub fn enable_reload(
+        &mut self,
+        path: std::path::PathBuf,
+        applied: Config,
+        factory: Box<dyn InterfaceFactory>,
+    ) {
+        self.reload = Some(ReloadSource {
+            path,
+            applied,
+            factory,
+        });
+    }
+
+    /// Answers a control request: most at once; a capture when it completes.
+    pub fn handle(&mut self, req: Request) {
+        match req.cmd {
+            Command::Capture {
+                endpoint,
+                path,
+                count,
+                timeout_secs,
+            } => {
+                if self.capture.is_some() {
+                    let _ = req.reply.send(Err("a capture is already running".into()));
+                    return;
+                }
+                match self.resolve(&endpoint) {
+                    Ok(ep) => {
+                        let timeout = Duration::from_secs(u64::from(timeout_secs));
+                        self.capture = Some(Capture::new(ep, path, count, timeout, req.reply));
+                    }
+                    Err(e) => {
+                        let _ = req.reply.send(Err(e));
+                    }
+                }
+            }
+            cmd => {
+                let _ = req.reply.send(self.apply(cmd));
+            }
+        }
+    }
+
+    fn finish_capture_if_done(&mut self) {
+        if self
+            .capture
+            .as_ref()
+            .is_some_and(|c| c.done(Instant::now()))
+        {
+            if let Some(c) = self.capture.take() {
+                c.finish();
+            }
+        }
     }
 
     /// The link table.
@@ -466,8 +562,15 @@ impl Engine {
                 continue;
             }
             if let Some(f) = self.interfaces[slot as usize].as_mut() {
+                if f.anti_spoof && buf.data()[6..12] != f.mac.0 {
+                    self.drops.rx_spoofed += 1;
+                    continue;
+                }
                 f.counters.rx_packets += 1;
                 f.counters.rx_bytes += buf.len() as u64;
+            }
+            if let Some(c) = self.capture.as_mut() {
+                c.offer(arrival, buf.data());
             }
             self.route_frame(arrival, buf);
         }
@@ -505,6 +608,9 @@ impl Engine {
                 l.counters.rx_packets += 1;
                 l.counters.rx_bytes += buf.len() as u64;
             }
+            if let Some(c) = self.capture.as_mut() {
+                c.offer(Endpoint::Link(slot), buf.data());
+            }
             self.route_frame(Endpoint::Link(slot), buf);
         }
         self.rx = rx;
@@ -537,6 +643,9 @@ impl Engine {
 
     #[inline]
     fn deliver(&mut self, dest: Endpoint, mut buf: PktBuf) {
+        if let Some(c) = self.capture.as_mut() {
+            c.offer(dest, buf.data());
+        }
         match dest {
             Endpoint::Interface(i) => {
                 let Some(f) = self.interfaces.get_mut(i as usize).and_then(Option::as_mut) else {
@@ -660,10 +769,10 @@ impl Engine {
             if let Some((rx, waker)) = control {
                 drain_waker(waker);
                 while let Ok(req) = rx.try_recv() {
-                    let answer = self.apply(req.cmd);
-                    let _ = req.reply.send(answer);
+                    self.handle(req);
                 }
             }
+            self.finish_capture_if_done();
             // VNET/P's adaptive dispatch: rate over a 10 ms window, 10k/1k pps hysteresis.
             let elapsed = window_start.elapsed();
             if elapsed >= Duration::from_millis(10) {
@@ -718,5 +827,6 @@ fn drain_waker(w: &std::os::fd::OwnedFd) {
     while matches!(rustix::io::read(w.as_fd(), &mut buf), Ok(n) if n > 0) {}
 }
 
+mod reload;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@
 //! imports a device driver, a guest-memory crate or VFIO.
 #![forbid(unsafe_code)]
 
+mod capture;
 pub mod config;
 pub mod control;
 mod ctl;

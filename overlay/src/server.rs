@@ -205,12 +205,18 @@ fn serve_client(
             Ok(text) => match parse_command(text.trim_end_matches(['\r', '\n'])) {
                 Err(e) => Err(e.to_string()),
                 Ok(cmd) => {
+                    let wait = match &cmd {
+                        crate::control::Command::Capture { timeout_secs, .. } => {
+                            Duration::from_secs(u64::from(*timeout_secs) + 10)
+                        }
+                        _ => Duration::from_secs(10),
+                    };
                     let (rtx, rrx) = mpsc::channel();
                     if tx.send(Request { cmd, reply: rtx }).is_err() {
                         Err("the engine has stopped".to_string())
                     } else {
                         let _ = rustix::io::write(waker, &[1]);
-                        rrx.recv_timeout(Duration::from_secs(10))
+                        rrx.recv_timeout(wait)
                             .unwrap_or_else(|_| Err("the engine did not answer".to_string()))
                     }
                 }

@@ -401,3 +401,155 @@ fn pool_buffers_all_return_after_traffic() {
     assert_eq!(w.underlay.tx.lock().unwrap().len(), 200);
     assert_eq!(w.engine.stats().pool.available, 256);
 }
+
+#[test]
+fn spoofed_source_mac_is_dropped_unless_allowed() {
+    let mut w = world();
+    route(&mut w.engine, "any", "any", link("b"), None);
+    w.vm0
+        .rx
+        .lock()
+        .unwrap()
+        .push_back((frame(REMOTE, VM1, 0), None)); // vm0 claims vm1's MAC
+    w.engine.poll_once();
+    assert_eq!(w.engine.stats().drops.rx_spoofed, 1);
+    assert!(w.underlay.tx.lock().unwrap().is_empty());
+    if let Some(f) = w.engine.interfaces[0].as_mut() {
+        f.anti_spoof = false;
+    }
+    w.vm0
+        .rx
+        .lock()
+        .unwrap()
+        .push_back((frame(REMOTE, VM1, 0), None));
+    w.engine.poll_once();
+    assert_eq!(w.underlay.tx.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn capture_writes_a_pcap_of_frames_at_the_endpoint() {
+    let mut w = world();
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("b"), None);
+    let path = std::env::temp_dir().join(format!("vnetp-capture-{}.pcap", std::process::id()));
+    let (tx, rx) = mpsc::channel();
+    w.engine.handle(Request {
+        cmd: crate::control::parse_command(&format!("capture link:b {} count 3", path.display()))
+            .unwrap(),
+        reply: tx,
+    });
+    for i in 0..5u8 {
+        w.vm0
+            .rx
+            .lock()
+            .unwrap()
+            .push_back((frame(REMOTE, VM0, i), None));
+    }
+    w.engine.poll_once();
+    w.engine.finish_capture_if_done();
+    let answer = rx
+        .try_recv()
+        .expect("capture answered")
+        .expect("capture ok");
+    assert!(answer.starts_with("captured 3 frame(s)"), "{answer}");
+    let file = std::fs::File::open(&path).unwrap();
+    let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
+    let mut fills = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        assert_eq!(&p.data[..6], &REMOTE);
+        fills.push(p.data[20]);
+    }
+    assert_eq!(fills, vec![0, 1, 2]);
+    let _ = std::fs::remove_file(&path);
+}
+
+struct MemFactory(Mempool);
+
+impl InterfaceFactory for MemFactory {
+    fn create(&mut self, cfg: &InterfaceConfig) -> Result<Box<dyn Port>, String> {
+        if cfg.name == "broken" {
+            return Err("no such device".into());
+        }
+        Ok(port(&self.0, &cfg.name, PortKind::Ethernet).0)
+    }
+}
+
+#[test]
+fn reload_applies_only_the_difference_and_refuses_bad_files_whole() {
+    let pool = Mempool::new(256, 2048).unwrap();
+    let (up, _underlay) = port(&pool, "udp", PortKind::Datagram);
+    let dir = std::env::temp_dir().join(format!("vnetp-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("h.toml");
+    let base = "[host]\nname = \"a\"\nunderlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }\n\n\
+        [[link]]\nname = \"b\"\npeer = \"10.0.0.2:9000\"\n\n\
+        [[interface]]\nname = \"vm0\"\nkind = \"tap\"\nmac = \"52:54:00:00:00:01\"\n\n\
+        [[route]]\nsrc = \"any\"\ndst = \"any\"\nto = { link = \"b\" }\n";
+    std::fs::write(&path, base).unwrap();
+    let cfg = crate::config::load(&path).unwrap();
+    let mut e = Engine::new("a", pool.clone(), up, Dispatch::Adaptive).unwrap();
+    let mut f = MemFactory(pool.clone());
+    for i in &cfg.interfaces {
+        e.add_configured_interface(i, f.create(i).unwrap()).unwrap();
+    }
+    for l in &cfg.links {
+        e.add_link(&l.name, l.peer, l.encap).unwrap();
+    }
+    for r in &cfg.routes {
+        e.add_route(r).unwrap();
+    }
+    e.enable_reload(path.clone(), cfg, Box::new(MemFactory(pool.clone())));
+    e.links.get_mut(0).unwrap().counters.tx_packets = 7; // marks the unchanged link
+
+    // Add a link, an interface and a route.
+    let grown = format!(
+        "{base}\n[[link]]\nname = \"c\"\npeer = \"10.0.0.3:9000\"\n\n[[interface]]\nname = \"vm1\"\nkind = \"tap\"\nmac = \"52:54:00:00:00:02\"\n\n[[route]]\nsrc = \"any\"\ndst = \"ff:ff:ff:ff:ff:ff\"\nto = {{ interface = \"vm1\" }}\n"
+    );
+    std::fs::write(&path, &grown).unwrap();
+    let out = e.reload().unwrap();
+    assert_eq!(out, "reloaded: interfaces +1 -0, links +1 -0, routes +1 -0");
+    assert_eq!(
+        e.links.get(0).unwrap().counters.tx_packets,
+        7,
+        "unchanged link untouched"
+    );
+    assert_eq!(e.routes.len(), 2);
+
+    // A bad file, or a port that cannot be created: nothing changes.
+    std::fs::write(&path, "[host]\nname = \"a\"\nunderlay = 3\n").unwrap();
+    assert!(e.reload().unwrap_err().contains("h.toml:3:"));
+    let broken = format!(
+        "{grown}\n[[interface]]\nname = \"broken\"\nkind = \"tap\"\nmac = \"52:54:00:00:00:03\"\n"
+    );
+    std::fs::write(&path, broken).unwrap();
+    assert!(e.reload().unwrap_err().contains("nothing was changed"));
+    assert_eq!(e.interface_list().count(), 2);
+
+    // Back to the base file: c, vm1 and the broadcast route go away.
+    std::fs::write(&path, base).unwrap();
+    assert_eq!(
+        e.reload().unwrap(),
+        "reloaded: interfaces +0 -1, links +0 -1, routes +0 -1"
+    );
+    assert_eq!(e.links.len(), 1);
+
+    // Changing an interface's MAC in place is refused.
+    std::fs::write(&path, base.replace("00:00:00:01", "00:00:00:09")).unwrap();
+    assert!(
+        e.reload()
+            .unwrap_err()
+            .contains("changed its kind, MAC or MTU")
+    );
+
+    // Control-socket changes are undone by a reload: the file is the truth.
+    e.apply(
+        crate::control::parse_command("route add src=any dst=52:54:00:00:00:07 to=link:b").unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&path, base).unwrap();
+    assert_eq!(
+        e.reload().unwrap(),
+        "reloaded: interfaces +0 -0, links +0 -0, routes +0 -1"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

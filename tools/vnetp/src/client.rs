@@ -35,7 +35,13 @@ pub fn command(socket: &Path, line: &str) -> Result<String, ClientError> {
         path: socket.display().to_string(),
         source,
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    // A capture answers when it is complete (its timeout is at most an hour).
+    let wait = if line.starts_with("capture") {
+        3700
+    } else {
+        15
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(wait)))?;
     let mut w = stream.try_clone()?;
     writeln!(w, "{line}")?;
     let mut body = String::new();

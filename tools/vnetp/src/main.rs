@@ -82,6 +82,12 @@ fn ctl(socket: &std::path::Path, json: bool, words: &[String]) -> anyhow::Result
     if json || words.iter().any(|w| w == "--json") {
         line.push("json");
     }
+    // The daemon writes capture files: make the path absolute from here.
+    let abs;
+    if line.first() == Some(&"capture") && line.len() > 2 && !line[2].starts_with('/') {
+        abs = std::env::current_dir()?.join(line[2]).display().to_string();
+        line[2] = &abs;
+    }
     let answer = vnetp::client::command(socket, &line.join(" "))?;
     if !answer.is_empty() {
         println!("{answer}");

@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use nicdrv::{TapPort, UdpPort};
-use overlay::config::{self, Config, InterfaceKind, UnderlayConfig};
-use overlay::engine::Engine;
+use overlay::config::{self, Config, InterfaceConfig, InterfaceKind, UnderlayConfig};
+use overlay::engine::{Engine, InterfaceFactory};
 use overlay::server::ControlServer;
 use pkt::{HEADROOM, Mempool};
 
@@ -30,7 +30,7 @@ pub fn run(path: &Path, check: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_logging();
-    daemon(cfg)?;
+    daemon(path, cfg)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -57,7 +57,7 @@ fn buffer_size(cfg: &Config) -> usize {
     HEADROOM + 12 + mtu + 14 + 4 + 8
 }
 
-fn daemon(cfg: Config) -> anyhow::Result<()> {
+fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     let pool = Mempool::new(POOL_BUFFERS, buffer_size(&cfg)).context("packet pool")?;
     let underlay: Box<dyn pkt::Port> = match &cfg.host.underlay {
         UnderlayConfig::Udp { bind } => Box::new(
@@ -70,18 +70,8 @@ fn daemon(cfg: Config) -> anyhow::Result<()> {
     };
     let mut engine = Engine::new(&cfg.host.name, pool.clone(), underlay, cfg.host.dispatch)?;
     for i in &cfg.interfaces {
-        let port: Box<dyn pkt::Port> = match &i.kind {
-            InterfaceKind::Tap { ifname } => Box::new(
-                TapPort::create(ifname, Some(i.mac.0), Some(i.mtu), pool.clone())
-                    .with_context(|| format!("interface {} (tap {ifname})", i.name))?,
-            ),
-            other => bail!(
-                "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\"",
-                i.name,
-                other.kind_name()
-            ),
-        };
-        engine.add_interface(&i.name, i.kind.kind_name(), i.mac, port)?;
+        let port = interface_port(i, &pool)?;
+        engine.add_configured_interface(i, port)?;
     }
     for l in &cfg.links {
         engine
@@ -93,6 +83,11 @@ fn daemon(cfg: Config) -> anyhow::Result<()> {
             .add_route(r)
             .map_err(|e| anyhow::anyhow!("route {r}: {e}"))?;
     }
+    engine.enable_reload(
+        path.to_path_buf(),
+        cfg.clone(),
+        Box::new(DevicePorts { pool: pool.clone() }),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
@@ -116,4 +111,30 @@ fn daemon(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(host = %cfg.host.name, "stopped");
     drop(control);
     Ok(())
+}
+
+/// The port behind one configured interface.
+fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn pkt::Port>> {
+    Ok(match &i.kind {
+        InterfaceKind::Tap { ifname } => Box::new(
+            TapPort::create(ifname, Some(i.mac.0), Some(i.mtu), pool.clone())
+                .with_context(|| format!("interface {} (tap {ifname})", i.name))?,
+        ),
+        other => bail!(
+            "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\"",
+            i.name,
+            other.kind_name()
+        ),
+    })
+}
+
+/// Creates interface ports for `reload`.
+struct DevicePorts {
+    pool: Mempool,
+}
+
+impl InterfaceFactory for DevicePorts {
+    fn create(&mut self, cfg: &InterfaceConfig) -> Result<Box<dyn pkt::Port>, String> {
+        interface_port(cfg, &self.pool).map_err(|e| format!("{e:#}"))
+    }
 }
