@@ -452,3 +452,28 @@ fn runtime_control_routes_capture_and_reload() {
     assert!(err.to_string().contains("a.toml:3:"), "{err}");
     assert_eq!(stats(&da)["links"].as_array().map(Vec::len), Some(2));
 }
+
+/// A TCP transfer across the overlay completes, byte for byte, while the underlay
+/// drops, reorders, duplicates and corrupts frames (pkt::FaultPort via [host.fault]).
+#[test]
+fn tcp_survives_loss_reordering_duplication_and_corruption() {
+    let h = hosts("fault", 21, false);
+    let fault = "\n[host.fault]\ndrop = 0.01\nreorder = 0.02\nduplicate = 0.005\ncorrupt = 0.002\nseed = 42\n";
+    let ca = h.config(&h.side_a, &h.side_b, "a", LinkEncap::Vnetp) + fault;
+    let cb = h.config(&h.side_b, &h.side_a, "b", LinkEncap::Vnetp) + fault;
+    let da = h.start_daemon(&h.a, "a", &ca, exe()).expect("daemon a");
+    let _db = h.start_daemon(&h.b, "b", &cb, exe()).expect("daemon b");
+    h.address_tap(&h.a, &h.side_a).expect("tap a");
+    h.address_tap(&h.b, &h.side_b).expect("tap b");
+    tcp_copy(&h);
+    let s = stats(&da);
+    let d = &s["underlay"]["drops"];
+    for k in [
+        "fault_dropped",
+        "fault_reordered",
+        "fault_duplicated",
+        "fault_corrupted",
+    ] {
+        assert!(d[k].as_u64().unwrap_or(0) > 0, "{k} never happened: {d}");
+    }
+}

@@ -54,7 +54,7 @@ pub struct Config {
 }
 
 /// `[host]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
     /// The host's name (logs, statistics).
     pub name: String,
@@ -64,6 +64,8 @@ pub struct HostConfig {
     pub control: Option<PathBuf>,
     /// Who moves packets.
     pub dispatch: Dispatch,
+    /// Faults to inject on the underlay (`[host.fault]`, for tests and chaos runs).
+    pub fault: Option<pkt::FaultConfig>,
 }
 
 /// The underlay port.
@@ -221,6 +223,19 @@ struct RawHost {
     underlay: S<RawUnderlay>,
     control: Option<S<String>>,
     dispatch: Option<S<String>>,
+    fault: Option<S<RawFault>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    drop: Option<S<f64>>,
+    duplicate: Option<S<f64>>,
+    reorder: Option<S<f64>>,
+    corrupt: Option<S<f64>>,
+    flap_up_ms: Option<S<i64>>,
+    flap_down_ms: Option<S<i64>>,
+    seed: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -667,6 +682,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
     });
     let control = control.transpose()?;
+    let fault = host_r
+        .fault
+        .as_ref()
+        .map(|f| fault(&cx, f.get_ref()))
+        .transpose()?;
     let dispatch = match host_r.dispatch.as_ref() {
         None => Dispatch::Adaptive,
         Some(d) => match d.get_ref().as_str() {
@@ -782,10 +802,55 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             underlay,
             control,
             dispatch,
+            fault,
         },
         links,
         interfaces,
         routes,
+    })
+}
+
+fn fault(cx: &Ctx, f: &RawFault) -> Result<pkt::FaultConfig, ConfigError> {
+    let p = |v: &Option<S<f64>>| -> Result<f64, ConfigError> {
+        match v {
+            None => Ok(0.0),
+            Some(x) if (0.0..=1.0).contains(x.get_ref()) => Ok(*x.get_ref()),
+            Some(x) => Err(cx.err(
+                x.span(),
+                format!("expected a probability 0.0..=1.0, got {}", x.get_ref()),
+            )),
+        }
+    };
+    let ms = |v: &Option<S<i64>>| -> Result<Option<u64>, ConfigError> {
+        v.as_ref()
+            .map(|x| {
+                u64::try_from(*x.get_ref())
+                    .map_err(|_| cx.err(x.span(), "expected milliseconds >= 0"))
+            })
+            .transpose()
+    };
+    let flap = match (ms(&f.flap_up_ms)?, ms(&f.flap_down_ms)?) {
+        (None, None) => None,
+        (Some(up), Some(down)) => Some((
+            std::time::Duration::from_millis(up),
+            std::time::Duration::from_millis(down),
+        )),
+        _ => {
+            let span = f
+                .flap_up_ms
+                .as_ref()
+                .or(f.flap_down_ms.as_ref())
+                .map_or(0..0, |x| x.span());
+            return Err(cx.err(span, "flap needs both flap_up_ms and flap_down_ms"));
+        }
+    };
+    Ok(pkt::FaultConfig {
+        drop: p(&f.drop)?,
+        duplicate: p(&f.duplicate)?,
+        reorder: p(&f.reorder)?,
+        corrupt: p(&f.corrupt)?,
+        flap,
+        seed: f.seed.as_ref().map_or(1, |s| *s.get_ref() as u64),
     })
 }
 

@@ -10,12 +10,14 @@
 //! `unsafe` is confined to [`pool`], which hands out disjoint slices of one mapping.
 
 pub mod batch;
+pub mod fault;
 pub mod meta;
 pub mod pool;
 pub mod port;
 pub mod wire;
 
 pub use batch::{BATCH_MAX, Batch};
+pub use fault::{FaultConfig, FaultPort};
 pub use meta::{Meta, OffloadMeta};
 pub use pool::{HEADROOM, Mempool, PktBuf, PoolError};
 pub use port::{DropCounter, Offloads, Port, PortCaps, PortKind, PortStats};

@@ -253,3 +253,28 @@ fn line_col_counts_from_one() {
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("ab", 99), (1, 3));
 }
+
+#[test]
+fn fault_section_parses_and_checks_probabilities() {
+    let c = parse(
+        "h.toml",
+        &with("[host.fault]\ndrop = 0.01\nreorder = 0.02\nseed = 9\n"),
+    )
+    .unwrap();
+    let f = c.host.fault.unwrap();
+    assert_eq!(
+        (f.drop, f.reorder, f.duplicate, f.seed),
+        (0.01, 0.02, 0.0, 9)
+    );
+    assert!(
+        err(&with("[host.fault]\ndrop = 1.5\n"))
+            .message
+            .contains("probability")
+    );
+    assert!(
+        err(&with("[host.fault]\nflap_up_ms = 5\n"))
+            .message
+            .contains("both")
+    );
+    assert!(parse("h.toml", GOOD).unwrap().host.fault.is_none());
+}

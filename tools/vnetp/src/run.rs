@@ -68,6 +68,13 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             other.kind_name()
         ),
     };
+    let underlay: Box<dyn pkt::Port> = match cfg.host.fault {
+        Some(f) => {
+            tracing::warn!(?f, "injecting faults on the underlay ([host.fault])");
+            Box::new(pkt::FaultPort::new(underlay, f))
+        }
+        None => underlay,
+    };
     let mut engine = Engine::new(&cfg.host.name, pool.clone(), underlay, cfg.host.dispatch)?;
     for i in &cfg.interfaces {
         let port = interface_port(i, &pool)?;

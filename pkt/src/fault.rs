@@ -1,0 +1,361 @@
+//! [`FaultPort`]: a port wrapper that misbehaves on purpose — drops, duplicates,
+//! reorders and corrupts frames and takes the link down — so tests can show that the
+//! overlay and the traffic it carries survive a bad network. Deterministic for a
+//! given seed. For tests and chaos experiments only; never on by default.
+
+use std::collections::VecDeque;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use crate::{BATCH_MAX, Batch, DropCounter, PktBuf, Port, PortCaps, PortStats};
+
+/// What to inflict, as probabilities per frame (0.0 ..= 1.0).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FaultConfig {
+    /// Drop a frame (both directions).
+    pub drop: f64,
+    /// Deliver a received frame twice.
+    pub duplicate: f64,
+    /// Hold a received frame back and deliver it after the next one.
+    pub reorder: f64,
+    /// Flip one byte of a received frame.
+    pub corrupt: f64,
+    /// Link flapping: up for `.0`, then down (everything dropped) for `.1`, repeating.
+    pub flap: Option<(Duration, Duration)>,
+    /// Seed of the pseudo-random sequence.
+    pub seed: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    dropped: u64,
+    duplicated: u64,
+    reordered: u64,
+    corrupted: u64,
+    link_down: u64,
+}
+
+/// Wraps a port and applies [`FaultConfig`] to what it receives and sends.
+pub struct FaultPort {
+    inner: Box<dyn Port>,
+    cfg: FaultConfig,
+    state: u64,
+    held: Option<PktBuf>,
+    pending: VecDeque<PktBuf>,
+    scratch: Batch,
+    start: Instant,
+    counters: Counters,
+}
+
+impl FaultPort {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Port>, cfg: FaultConfig) -> Self {
+        Self {
+            inner,
+            cfg,
+            state: cfg.seed | 1,
+            held: None,
+            pending: VecDeque::with_capacity(4 * BATCH_MAX),
+            scratch: Batch::new(),
+            start: Instant::now(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// xorshift64*: a uniform number in [0, 1).
+    fn chance(&mut self) -> f64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        (self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn link_up(&self) -> bool {
+        match self.cfg.flap {
+            None => true,
+            Some((up, down)) => {
+                let period = (up + down).as_nanos().max(1);
+                self.start.elapsed().as_nanos() % period < up.as_nanos()
+            }
+        }
+    }
+}
+
+impl Port for FaultPort {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+        let before = batch.len();
+        if self.pending.len() < BATCH_MAX {
+            let mut scratch = std::mem::replace(&mut self.scratch, Batch::unallocated());
+            let n = self.inner.rx_batch(&mut scratch);
+            let up = self.link_up();
+            for mut buf in scratch.drain() {
+                if !up {
+                    self.counters.link_down += 1;
+                    continue;
+                }
+                if self.chance() < self.cfg.drop {
+                    self.counters.dropped += 1;
+                    continue;
+                }
+                if !buf.is_empty() && self.chance() < self.cfg.corrupt {
+                    let at = (self.chance() * buf.len() as f64) as usize % buf.len();
+                    buf.data_mut()[at] ^= 0x5a;
+                    self.counters.corrupted += 1;
+                }
+                if self.held.is_none() && self.chance() < self.cfg.reorder {
+                    self.held = Some(buf);
+                    self.counters.reordered += 1;
+                    continue;
+                }
+                if self.chance() < self.cfg.duplicate {
+                    if let Some(copy) = buf.try_clone() {
+                        self.pending.push_back(copy);
+                        self.counters.duplicated += 1;
+                    }
+                }
+                self.pending.push_back(buf);
+                // A held frame goes out after the one that overtook it.
+                if let Some(h) = self.held.take() {
+                    self.pending.push_back(h);
+                }
+            }
+            if n == 0 {
+                // Nothing new arrived: a held frame is late, not lost.
+                if let Some(h) = self.held.take() {
+                    self.pending.push_back(h);
+                }
+            }
+            self.scratch = scratch;
+        }
+        while !batch.is_full() {
+            let Some(b) = self.pending.pop_front() else {
+                break;
+            };
+            let _ = batch.push(b);
+        }
+        batch.len() - before
+    }
+
+    fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+        let up = self.link_up();
+        let mut kept = Batch::unallocated();
+        std::mem::swap(&mut kept, &mut self.scratch);
+        let mut dropped = 0;
+        for buf in batch.drain() {
+            if !up {
+                self.counters.link_down += 1;
+                dropped += 1;
+            } else if self.chance() < self.cfg.drop {
+                self.counters.dropped += 1;
+                dropped += 1;
+            } else {
+                let _ = kept.push(buf);
+            }
+        }
+        let sent = self.inner.tx_batch(&mut kept);
+        for b in kept.drain() {
+            let _ = batch.push(b);
+        }
+        self.scratch = kept;
+        // Frames we dropped count as sent: the caller must not retry them.
+        sent + dropped
+    }
+
+    fn caps(&self) -> PortCaps {
+        self.inner.caps()
+    }
+
+    fn stats(&self) -> PortStats {
+        let mut s = self.inner.stats();
+        let c = self.counters;
+        s.drops.extend([
+            DropCounter {
+                name: "fault_dropped",
+                count: c.dropped,
+            },
+            DropCounter {
+                name: "fault_duplicated",
+                count: c.duplicated,
+            },
+            DropCounter {
+                name: "fault_reordered",
+                count: c.reordered,
+            },
+            DropCounter {
+                name: "fault_corrupted",
+                count: c.corrupted,
+            },
+            DropCounter {
+                name: "fault_link_down",
+                count: c.link_down,
+            },
+        ]);
+        s
+    }
+
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.poll_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Mempool, Offloads, PortKind};
+
+    /// Hands out numbered frames, `per_call` at a time, and records what is sent.
+    struct Counter {
+        pool: Mempool,
+        next: u32,
+        total: u32,
+        per_call: u32,
+        sent: Vec<u32>,
+    }
+
+    impl Port for Counter {
+        fn name(&self) -> &str {
+            "counter"
+        }
+        fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+            let mut n = 0;
+            while n < self.per_call && self.next < self.total && !batch.is_full() {
+                let mut b = self.pool.alloc().unwrap();
+                b.extend_from_slice(&self.next.to_be_bytes()).unwrap();
+                batch.push(b).unwrap();
+                self.next += 1;
+                n += 1;
+            }
+            n as usize
+        }
+        fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+            let n = batch.len();
+            for b in batch.drain() {
+                self.sent
+                    .push(u32::from_be_bytes(b.data().try_into().unwrap()));
+            }
+            n
+        }
+        fn caps(&self) -> PortCaps {
+            PortCaps {
+                kind: PortKind::Datagram,
+                mtu: 1500,
+                rx_queues: 1,
+                tx_queues: 1,
+                offloads: Offloads::NONE,
+            }
+        }
+        fn stats(&self) -> PortStats {
+            PortStats::default()
+        }
+        fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+            None
+        }
+    }
+
+    fn receive_all(p: &mut FaultPort) -> Vec<u32> {
+        let mut got = Vec::new();
+        let mut b = Batch::new();
+        for _ in 0..10_000 {
+            p.rx_batch(&mut b);
+            got.extend(
+                b.drain()
+                    .map(|f| u32::from_be_bytes(f.data().try_into().unwrap_or([0xff; 4]))),
+            );
+        }
+        got
+    }
+
+    fn faulty(cfg: FaultConfig, total: u32) -> FaultPort {
+        let pool = Mempool::new(1024, 256).unwrap();
+        FaultPort::new(
+            Box::new(Counter {
+                pool,
+                next: 0,
+                total,
+                per_call: 7,
+                sent: Vec::new(),
+            }),
+            cfg,
+        )
+    }
+
+    #[test]
+    fn no_faults_is_transparent() {
+        let mut p = faulty(FaultConfig::default(), 1000);
+        assert_eq!(receive_all(&mut p), (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn drops_about_the_configured_share_and_counts_each() {
+        let mut p = faulty(
+            FaultConfig {
+                drop: 0.1,
+                seed: 7,
+                ..Default::default()
+            },
+            10_000,
+        );
+        let got = receive_all(&mut p);
+        let dropped = p.stats().drop_count("fault_dropped");
+        assert_eq!(got.len() as u64 + dropped, 10_000);
+        assert!((700..1300).contains(&dropped), "{dropped}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "order kept");
+    }
+
+    #[test]
+    fn reorder_and_duplicate_lose_nothing() {
+        let cfg = FaultConfig {
+            reorder: 0.05,
+            duplicate: 0.05,
+            seed: 3,
+            ..Default::default()
+        };
+        let mut p = faulty(cfg, 5000);
+        let mut got = receive_all(&mut p);
+        let s = p.stats();
+        assert!(s.drop_count("fault_reordered") > 100);
+        assert!(
+            got.windows(2).any(|w| w[0] > w[1]),
+            "something overtook something"
+        );
+        assert_eq!(got.len() as u64, 5000 + s.drop_count("fault_duplicated"));
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got, (0..5000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn corrupt_changes_bytes_and_counts() {
+        let mut p = faulty(
+            FaultConfig {
+                corrupt: 1.0,
+                seed: 5,
+                ..Default::default()
+            },
+            100,
+        );
+        let got = receive_all(&mut p);
+        assert_eq!(p.stats().drop_count("fault_corrupted"), 100);
+        assert!(got.iter().enumerate().all(|(i, v)| *v != i as u32));
+    }
+
+    #[test]
+    fn link_down_drops_both_ways() {
+        let cfg = FaultConfig {
+            flap: Some((Duration::ZERO, Duration::from_secs(3600))),
+            ..Default::default()
+        };
+        let mut p = faulty(cfg, 50);
+        assert!(receive_all(&mut p).is_empty());
+        let pool = Mempool::new(4, 256).unwrap();
+        let mut b = Batch::new();
+        b.push(pool.alloc().unwrap()).unwrap();
+        assert_eq!(p.tx_batch(&mut b), 1, "dropped frames count as consumed");
+        assert!(b.is_empty());
+        assert_eq!(p.stats().drop_count("fault_link_down"), 51);
+    }
+}
