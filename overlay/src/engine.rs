@@ -317,11 +317,11 @@ impl Engine {
         port: Box<dyn Port>,
     ) -> Result<Endpoint, EngineError> {
         let ep = self.add_interface(&cfg.name, cfg.kind.kind_name(), cfg.mac, port)?;
-        if let Endpoint::Interface(i) = ep {
-            if let Some(f) = self.interfaces[i as usize].as_mut() {
-                f.anti_spoof = cfg.anti_spoof;
-                f.config = Some(cfg.clone());
-            }
+        if let Endpoint::Interface(i) = ep
+            && let Some(f) = self.interfaces[i as usize].as_mut()
+        {
+            f.anti_spoof = cfg.anti_spoof;
+            f.config = Some(cfg.clone());
         }
         Ok(ep)
     }
@@ -374,10 +374,9 @@ impl Engine {
             .capture
             .as_ref()
             .is_some_and(|c| c.done(Instant::now()))
+            && let Some(c) = self.capture.take()
         {
-            if let Some(c) = self.capture.take() {
-                c.finish();
-            }
+            c.finish();
         }
     }
 
