@@ -111,11 +111,11 @@ impl Port for FaultPort {
                     self.counters.reordered += 1;
                     continue;
                 }
-                if self.chance() < self.cfg.duplicate {
-                    if let Some(copy) = buf.try_clone() {
-                        self.pending.push_back(copy);
-                        self.counters.duplicated += 1;
-                    }
+                if self.chance() < self.cfg.duplicate
+                    && let Some(copy) = buf.try_clone()
+                {
+                    self.pending.push_back(copy);
+                    self.counters.duplicated += 1;
                 }
                 self.pending.push_back(buf);
                 // A held frame goes out after the one that overtook it.
