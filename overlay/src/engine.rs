@@ -80,7 +80,7 @@ counters! {
         no_route,
         /// No buffer for a copy to a further destination.
         fanout_no_buffer,
-        /// More destinations than [`MAX_FANOUT`].
+        /// More destinations than the fan-out limit (64).
         fanout_too_wide,
         /// A destination's transmit queue was full.
         tx_queue_full,
