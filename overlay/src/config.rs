@@ -150,6 +150,8 @@ pub struct LinkConfig {
     pub peer: SocketAddr,
     /// Encapsulation.
     pub encap: Encap,
+    /// ChaCha20-Poly1305 key: frames on this link are encrypted and authenticated.
+    pub key: Option<crate::crypto::LinkKey>,
 }
 
 /// `[[interface]]`.
@@ -257,6 +259,7 @@ struct RawLink {
     peer: S<String>,
     encap: Option<S<String>>,
     vni: Option<S<i64>>,
+    key: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -498,10 +501,29 @@ fn link(cx: &Ctx, l: &S<RawLink>) -> Result<LinkConfig, ConfigError> {
     if peer.port() == 0 {
         return Err(cx.err(r.peer.span(), "peer port must not be 0"));
     }
+    let key = match &r.key {
+        None => None,
+        Some(k) => {
+            if encap != Encap::Vnetp {
+                return Err(cx.err(
+                    k.span(),
+                    "`key` needs encap = \"vnetp\" (VXLAN peers expect plain VXLAN)",
+                ));
+            }
+            let key = crate::crypto::parse_key(k.get_ref()).ok_or_else(|| {
+                cx.err(
+                    k.span(),
+                    "expected a key of 64 hex digits (32 bytes), e.g. from `openssl rand -hex 32`",
+                )
+            })?;
+            Some(crate::crypto::LinkKey(key))
+        }
+    };
     Ok(LinkConfig {
         name: r.name.get_ref().clone(),
         peer,
         encap,
+        key,
     })
 }
 

@@ -90,6 +90,10 @@ counters! {
         tx_bad_checksum_request,
         /// A guest sent a frame with a source MAC other than its own (anti-spoofing).
         rx_spoofed,
+        /// An encrypted frame whose sequence number was seen before or is too old.
+        rx_replay,
+        /// An encrypted frame that failed authentication (wrong key or tampered).
+        rx_auth_failed,
     }
 }
 
@@ -197,6 +201,8 @@ pub struct LinkReport {
     pub peer: String,
     /// Encapsulation.
     pub encap: String,
+    /// Frames are encrypted and authenticated.
+    pub encrypted: bool,
     /// Counters.
     #[serde(flatten)]
     pub counters: LinkCounters,
@@ -480,13 +486,31 @@ impl Engine {
         peer: SocketAddr,
         encap: Encap,
     ) -> Result<Endpoint, String> {
+        self.add_keyed_link(name, peer, encap, None)
+    }
+
+    /// Adds a link whose frames are encrypted and authenticated with `key` (vnetp only).
+    pub fn add_keyed_link(
+        &mut self,
+        name: &str,
+        peer: SocketAddr,
+        encap: Encap,
+        key: Option<crate::crypto::LinkKey>,
+    ) -> Result<Endpoint, String> {
         if self.interface_list().any(|(_, n, ..)| n == name) {
             return Err(format!("name {name:?} is already used by an interface"));
+        }
+        if key.is_some() && encap != Encap::Vnetp {
+            return Err("a link key needs encap vnetp".into());
         }
         let slot = self
             .links
             .add(name, peer, encap)
             .map_err(|e| e.to_string())?;
+        if let (Some(k), Some(l)) = (key, self.links.get_mut(slot)) {
+            l.crypto = Some(crate::crypto::LinkCrypto::new(&k.0));
+            l.key = Some(k);
+        }
         self.routes.flush_cache();
         Ok(Endpoint::Link(slot))
     }
@@ -511,6 +535,7 @@ impl Engine {
                     name: l.name.clone(),
                     peer: l.peer.to_string(),
                     encap: l.encap.to_string(),
+                    encrypted: l.crypto.is_some(),
                     counters: l.counters,
                 })
                 .collect(),
@@ -598,6 +623,16 @@ impl Engine {
                 self.drops.rx_bad_vxlan += 1;
                 continue;
             }
+            if let Some(c) = self.links.get_mut(slot).and_then(|l| l.crypto.as_mut())
+                && let Err(e) = c.open(&mut buf)
+            {
+                match e {
+                    crate::crypto::CryptoError::Replay => self.drops.rx_replay += 1,
+                    crate::crypto::CryptoError::Auth => self.drops.rx_auth_failed += 1,
+                    _ => self.drops.rx_runt += 1,
+                }
+                continue;
+            }
             if buf.len() < 14 {
                 self.drops.rx_runt += 1;
                 continue;
@@ -680,6 +715,12 @@ impl Engine {
                 let len = buf.len() as u64;
                 if let Encap::Vxlan { vni } = link.encap
                     && crate::encap::vxlan_push(&mut buf, vni).is_err()
+                {
+                    self.drops.tx_no_headroom += 1;
+                    return;
+                }
+                if let Some(c) = link.crypto.as_mut()
+                    && c.seal(&mut buf).is_err()
                 {
                     self.drops.tx_no_headroom += 1;
                     return;

@@ -11,6 +11,7 @@
 mod capture;
 pub mod config;
 pub mod control;
+pub mod crypto;
 mod ctl;
 pub mod encap;
 pub mod engine;

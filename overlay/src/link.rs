@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::types::Encap;
 
 /// A link to a peer host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Link {
     /// The link's name (unique among links and interfaces).
     pub name: String,
@@ -22,6 +22,10 @@ pub struct Link {
     pub encap: Encap,
     /// Traffic counters.
     pub counters: LinkCounters,
+    /// Encryption and authentication, when the link has a key.
+    pub crypto: Option<crate::crypto::LinkCrypto>,
+    /// The key `crypto` was made from.
+    pub key: Option<crate::crypto::LinkKey>,
 }
 
 /// Per-link traffic counters.
@@ -151,6 +155,8 @@ impl LinkTable {
             peer,
             encap,
             counters: LinkCounters::default(),
+            crypto: None,
+            key: None,
         });
         Ok(slot16)
     }

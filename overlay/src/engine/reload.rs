@@ -69,10 +69,9 @@ impl Engine {
         // Links: unchanged ones stay; changed ones are removed and added again.
         let mut remove_links = Vec::new();
         for (slot, l) in self.links.iter() {
-            let keep = new
-                .links
-                .iter()
-                .any(|n| n.name == l.name && n.peer == l.peer && n.encap == l.encap);
+            let keep = new.links.iter().any(|n| {
+                n.name == l.name && n.peer == l.peer && n.encap == l.encap && n.key == l.key
+            });
             if !keep {
                 remove_links.push((slot, l.name.clone()));
             }
@@ -138,7 +137,7 @@ impl Engine {
             }
         }
         for l in &add_links {
-            self.add_link(&l.name, l.peer, l.encap)
+            self.add_keyed_link(&l.name, l.peer, l.encap, l.key)
                 .map_err(|e| format!("link {}: {e}", l.name))?;
         }
         let present: HashSet<String> = self

@@ -82,7 +82,7 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     }
     for l in &cfg.links {
         engine
-            .add_link(&l.name, l.peer, l.encap)
+            .add_keyed_link(&l.name, l.peer, l.encap, l.key)
             .map_err(|e| anyhow::anyhow!("link {}: {e}", l.name))?;
     }
     for r in &cfg.routes {
