@@ -36,9 +36,10 @@ const MAX_PAYLOAD_V4: usize = 65_507;
 /// which excludes the fixed header) minus the 8-byte UDP header.
 const MAX_PAYLOAD_V6: usize = 65_527;
 
-/// Control-message space per received datagram: one `UDP_GRO` cmsg carrying an `int`
-/// (`CMSG_SPACE(4)` is 24 bytes on 64-bit Linux), as `u64`s for `cmsghdr` alignment.
-type CtrlBuf = [u64; 4];
+/// Control-message space per received datagram: a `UDP_GRO` cmsg and an `SO_RXQ_OVFL`
+/// cmsg, each carrying 4 bytes (`CMSG_SPACE(4)` is at most 24 bytes on 64-bit Linux),
+/// as `u64`s for `cmsghdr` alignment.
+type CtrlBuf = [u64; 8];
 
 /// The message arrays handed to `recvmmsg`/`sendmmsg`, allocated once per port.
 ///
@@ -73,7 +74,7 @@ impl MsgArrays {
                 })
                 .collect(),
             addrs: (0..BATCH_MAX).map(|_| zero_addr()).collect(),
-            ctrl: vec![[0; 4]; BATCH_MAX].into_boxed_slice(),
+            ctrl: vec![[0; 8]; BATCH_MAX].into_boxed_slice(),
         }
     }
 
@@ -88,6 +89,20 @@ impl MsgArrays {
     /// The `UDP_GRO` segment size the kernel reported for received message `i`, if it
     /// coalesced several datagrams into it.
     fn gro_segment_size(&self, i: usize) -> Option<usize> {
+        self.cmsg_int(i, libc::SOL_UDP, libc::UDP_GRO)
+            .and_then(|size| usize::try_from(size).ok())
+            .filter(|&s| s > 0)
+    }
+
+    /// The socket's running count of datagrams the kernel dropped for lack of receive
+    /// buffer space (`SO_RXQ_OVFL`), as reported with received message `i`.
+    fn kernel_drops(&self, i: usize) -> Option<u32> {
+        self.cmsg_int(i, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+            .map(|v| v as u32)
+    }
+
+    /// The 4-byte value of the control message (`level`, `kind`) of message `i`.
+    fn cmsg_int(&self, i: usize, level: libc::c_int, kind: libc::c_int) -> Option<libc::c_int> {
         let hdr = &self.hdrs[i].msg_hdr;
         if hdr.msg_control.is_null() {
             return None;
@@ -100,14 +115,15 @@ impl MsgArrays {
             // SAFETY: non-null `cmsg` points at a whole, aligned `cmsghdr` inside the
             // control buffer (CMSG_FIRSTHDR/CMSG_NXTHDR guarantee it).
             let c = unsafe { &*cmsg };
-            if c.cmsg_level == libc::SOL_UDP
-                && c.cmsg_type == libc::UDP_GRO
+            if c.cmsg_level == level
+                && c.cmsg_type == kind
                 && c.cmsg_len as usize >= size_of::<libc::cmsghdr>() + size_of::<libc::c_int>()
             {
                 // SAFETY: the length check above puts an `int` of data after the header,
                 // inside the buffer; it may be unaligned, hence `read_unaligned`.
-                let size = unsafe { libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned() };
-                return usize::try_from(size).ok().filter(|&s| s > 0);
+                return Some(unsafe {
+                    libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned()
+                });
             }
             // SAFETY: as for CMSG_FIRSTHDR: yields the next header inside the buffer or null.
             cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
@@ -142,6 +158,9 @@ struct Counters {
     rx_no_buffer: u64,
     rx_gro_no_buffer: u64,
     rx_error: u64,
+    /// Datagrams the kernel dropped because the socket's receive buffer was full
+    /// (`SO_RXQ_OVFL`, cumulative since the socket was opened).
+    rx_kernel_dropped: u64,
     /// Coalesced GRO buffers split (not a drop; tells tests GRO was exercised).
     rx_gro_split: u64,
     tx_no_address: u64,
@@ -272,6 +291,8 @@ impl UdpPort {
             Errno::ACCESS | Errno::PERM => NicError::BindPermission { addr },
             errno => NicError::Bind { addr, errno },
         })?;
+        // Best effort: lets the port report datagrams the kernel dropped (full buffer).
+        let _ = set_int_sockopt(&fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
         if options.gro {
             set_udp_gro(&fd).map_err(|errno| NicError::Gro { addr, errno })?;
         }
@@ -367,14 +388,24 @@ impl UdpPort {
 
 /// Turns on UDP GRO (`setsockopt(SOL_UDP, UDP_GRO, 1)`; rustix has no wrapper).
 fn set_udp_gro(fd: &OwnedFd) -> Result<(), Errno> {
-    let on: libc::c_int = 1;
-    // SAFETY: UDP_GRO reads one `int` from the pointer, which points at a live local of
-    // the length passed.
+    set_int_sockopt(fd, libc::SOL_UDP, libc::UDP_GRO, 1)
+}
+
+/// `setsockopt` of one `int` (for options rustix has no wrapper for).
+fn set_int_sockopt(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> Result<(), Errno> {
+    let on: libc::c_int = value;
+    // SAFETY: these options read one `int` from the pointer, which points at a live
+    // local of the length passed.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
+            level,
+            name,
             std::ptr::from_ref(&on).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -540,9 +571,7 @@ impl Port for UdpPort {
                 iov_len: space.len(),
             };
             self.msgs.link(i, namelen);
-            if self.gro {
-                self.msgs.link_ctrl(i);
-            }
+            self.msgs.link_ctrl(i);
         }
         // SAFETY: messages 0..n each point at their own `sockaddr_storage` (with
         // `msg_namelen` its full size), at their own control buffer (GRO only, with
@@ -566,6 +595,12 @@ impl Port for UdpPort {
             return pushed;
         }
         let got = (rc as usize).min(n);
+        if let Some(dropped) = got
+            .checked_sub(1)
+            .and_then(|last| self.msgs.kernel_drops(last))
+        {
+            self.c.rx_kernel_dropped = u64::from(dropped);
+        }
         for (i, mut buf) in self.posted.drain(..got).enumerate() {
             let hdr = &self.msgs.hdrs[i];
             let len = hdr.msg_len as usize;
@@ -691,6 +726,7 @@ impl Port for UdpPort {
                 drop("rx_no_buffer", c.rx_no_buffer),
                 drop("rx_gro_no_buffer", c.rx_gro_no_buffer),
                 drop("rx_error", c.rx_error),
+                drop("rx_kernel_dropped", c.rx_kernel_dropped),
                 drop("tx_no_address", c.tx_no_address),
                 drop("tx_wrong_family", c.tx_wrong_family),
                 drop("tx_too_big", c.tx_too_big),
@@ -710,6 +746,42 @@ impl Port for UdpPort {
     reason = "a test failing on an unexpected error is the point"
 )]
 mod tests {
+
+    fn netns_free_wait(mut cond: impl FnMut() -> bool) -> bool {
+        (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            cond()
+        })
+    }
+
+    #[test]
+    fn datagrams_the_kernel_dropped_for_a_full_buffer_are_reported() {
+        let mut port = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool(256, 2048)).unwrap();
+        let to = port.local_addr();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = [0x5a; 1400];
+        // Far more than a 4 MiB receive buffer holds (bounded: 20 000 datagrams).
+        for _ in 0..20_000 {
+            let _ = tx.send_to(&payload, to);
+        }
+        // The kernel stamps each queued datagram with the drop count at that moment:
+        // drain what was queued, then one more datagram carries the final count.
+        let mut batch = Batch::new();
+        while port.rx_batch(&mut batch) > 0 {
+            batch.clear();
+        }
+        tx.send_to(&payload, to).unwrap();
+        assert!(netns_free_wait(|| {
+            port.rx_batch(&mut batch);
+            !batch.is_empty()
+        }));
+        let dropped = port.stats().drop_count("rx_kernel_dropped");
+        assert!(
+            dropped > 0,
+            "the kernel must have dropped some of 20 000 unread datagrams"
+        );
+        assert!(dropped < 20_000);
+    }
     use std::time::{Duration, Instant};
 
     use super::*;
