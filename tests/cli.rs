@@ -163,3 +163,61 @@ fn control_socket_is_owner_only_and_answers_commands() {
     assert!(stderr(&bad).contains("zz"), "{}", stderr(&bad));
     assert!(status.success(), "daemon exit after SIGTERM: {status}");
 }
+
+#[test]
+fn control_socket_refuses_other_users() {
+    if !Path::new("/usr/bin/setpriv").exists() || !rustix_is_root() {
+        eprintln!("needs root and setpriv to act as another user");
+        return;
+    }
+    let sock = std::env::temp_dir().join(format!("vnetp-cli-{}/perm.sock", std::process::id()));
+    let p = tmp(
+        "perm.toml",
+        &GOOD.replace(
+            "[host]\n",
+            &format!("[host]\ncontrol = \"{}\"\n", sock.display()),
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vnetp"))
+        .args(["run", "--config", p.to_str().unwrap_or_default()])
+        .spawn()
+        .expect("daemon");
+    let ready = (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        vnetp(&["ctl", "--socket", sock.to_str().unwrap_or_default(), "help"])
+            .status
+            .success()
+    });
+    // Let "nobody" reach the socket's directory, so only the socket's own mode decides.
+    let dir = sock.parent().map(Path::to_path_buf).unwrap_or_default();
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let o = Command::new("/usr/bin/setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_vnetp"),
+            "ctl",
+            "--socket",
+        ])
+        .arg(&sock)
+        .arg("stats")
+        .output()
+        .expect("setpriv");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(ready, "daemon did not answer");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
