@@ -6,4 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod gso;
+pub mod rss;
 pub mod vnet_hdr;
