@@ -620,3 +620,61 @@ fn soak_buffers_return_memory_stays_flat_counters_add_up() {
         );
     }
 }
+
+/// VNET/P's large-MTU trick with kernel offloads: taps hand over 64 KiB TCP frames
+/// (TSO); a link with `mtu = 65000` carries them whole (the underlay fragments the
+/// datagram), the far tap takes them as TSO frames. With the default link MTU they are
+/// cut into MSS-sized segments in software. Both must deliver every byte.
+#[test]
+fn tso_frames_cross_whole_on_64k_links_and_segmented_on_1500_links() {
+    for (index, link_mtu) in [(25u8, 65_000u32), (26, 1500)] {
+        let h = hosts(&format!("tso{index}"), index, false);
+        let tune = |cfg: String| {
+            cfg.replace("kind = \"tap\"\n", "kind = \"tap\"\noffload = true\n")
+                .replace(
+                    "encap = \"vnetp\"\n",
+                    &format!("encap = \"vnetp\"\nmtu = {link_mtu}\n"),
+                )
+        };
+        let da = h
+            .start_daemon(
+                &h.a,
+                "a",
+                &tune(h.config(&h.side_a, &h.side_b, "a", LinkEncap::Vnetp)),
+                exe(),
+            )
+            .expect("daemon a");
+        let _db = h
+            .start_daemon(
+                &h.b,
+                "b",
+                &tune(h.config(&h.side_b, &h.side_a, "b", LinkEncap::Vnetp)),
+                exe(),
+            )
+            .expect("daemon b");
+        h.address_tap(&h.a, &h.side_a).expect("tap a");
+        h.address_tap(&h.b, &h.side_b).expect("tap b");
+        tcp_copy(&h);
+        let bps = iperf(&h);
+        let s = stats(&da);
+        let l = &s["links"][0];
+        let avg =
+            l["tx_bytes"].as_u64().unwrap_or(0) / l["tx_packets"].as_u64().unwrap_or(1).max(1);
+        eprintln!(
+            "link mtu {link_mtu}: {:.2} Gbit/s, average frame {avg} bytes",
+            bps / 1e9
+        );
+        if link_mtu == 65_000 {
+            assert!(
+                avg > 8000,
+                "large frames should cross whole: average {avg} bytes; {s}"
+            );
+        } else {
+            assert!(
+                avg <= 1514,
+                "frames must fit the link: average {avg} bytes; {s}"
+            );
+        }
+        assert_eq!(s["drops"]["tx_too_big"], 0, "{s}");
+    }
+}

@@ -160,6 +160,65 @@ pub fn segment_tcp(
     Ok(count)
 }
 
+/// Bytes of IP and TCP headers in `frame` (what an MTU must hold besides payload).
+pub fn l3l4_header_len(frame: &[u8]) -> Result<usize, GsoError> {
+    let l = layout(frame)?;
+    Ok(l.payload - l.l3)
+}
+
+/// Splits `frame` so every segment fits an interface of this MTU.
+pub fn segment_tcp_to_mtu(
+    frame: &[u8],
+    mtu: usize,
+    pool: &Mempool,
+    sink: impl FnMut(PktBuf),
+) -> Result<usize, GsoError> {
+    let hdrs = l3l4_header_len(frame)?;
+    segment_tcp(frame, mtu.saturating_sub(hdrs), pool, sink)
+}
+
+/// Turns a large TCP frame with a complete checksum into a TSO request for a device
+/// of this MTU (virtio `NEEDS_CSUM` + `GSO_TCPV4/6`): the checksum field is set to the
+/// pseudo-header sum, as the device expects, and the segment size to what the MTU
+/// allows. The frame is unchanged when it is not TCP.
+pub fn tso_request(frame: &mut [u8], mtu: usize) -> Result<pkt::OffloadMeta, GsoError> {
+    let l = layout(frame)?;
+    let mss = mtu.saturating_sub(l.payload - l.l3);
+    if mss == 0 || mss > usize::from(u16::MAX) {
+        return Err(GsoError::BadMss(mss));
+    }
+    let tcp_len = frame.len() - l.l4;
+    let pseudo = if l.v4 {
+        crate::checksum::pseudo_header_v4(
+            addr4(&frame[l.l3 + 12..]),
+            addr4(&frame[l.l3 + 16..]),
+            ip_proto::TCP,
+            tcp_len as u16,
+        )
+    } else {
+        crate::checksum::pseudo_header_v6(
+            &addr6(&frame[l.l3 + 8..]),
+            &addr6(&frame[l.l3 + 24..]),
+            ip_proto::TCP,
+            tcp_len as u32,
+        )
+    };
+    let folded = crate::checksum::fold(u64::from(pseudo));
+    frame[l.l4 + 16..l.l4 + 18].copy_from_slice(&folded.to_be_bytes());
+    Ok(pkt::OffloadMeta {
+        flags: crate::vnet_hdr::NEEDS_CSUM,
+        gso_type: if l.v4 {
+            crate::vnet_hdr::gso::TCPV4
+        } else {
+            crate::vnet_hdr::gso::TCPV6
+        },
+        hdr_len: l.payload as u16,
+        gso_size: mss as u16,
+        csum_start: l.l4 as u16,
+        csum_offset: 16,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +359,39 @@ mod tests {
             Err(GsoError::NoBuffer)
         );
         assert_eq!(kept.len(), 2);
+    }
+
+    #[test]
+    fn tso_request_leaves_a_pseudo_header_sum_that_completes_to_the_right_checksum() {
+        let payload: Vec<u8> = (0..20_000).map(|i| i as u8).collect();
+        for v4 in [true, false] {
+            let pool = Mempool::new(64, 4096).unwrap();
+            let frame = tcp_frame(v4, &payload, 0x18);
+            // Reference: software segmentation (full checksums) of the same frame.
+            let mut full = frame.clone();
+            let l4 = if v4 { 34 } else { 54 };
+            let mut one = Vec::new();
+            segment_tcp(&frame, 65_000, &Mempool::new(2, 70_000).unwrap(), |s| {
+                one.push(s)
+            })
+            .unwrap();
+            full[l4 + 16..l4 + 18].copy_from_slice(&one[0].data()[l4 + 16..l4 + 18]);
+            let mut req = full.clone();
+            let meta = tso_request(&mut req, 1500).unwrap();
+            assert_eq!(meta.gso_size, if v4 { 1460 } else { 1440 });
+            assert_eq!(meta.csum_start as usize, l4);
+            crate::checksum::complete_partial(
+                &mut req,
+                meta.csum_start.into(),
+                meta.csum_offset.into(),
+            )
+            .unwrap();
+            assert_eq!(
+                req, full,
+                "completing the request gives the full checksum back"
+            );
+            let _ = pool;
+        }
     }
 
     proptest! {

@@ -152,6 +152,10 @@ pub struct LinkConfig {
     pub encap: Encap,
     /// ChaCha20-Poly1305 key: frames on this link are encrypted and authenticated.
     pub key: Option<crate::crypto::LinkKey>,
+    /// Largest IP packet this link carries whole (default 1500). TCP frames a guest or
+    /// tap hands over as one large TSO frame are cut to fit; set 65000 on both ends to
+    /// carry them whole, as VNET/P did with its 64 KiB MTU.
+    pub mtu: u32,
 }
 
 /// `[[interface]]`.
@@ -167,6 +171,9 @@ pub struct InterfaceConfig {
     pub mtu: u32,
     /// Drop (and count) frames whose source MAC is not `mac` (default true).
     pub anti_spoof: bool,
+    /// Tap only: let the kernel hand over and take 64 KiB TCP frames (TSO) with partial
+    /// checksums (default false).
+    pub offload: bool,
 }
 
 /// What backs an interface.
@@ -260,6 +267,7 @@ struct RawLink {
     encap: Option<S<String>>,
     vni: Option<S<i64>>,
     key: Option<S<String>>,
+    mtu: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +282,7 @@ struct RawInterface {
     vlan: Option<S<i64>>,
     mtu: Option<S<i64>>,
     anti_spoof: Option<S<bool>>,
+    offload: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -519,11 +528,24 @@ fn link(cx: &Ctx, l: &S<RawLink>) -> Result<LinkConfig, ConfigError> {
             Some(crate::crypto::LinkKey(key))
         }
     };
+    let mtu = match &r.mtu {
+        None => 1500,
+        Some(m) => u32::try_from(*m.get_ref())
+            .ok()
+            .filter(|v| (576..=65_000).contains(v))
+            .ok_or_else(|| {
+                cx.err(
+                    m.span(),
+                    format!("expected a link MTU 576..=65000, got {}", m.get_ref()),
+                )
+            })?,
+    };
     Ok(LinkConfig {
         name: r.name.get_ref().clone(),
         peer,
         encap,
         key,
+        mtu,
     })
 }
 
@@ -629,12 +651,14 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
         }
     };
     let anti_spoof = r.anti_spoof.as_ref().is_none_or(|a| *a.get_ref());
+    let offload = r.offload.as_ref().is_some_and(|a| *a.get_ref());
     Ok(InterfaceConfig {
         name,
         kind,
         mac,
         mtu,
         anti_spoof,
+        offload,
     })
 }
 

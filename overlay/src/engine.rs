@@ -24,6 +24,18 @@ use crate::link::{LinkCounters, LinkTable};
 use crate::route::{Route, RouteTable};
 use crate::types::{Encap, Endpoint, EndpointRef};
 
+/// Largest UDP payload over IPv4 (65535 - 20 - 8): the most one datagram carries.
+const MAX_DATAGRAM: usize = 65_507;
+
+/// How to segment a large TCP frame.
+#[derive(Debug, Clone, Copy)]
+enum Segment {
+    /// So each segment fits this MTU.
+    ToMtu(usize),
+    /// With at most this much payload per segment.
+    Mss(usize),
+}
+
 /// Most destinations one frame is copied to (fan-out of broadcast routes).
 const MAX_FANOUT: usize = 64;
 
@@ -88,6 +100,9 @@ counters! {
         tx_no_headroom,
         /// A partial checksum could not be completed.
         tx_bad_checksum_request,
+        /// A frame larger than its destination's MTU that could not be segmented
+        /// (not TCP, or no buffer).
+        tx_too_big,
         /// A guest sent a frame with a source MAC other than its own (anti-spoofing).
         rx_spoofed,
         /// An encrypted frame whose sequence number was seen before or is too old.
@@ -116,6 +131,9 @@ struct Interface {
     mac: MacAddr,
     anti_spoof: bool,
     config: Option<InterfaceConfig>,
+    /// The port's MTU and whether it takes TSO frames (cached: no call per frame).
+    mtu: usize,
+    tso: bool,
     port: Box<dyn Port>,
     txq: Batch,
     counters: InterfaceCounters,
@@ -235,6 +253,8 @@ pub struct Engine {
     routes: RouteTable,
     drops: EngineDrops,
     rx: Batch,
+    /// Scratch for software segmentation; keeps its capacity between frames.
+    segs: Vec<PktBuf>,
     dispatch: Dispatch,
     capture: Option<Capture>,
     reload: Option<ReloadSource>,
@@ -280,6 +300,7 @@ impl Engine {
             routes: RouteTable::new(),
             drops: EngineDrops::default(),
             rx: Batch::new(),
+            segs: Vec::new(),
             dispatch,
             capture: None,
             reload: None,
@@ -308,6 +329,11 @@ impl Engine {
             mac,
             anti_spoof: true,
             config: None,
+            mtu: port.caps().mtu,
+            tso: port
+                .caps()
+                .offloads
+                .contains(pkt::Offloads::TSO4 | pkt::Offloads::TSO6),
             port,
             txq: Batch::new(),
             counters: InterfaceCounters::default(),
@@ -515,6 +541,16 @@ impl Engine {
         Ok(Endpoint::Link(slot))
     }
 
+    /// Sets the largest IP packet a link carries whole (see `LinkConfig::mtu`).
+    pub fn set_link_mtu(&mut self, ep: Endpoint, mtu: usize) -> Result<Endpoint, String> {
+        if let Endpoint::Link(l) = ep
+            && let Some(link) = self.links.get_mut(l)
+        {
+            link.mtu = mtu;
+        }
+        Ok(ep)
+    }
+
     /// Statistics of everything.
     pub fn stats(&self) -> Stats {
         let (hits, misses) = self.routes.cache_stats();
@@ -686,6 +722,28 @@ impl Engine {
                     self.drops.no_route += 1;
                     return;
                 };
+                // Ethernet header plus one VLAN tag beyond the MTU.
+                if buf.len() > f.mtu + 18 && buf.meta.offload.gso_type == 0 {
+                    // A large frame (from a link carrying whole TSO frames): hand it to
+                    // a TSO-capable port as one, or cut it to the MTU in software.
+                    let mtu = f.mtu;
+                    if f.tso {
+                        match offload::gso::tso_request(buf.data_mut(), mtu) {
+                            Ok(m) => buf.meta.offload = m,
+                            Err(_) => {
+                                return self.segment_and_deliver(dest, buf, Segment::ToMtu(mtu));
+                            }
+                        }
+                    } else {
+                        return self.segment_and_deliver(dest, buf, Segment::ToMtu(mtu));
+                    }
+                } else if buf.meta.offload.gso_type != 0 && !f.tso {
+                    let mss = usize::from(buf.meta.offload.gso_size);
+                    return self.segment_and_deliver(dest, buf, Segment::Mss(mss));
+                }
+                let Some(f) = self.interfaces.get_mut(i as usize).and_then(Option::as_mut) else {
+                    return;
+                };
                 if f.txq.is_full() {
                     f.port.tx_batch(&mut f.txq);
                 }
@@ -704,6 +762,28 @@ impl Engine {
                     return;
                 };
                 let o = buf.meta.offload;
+                if o.gso_type != 0 {
+                    // A TSO frame: carry it whole if the link takes it, else cut it into
+                    // the largest multiple of the sender's segment size that fits.
+                    let overhead = 14
+                        + link.crypto.as_ref().map_or(0, |_| 28)
+                        + if matches!(link.encap, Encap::Vxlan { .. }) {
+                            8
+                        } else {
+                            0
+                        };
+                    let limit = link.mtu.min(MAX_DATAGRAM - overhead);
+                    let l3_len = buf.len() - 14;
+                    if l3_len > limit {
+                        let gso = usize::from(o.gso_size).max(1);
+                        let hdrs = offload::gso::l3l4_header_len(buf.data()).unwrap_or(limit);
+                        let mss = (limit.saturating_sub(hdrs) / gso * gso).max(gso);
+                        return self.segment_and_deliver(dest, buf, Segment::Mss(mss));
+                    }
+                }
+                let Some(link) = self.links.get_mut(l) else {
+                    return;
+                };
                 if o.flags & offload::vnet_hdr::NEEDS_CSUM != 0 {
                     // The wire carries no offload metadata: finish the checksum here.
                     let (start, off) = (o.csum_start as usize, o.csum_offset as usize);
@@ -741,6 +821,27 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Cuts a TCP frame into segments in software and delivers each.
+    fn segment_and_deliver(&mut self, dest: Endpoint, buf: PktBuf, how: Segment) {
+        let mut segs = std::mem::take(&mut self.segs);
+        let result = match how {
+            Segment::ToMtu(mtu) => {
+                offload::gso::segment_tcp_to_mtu(buf.data(), mtu, &self.pool, |s| segs.push(s))
+            }
+            Segment::Mss(mss) => {
+                offload::gso::segment_tcp(buf.data(), mss, &self.pool, |s| segs.push(s))
+            }
+        };
+        drop(buf);
+        if result.is_err() {
+            self.drops.tx_too_big += 1;
+        }
+        for s in segs.drain(..) {
+            self.deliver(dest, s);
+        }
+        self.segs = segs;
     }
 
     /// Sends every queued frame it can; what a port did not take stays queued.

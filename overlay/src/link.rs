@@ -26,6 +26,8 @@ pub struct Link {
     pub crypto: Option<crate::crypto::LinkCrypto>,
     /// The key `crypto` was made from.
     pub key: Option<crate::crypto::LinkKey>,
+    /// Largest IP packet carried whole; larger TSO frames are segmented to fit.
+    pub mtu: usize,
 }
 
 /// Per-link traffic counters.
@@ -157,6 +159,7 @@ impl LinkTable {
             counters: LinkCounters::default(),
             crypto: None,
             key: None,
+            mtu: 1500,
         });
         Ok(slot16)
     }

@@ -15,7 +15,7 @@ use crate::types::Endpoint;
 
 /// Interface settings that cannot change in place.
 fn same_device(a: &InterfaceConfig, b: &InterfaceConfig) -> bool {
-    a.kind == b.kind && a.mac == b.mac && a.mtu == b.mtu
+    a.kind == b.kind && a.mac == b.mac && a.mtu == b.mtu && a.offload == b.offload
 }
 
 impl Engine {
@@ -70,7 +70,11 @@ impl Engine {
         let mut remove_links = Vec::new();
         for (slot, l) in self.links.iter() {
             let keep = new.links.iter().any(|n| {
-                n.name == l.name && n.peer == l.peer && n.encap == l.encap && n.key == l.key
+                n.name == l.name
+                    && n.peer == l.peer
+                    && n.encap == l.encap
+                    && n.key == l.key
+                    && n.mtu as usize == l.mtu
             });
             if !keep {
                 remove_links.push((slot, l.name.clone()));
@@ -138,6 +142,7 @@ impl Engine {
         }
         for l in &add_links {
             self.add_keyed_link(&l.name, l.peer, l.encap, l.key)
+                .and_then(|ep| self.set_link_mtu(ep, l.mtu as usize))
                 .map_err(|e| format!("link {}: {e}", l.name))?;
         }
         let present: HashSet<String> = self

@@ -18,6 +18,7 @@ struct MemPort {
     rx: Queue,
     tx: Frames,
     tx_room: usize,
+    offloads: pkt::Offloads,
 }
 
 impl Port for MemPort {
@@ -54,7 +55,7 @@ impl Port for MemPort {
             mtu: 1500,
             rx_queues: 1,
             tx_queues: 1,
-            offloads: pkt::Offloads::NONE,
+            offloads: self.offloads,
         }
     }
     fn stats(&self) -> PortStats {
@@ -82,6 +83,7 @@ fn port(pool: &Mempool, name: &str, kind: PortKind) -> (Box<dyn Port>, Handles) 
         rx: Arc::clone(&h.rx),
         tx: Arc::clone(&h.tx),
         tx_room: usize::MAX,
+        offloads: pkt::Offloads::NONE,
     };
     (Box::new(p), h)
 }
@@ -278,6 +280,7 @@ fn unsent_frames_stay_queued_until_the_port_takes_them() {
         rx: Arc::clone(&h.rx),
         tx: Arc::clone(&h.tx),
         tx_room: 0,
+        offloads: pkt::Offloads::NONE,
     };
     let mut e = Engine::new("a", pool.clone(), Box::new(p), Dispatch::Adaptive).unwrap();
     let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
@@ -552,4 +555,173 @@ fn reload_applies_only_the_difference_and_refuses_bad_files_whole() {
         "reloaded: interfaces +0 -0, links +0 -0, routes +0 -1"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP/IPv4 frame from VM0 to REMOTE with `len` payload bytes and a full checksum.
+fn tcp_frame(len: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&REMOTE);
+    f.extend_from_slice(&VM0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (40 + len) as u16;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+        10,
+        0,
+        0,
+        1,
+        10,
+        0,
+        0,
+        2,
+    ]);
+    f.extend_from_slice(&[
+        0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 7, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    f.extend((0..len).map(|i| (i % 251) as u8));
+    let csum = offload::checksum::internet_checksum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&csum.to_be_bytes());
+    let tcp = offload::checksum::tcp_checksum_v4(
+        "10.0.0.1".parse().unwrap(),
+        "10.0.0.2".parse().unwrap(),
+        &f[34..],
+    )
+    .unwrap();
+    f[50..52].copy_from_slice(&tcp.to_be_bytes());
+    f
+}
+
+fn valid_tcp(f: &[u8]) -> bool {
+    offload::checksum::verify_ipv4_header(&f[14..34])
+        && offload::checksum::verify_tcp_v4(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            &f[34..],
+        )
+}
+
+fn big_world(link_mtu: usize, vm1_tso: bool) -> World {
+    let pool = Mempool::new(512, 70_000).unwrap();
+    let (up, underlay) = port(&pool, "udp", PortKind::Datagram);
+    let mut engine = Engine::new("a", pool.clone(), up, Dispatch::Adaptive).unwrap();
+    let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
+    let h1 = Handles {
+        rx: Default::default(),
+        tx: Default::default(),
+    };
+    let offloads = if vm1_tso {
+        pkt::Offloads::TSO4 | pkt::Offloads::TSO6
+    } else {
+        pkt::Offloads::NONE
+    };
+    let p1 = MemPort {
+        name: "vm1".into(),
+        kind: PortKind::Ethernet,
+        pool: pool.clone(),
+        rx: Arc::clone(&h1.rx),
+        tx: Arc::clone(&h1.tx),
+        tx_room: usize::MAX,
+        offloads,
+    };
+    engine
+        .add_interface("vm0", "tap", MacAddr(VM0), p0)
+        .unwrap();
+    engine
+        .add_interface("vm1", "tap", MacAddr(VM1), Box::new(p1))
+        .unwrap();
+    let ep = engine
+        .add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp)
+        .unwrap();
+    engine.set_link_mtu(ep, link_mtu).unwrap();
+    World {
+        engine,
+        underlay,
+        vm0,
+        vm1: h1,
+    }
+}
+
+#[test]
+fn tso_frame_to_a_1500_link_is_cut_into_valid_segments() {
+    let mut w = big_world(1500, false);
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("b"), None);
+    let pool = w.engine.pool.clone();
+    let mut b = pool.alloc().unwrap();
+    b.extend_from_slice(&tcp_frame(20_000)).unwrap();
+    let mut meta = offload::gso::tso_request(b.data_mut(), 1500).unwrap();
+    meta.gso_size = 1448;
+    b.meta.offload = meta;
+    w.engine.route_frame(Endpoint::Interface(0), b);
+    w.engine.flush();
+    let sent = w.underlay.tx.lock().unwrap();
+    assert_eq!(sent.len(), 20_000usize.div_ceil(1448));
+    let mut payload = Vec::new();
+    for (f, _) in sent.iter() {
+        assert!(f.len() - 14 <= 1500, "{}", f.len());
+        assert!(valid_tcp(f));
+        payload.extend_from_slice(&f[54..]);
+    }
+    assert_eq!(payload, tcp_frame(20_000)[54..].to_vec());
+}
+
+#[test]
+fn tso_frame_to_a_64k_link_travels_whole_with_a_full_checksum() {
+    let mut w = big_world(65_000, false);
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("b"), None);
+    let pool = w.engine.pool.clone();
+    let mut b = pool.alloc().unwrap();
+    b.extend_from_slice(&tcp_frame(20_000)).unwrap();
+    let mut meta = offload::gso::tso_request(b.data_mut(), 1500).unwrap();
+    meta.gso_size = 1448;
+    b.meta.offload = meta;
+    w.engine.route_frame(Endpoint::Interface(0), b);
+    w.engine.flush();
+    let sent = w.underlay.tx.lock().unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, tcp_frame(20_000));
+}
+
+#[test]
+fn large_frame_from_a_link_is_segmented_or_handed_over_as_tso() {
+    for tso in [false, true] {
+        let mut w = big_world(65_000, tso);
+        route(
+            &mut w.engine,
+            "any",
+            "52:54:00:00:00:02",
+            iface("vm1"),
+            None,
+        );
+        let mut f = tcp_frame(20_000);
+        f[..6].copy_from_slice(&VM1);
+        w.underlay
+            .rx
+            .lock()
+            .unwrap()
+            .push_back((f.clone(), Some(sa("10.0.0.2:9000"))));
+        w.engine.poll_once();
+        let got = w.vm1.tx.lock().unwrap();
+        if tso {
+            assert_eq!(got.len(), 1, "one TSO frame");
+            assert_eq!(got[0].0.len(), f.len());
+        } else {
+            assert_eq!(got.len(), 20_000usize.div_ceil(1460));
+            assert!(
+                got.iter()
+                    .all(|(s, _)| s.len() <= 1514
+                        && offload::checksum::verify_ipv4_header(&s[14..34]))
+            );
+        }
+    }
 }

@@ -12,8 +12,10 @@ use overlay::engine::{Engine, InterfaceFactory};
 use overlay::server::ControlServer;
 use pkt::{HEADROOM, Mempool};
 
-/// Buffers in the packet pool: enough for every port's batches and queues.
+/// Buffers in the packet pool: enough for every port's batches and queues...
 const POOL_BUFFERS: u32 = 8192;
+/// ...within this much memory when buffers are large (64 KiB frames).
+const POOL_BYTES: usize = 128 << 20;
 
 pub fn run(path: &Path, check: bool) -> anyhow::Result<ExitCode> {
     let cfg = config::load(path)?;
@@ -49,7 +51,8 @@ fn buffer_size(cfg: &Config) -> usize {
     let mtu = cfg
         .interfaces
         .iter()
-        .map(|i| i.mtu as usize)
+        .map(|i| if i.offload { 65_535 } else { i.mtu as usize })
+        .chain(cfg.links.iter().map(|l| l.mtu as usize))
         .max()
         .unwrap_or(1500)
         .max(1500);
@@ -58,7 +61,9 @@ fn buffer_size(cfg: &Config) -> usize {
 }
 
 fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
-    let pool = Mempool::new(POOL_BUFFERS, buffer_size(&cfg)).context("packet pool")?;
+    let size = buffer_size(&cfg);
+    let count = (POOL_BYTES / size).clamp(1024, POOL_BUFFERS as usize) as u32;
+    let pool = Mempool::new(count, size).context("packet pool")?;
     let underlay: Box<dyn pkt::Port> = match &cfg.host.underlay {
         UnderlayConfig::Udp { bind } => Box::new(
             UdpPort::bind(*bind, pool.clone()).with_context(|| format!("underlay udp {bind}"))?,
@@ -83,6 +88,7 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     for l in &cfg.links {
         engine
             .add_keyed_link(&l.name, l.peer, l.encap, l.key)
+            .and_then(|ep| engine.set_link_mtu(ep, l.mtu as usize))
             .map_err(|e| anyhow::anyhow!("link {}: {e}", l.name))?;
     }
     for r in &cfg.routes {
@@ -123,10 +129,15 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
 /// The port behind one configured interface.
 fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn pkt::Port>> {
     Ok(match &i.kind {
-        InterfaceKind::Tap { ifname } => Box::new(
-            TapPort::create(ifname, Some(i.mac.0), Some(i.mtu), pool.clone())
-                .with_context(|| format!("interface {} (tap {ifname})", i.name))?,
-        ),
+        InterfaceKind::Tap { ifname } => {
+            let mut tap = TapPort::create(ifname, Some(i.mac.0), Some(i.mtu), pool.clone())
+                .with_context(|| format!("interface {} (tap {ifname})", i.name))?;
+            if i.offload {
+                tap.enable_offloads()
+                    .with_context(|| format!("interface {} (tap {ifname}): offload", i.name))?;
+            }
+            Box::new(tap)
+        }
         other => bail!(
             "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\"",
             i.name,
