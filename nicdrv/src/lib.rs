@@ -11,10 +11,14 @@
 //! `unsafe` here is limited to syscalls and ioctls without a safe wrapper (and, later,
 //! MMIO and descriptor rings); each block says why it holds.
 
+pub mod af_packet;
+pub mod af_xdp;
 mod error;
 pub mod tap;
 pub mod udp;
 
+pub use af_packet::{AfPacketError, AfPacketOptions, AfPacketPort};
+pub use af_xdp::{AfXdpError, AfXdpOptions, AfXdpPort, XdpMode};
 pub use error::NicError;
 pub use tap::TapPort;
 pub use udp::{UdpOptions, UdpPort};

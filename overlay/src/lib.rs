@@ -19,3 +19,4 @@ pub mod link;
 pub mod route;
 pub mod server;
 pub mod types;
+pub mod underlay;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
-use nicdrv::{TapPort, UdpPort};
-use overlay::config::{self, Config, InterfaceConfig, InterfaceKind, UnderlayConfig};
+use nicdrv::{AfPacketPort, AfXdpOptions, AfXdpPort, TapPort, UdpPort};
+use overlay::config::{self, Config, InterfaceConfig, InterfaceKind, RawKind, UnderlayConfig};
 use overlay::engine::{Engine, InterfaceFactory};
 use overlay::server::ControlServer;
+use overlay::underlay::{L2Underlay, UnderlayOptions};
 use pkt::{HEADROOM, Mempool};
 
 /// Buffers in the packet pool: enough for every port's batches and queues...
@@ -68,9 +69,42 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
         UnderlayConfig::Udp { bind } => Box::new(
             UdpPort::bind(*bind, pool.clone()).with_context(|| format!("underlay udp {bind}"))?,
         ),
-        other => bail!(
-            "underlay kind {:?} is not available in this build yet: use kind = \"udp\" (raw AF_XDP/AF_PACKET and VFIO underlays are in progress)",
-            other.kind_name()
+        UnderlayConfig::Raw {
+            kind: RawKind::AfPacket,
+            ifname,
+            ip,
+            port,
+            gateway,
+        } => {
+            // vnetp owns `ip` on this interface: the kernel must not have it too.
+            let raw = AfPacketPort::open(ifname, pool.clone())
+                .with_context(|| format!("underlay af_packet on {ifname}"))?;
+            let mut o = UnderlayOptions::new(raw.mac(), *ip, *port);
+            o.gateway = *gateway;
+            Box::new(
+                L2Underlay::new(Box::new(raw), pool.clone(), o)
+                    .with_context(|| format!("underlay af_packet {ip} on {ifname}"))?,
+            )
+        }
+        UnderlayConfig::Raw {
+            kind: RawKind::AfXdp,
+            ifname,
+            ip,
+            port,
+            gateway,
+        } => {
+            // The XDP filter steers frames for `ip` to vnetp; the kernel keeps the rest.
+            let raw = AfXdpPort::open(ifname, *ip, pool.clone(), AfXdpOptions::default())
+                .with_context(|| format!("underlay af_xdp on {ifname}"))?;
+            let mut o = UnderlayOptions::new(raw.mac(), *ip, *port);
+            o.gateway = *gateway;
+            Box::new(
+                L2Underlay::new(Box::new(raw), pool.clone(), o)
+                    .with_context(|| format!("underlay af_xdp {ip} on {ifname}"))?,
+            )
+        }
+        UnderlayConfig::Vfio { .. } => bail!(
+            "underlay kind \"vfio\" is not available in this build yet: use kind = \"udp\", \"af_packet\" or \"af_xdp\""
         ),
     };
     let underlay: Box<dyn pkt::Port> = match cfg.host.fault {
