@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/setup.sh: needs root to install packages (run it with sudo)" >&2
     exit 1
 fi
-pkgs=(iproute2 iputils-ping iperf3 tshark socat ethtool procps kmod)
+pkgs=(iproute2 iputils-ping iperf3 tshark socat ethtool procps kmod pciutils pci.ids dpdk-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,5 +20,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # The kernel modules the tests use (built in on some kernels: failures are fine).
 for m in tun veth vxlan; do modprobe "$m" 2>/dev/null || true; done
+bash "$(dirname "$0")/../tests/vm/harness.sh" install # QEMU (igb) for the VFIO VM tests
 command -v cargo >/dev/null || { echo "scripts/setup.sh: cargo (Rust 1.95+) is required" >&2; exit 1; }
 echo "setup: system packages present (${pkgs[*]})"

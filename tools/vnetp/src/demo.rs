@@ -1,34 +1,24 @@
 //! `vnetp demo`: two hosts in network namespaces joined by a veth pair, a vnetp daemon
-//! in each with a tap interface, and ping and iperf3 through the overlay next to the
-//! same over the native underlay path. Everything is removed on exit or Ctrl-C.
+//! in each with a tap interface, ping and iperf3 through the overlay next to the same
+//! over the native underlay path, then `vnetp bench` between the two hosts (overlay,
+//! native and Linux kernel VXLAN). Everything is removed on exit or Ctrl-C.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use vnetp::netns::{self, LinkEncap, Netns, TwoHosts};
+use vnetp::netns::{self, Netns, TwoHosts};
 
-pub fn demo(encap: &str, seconds: u32) -> anyhow::Result<ExitCode> {
-    if !netns::is_root() {
-        bail!(
-            "vnetp demo needs root: it creates network namespaces, a veth pair and tap devices (try: sudo vnetp demo)"
-        );
-    }
-    if !netns::have("ip") {
-        bail!("vnetp demo needs the `ip` command (Debian package iproute2)");
-    }
-    let encap = match encap {
-        "vnetp" => LinkEncap::Vnetp,
-        "vxlan" => LinkEncap::Vxlan(42),
-        other => bail!("unknown encap {other:?}: expected vnetp or vxlan"),
-    };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&interrupted))?;
-    }
+use crate::bench;
+
+pub fn demo(encap: &str, seconds: u32, quick: bool, svg: &Path) -> anyhow::Result<ExitCode> {
+    bench::preflight("demo")?;
+    let encap = bench::parse_encap(encap)?;
+    let plan = bench::Plan::new(quick, None)?;
+    let seconds = if quick { 1 } else { seconds };
+    let interrupted = bench::interrupt_flag()?;
     let check = || -> anyhow::Result<()> {
         if interrupted.load(Ordering::Relaxed) {
             bail!("interrupted; cleaned up");
@@ -42,7 +32,7 @@ pub fn demo(encap: &str, seconds: u32) -> anyhow::Result<ExitCode> {
         "vnetp demo: building two hosts (network namespaces vnetp-demo-{pid}-a/b) joined by a veth underlay"
     );
     let hosts = TwoHosts::new(&format!("vnetp-demo-{pid}"), 0, false, &dir)?;
-    let (da, db) = hosts.start_overlay(&exe, encap)?;
+    let (da, db) = bench::setup(&hosts, &exe, encap, &plan)?;
     check()?;
     let (a, b) = (&hosts.a, &hosts.b);
     let (_sa, sb) = (&hosts.side_a, &hosts.side_b);
@@ -67,10 +57,7 @@ pub fn demo(encap: &str, seconds: u32) -> anyhow::Result<ExitCode> {
         (None, None)
     };
 
-    let name = match encap {
-        LinkEncap::Vnetp => "vnetp",
-        LinkEncap::Vxlan(_) => "vxlan",
-    };
+    let name = bench::encap_name(encap);
     println!();
     println!(
         "{:<22} {:>16} {:>18} {:>16}",
@@ -102,6 +89,26 @@ pub fn demo(encap: &str, seconds: u32) -> anyhow::Result<ExitCode> {
             ratio(tcp_native, tcp_overlay)
         );
     }
+    println!(
+        "\nbench: {} frame size(s) x native, overlay, kernel VXLAN (taps at MTU {})",
+        plan.sizes.len(),
+        plan.tap_mtu
+    );
+    let report = bench::measure(&hosts, &exe, encap, &plan, &interrupted)?;
+    check()?;
+    bench::emit(
+        &report,
+        &bench::Outputs {
+            svg: svg.to_path_buf(),
+            ..Default::default()
+        },
+    )?;
+    // Every size must have crossed the overlay both ways.
+    let overlay_rows: Vec<_> = report.rows.iter().filter(|r| r.path == "overlay").collect();
+    let bench_ok = !overlay_rows.is_empty()
+        && overlay_rows
+            .iter()
+            .all(|r| r.throughput.received > 0 && r.latency.samples > 0);
     for (host, d) in [("a", &da), ("b", &db)] {
         match d.ctl("stats") {
             Ok(s) => {
@@ -116,11 +123,12 @@ pub fn demo(encap: &str, seconds: u32) -> anyhow::Result<ExitCode> {
             Err(e) => println!("host {host}: stats unavailable: {e}"),
         }
     }
-    let ok = ping_overlay.is_some() && (tcp_overlay.is_some() || !netns::have("iperf3"));
+    let ok =
+        bench_ok && ping_overlay.is_some() && (tcp_overlay.is_some() || !netns::have("iperf3"));
     println!(
         "\n{}",
         if ok {
-            "demo: overlay carried ping and TCP between the hosts"
+            "demo: overlay carried ping, TCP and the bench between the hosts"
         } else {
             "demo: the overlay did NOT carry traffic (see logs above)"
         }

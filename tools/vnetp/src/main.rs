@@ -2,8 +2,12 @@
 //! from the configuration and hands them to the overlay engine.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod bind;
 mod demo;
+mod pci;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +54,102 @@ enum Cmd {
         /// Seconds of iperf3 per measurement.
         #[arg(long, default_value_t = 3)]
         seconds: u32,
+        /// Short run (CI): fewer frame sizes, shorter measurements.
+        #[arg(long)]
+        quick: bool,
+        /// Where the bench's SVG plot goes.
+        #[arg(long, default_value = "/tmp/vnetp-bench.svg")]
+        svg: PathBuf,
+    },
+    /// List the host's NICs: PCI address, name, driver, IOMMU group, NUMA node, link, VFs.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move NICs to vfio-pci for `vnetp run` (checks the IOMMU group first).
+    Bind {
+        /// PCI addresses, e.g. 0000:01:00.0.
+        #[arg(required = true)]
+        addrs: Vec<String>,
+        /// Bind even a NIC that carries this host's routes.
+        #[arg(long)]
+        force: bool,
+        /// Create this many SR-IOV VFs on each NIC and bind them to vfio-pci too.
+        #[arg(long)]
+        vfs: Option<u32>,
+    },
+    /// Give NICs back to their kernel drivers.
+    Unbind {
+        /// PCI addresses, e.g. 0000:01:00.0.
+        #[arg(required = true)]
+        addrs: Vec<String>,
+    },
+    /// Loopback benchmark between two hosts in network namespaces: latency and
+    /// throughput over a sweep of frame sizes, overlay vs native vs kernel VXLAN.
+    Bench {
+        /// Link encapsulation: vnetp or vxlan.
+        #[arg(long, default_value = "vnetp")]
+        encap: String,
+        /// Short run (CI): 3 sizes, short measurements.
+        #[arg(long)]
+        quick: bool,
+        /// Frame sizes in bytes, comma-separated (default 64..65000).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
+        /// Skip the Linux kernel VXLAN comparison.
+        #[arg(long)]
+        no_kernel_vxlan: bool,
+        /// Also write the results as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Also write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Where the SVG plot goes.
+        #[arg(long, default_value = "/tmp/vnetp-bench.svg")]
+        svg: PathBuf,
+    },
+    /// The bench's traffic agents, run inside the hosts' namespaces by `vnetp bench`.
+    #[command(hide = true)]
+    BenchAgent {
+        #[command(subcommand)]
+        role: AgentRole,
+    },
+}
+
+/// What a bench agent does.
+#[derive(Subcommand)]
+enum AgentRole {
+    /// Reflect latency probes and count throughput datagrams.
+    Serve {
+        /// UDP port.
+        #[arg(long)]
+        port: u16,
+        /// Exit after this many seconds at the latest.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
+    /// Measure one path; print one JSON line per frame size.
+    Probe {
+        /// The reflector's address, once per path to measure.
+        #[arg(long, required = true)]
+        target: Vec<std::net::SocketAddr>,
+        /// Frame sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        sizes: Vec<usize>,
+        /// Latency probes per size.
+        #[arg(long, default_value_t = 1000)]
+        latency_count: u32,
+        /// Most milliseconds of latency probing per size.
+        #[arg(long, default_value_t = 400)]
+        latency_ms: u64,
+        /// Milliseconds of throughput per size.
+        #[arg(long, default_value_t = 400)]
+        throughput_ms: u64,
+        /// First run number (keeps runs' counters apart at the reflector).
+        #[arg(long, default_value_t = 0)]
+        run_base: u32,
     },
 }
 
@@ -62,7 +162,31 @@ fn main() -> ExitCode {
             json,
             words,
         } => ctl(&socket, json, &words),
-        Cmd::Demo { encap, seconds } => demo::demo(&encap, seconds),
+        Cmd::Demo {
+            encap,
+            seconds,
+            quick,
+            svg,
+        } => demo::demo(&encap, seconds, quick, &svg),
+        Cmd::Status { json } => status::status(json),
+        Cmd::Bind { addrs, force, vfs } => bind::bind(&addrs, bind::BindOptions { force, vfs }),
+        Cmd::Unbind { addrs } => bind::unbind(&addrs),
+        Cmd::Bench {
+            encap,
+            quick,
+            sizes,
+            no_kernel_vxlan,
+            csv,
+            json,
+            svg,
+        } => bench::bench(
+            &encap,
+            quick,
+            sizes.as_deref(),
+            no_kernel_vxlan,
+            &bench::Outputs { csv, json, svg },
+        ),
+        Cmd::BenchAgent { role } => bench_agent(role),
     };
     match result {
         Ok(code) => code,
@@ -91,6 +215,32 @@ fn ctl(socket: &std::path::Path, json: bool, words: &[String]) -> anyhow::Result
     let answer = vnetp::client::command(socket, &line.join(" "))?;
     if !answer.is_empty() {
         println!("{answer}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_agent(role: AgentRole) -> anyhow::Result<ExitCode> {
+    match role {
+        AgentRole::Serve { port, seconds } => {
+            bench::agent::serve(port, std::time::Duration::from_secs(seconds))?;
+        }
+        AgentRole::Probe {
+            target,
+            sizes,
+            latency_count,
+            latency_ms,
+            throughput_ms,
+            run_base,
+        } => bench::agent::probe(
+            &target,
+            &sizes,
+            bench::agent::ProbeBudget {
+                latency_count,
+                latency_time: std::time::Duration::from_millis(latency_ms),
+                tput_time: std::time::Duration::from_millis(throughput_ms),
+            },
+            run_base,
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -421,6 +421,35 @@ impl TwoHosts {
         Ok(())
     }
 
+    /// Sets the MTU of both ends of the veth underlay (veth allows up to 65535).
+    pub fn set_underlay_mtu(&self, mtu: u32) -> Result<(), CmdError> {
+        let m = mtu.to_string();
+        self.a.ip(&["link", "set", "ul0", "mtu", &m])?;
+        self.b.ip(&["link", "set", "ul0", "mtu", &m])?;
+        Ok(())
+    }
+
+    /// [`TwoHosts::start_overlay`] with both taps' MTU set through the interface's
+    /// `mtu` configuration key.
+    pub fn start_overlay_mtu(
+        &self,
+        exe: &Path,
+        encap: LinkEncap,
+        mtu: u32,
+    ) -> Result<(Daemon, Daemon), CmdError> {
+        let cfg = |me: &Side, peer: &Side, name: &str| {
+            self.config(me, peer, name, encap).replace(
+                "kind = \"tap\"\n",
+                &format!("kind = \"tap\"\nmtu = {mtu}\n"),
+            )
+        };
+        let da = self.start_daemon(&self.a, "a", &cfg(&self.side_a, &self.side_b, "a"), exe)?;
+        let db = self.start_daemon(&self.b, "b", &cfg(&self.side_b, &self.side_a, "b"), exe)?;
+        self.address_tap(&self.a, &self.side_a)?;
+        self.address_tap(&self.b, &self.side_b)?;
+        Ok((da, db))
+    }
+
     /// Starts both daemons with `encap` and addresses both taps.
     pub fn start_overlay(
         &self,

@@ -1,0 +1,504 @@
+//! `vnetp bench`: a loopback benchmark between two hosts in network namespaces.
+//!
+//! Host B runs a reflector (`vnetp bench-agent serve`); host A runs a prober
+//! (`vnetp bench-agent probe`) once per path: natively over the veth underlay, through
+//! the vnetp overlay (tap to tap, a daemon on each host), and through the Linux
+//! kernel's own VXLAN between the same namespaces, the reference an overlay is judged
+//! against. Each measures round-trip latency (min, p50, p99, p99.9) and one-way
+//! throughput for a sweep of frame sizes; the report puts each path next to native.
+
+pub mod agent;
+pub mod plot;
+pub mod proto;
+pub mod report;
+
+use std::io::{BufRead, BufReader, IsTerminal as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use vnetp::netns::{self, Daemon, LinkEncap, TwoHosts};
+
+use agent::ProbeBudget;
+use report::{Point, Report};
+
+/// The full sweep of frame sizes (bytes, Ethernet header included, no FCS); the last
+/// is the largest that fits a 64 KiB IP datagram with the overlay's headers.
+pub const SIZES: [usize; 7] = [64, 512, 1500, 9000, 16384, 32768, 65000];
+/// The `--quick` sweep.
+pub const QUICK_SIZES: [usize; 3] = [64, 1500, 9000];
+/// Smallest frame: our 16-byte header in a UDP/IPv4 datagram.
+const MIN_SIZE: usize = proto::HEADER + proto::FRAME_OVERHEAD;
+/// Largest frame: the overlay's largest MTU plus the Ethernet header.
+const MAX_SIZE: usize = overlay::config::MAX_MTU as usize + 14;
+/// The veth underlay's MTU during the bench: its maximum, so no size fragments.
+const UNDERLAY_MTU: u32 = 65_535;
+/// UDP port of the reflector on host B.
+const AGENT_PORT: u16 = 7000;
+/// The kernel VXLAN devices: name, VNI, UDP port (apart from vnetp's 9000/4789).
+const KVX_DEV: &str = "kvx0";
+const KVX_VNI: &str = "4242";
+const KVX_PORT: &str = "4790";
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Frame sizes, ascending.
+    pub sizes: Vec<usize>,
+    /// Time and probe counts per size.
+    pub budget: ProbeBudget,
+    /// MTU of the taps and kernel VXLAN devices: the largest size minus its header.
+    pub tap_mtu: u32,
+    /// Also measure Linux kernel VXLAN.
+    pub kernel_vxlan: bool,
+}
+
+impl Plan {
+    /// The default plan (under 30 s), the `--quick` one, or explicit sizes.
+    pub fn new(quick: bool, sizes: Option<&[usize]>) -> anyhow::Result<Self> {
+        let mut sizes: Vec<usize> = match sizes {
+            Some(s) => s.to_vec(),
+            None if quick => QUICK_SIZES.to_vec(),
+            None => SIZES.to_vec(),
+        };
+        if let Some(bad) = sizes.iter().find(|s| !(MIN_SIZE..=MAX_SIZE).contains(*s)) {
+            bail!("frame size {bad} out of range: sizes must be {MIN_SIZE}..={MAX_SIZE} bytes");
+        }
+        if sizes.is_empty() {
+            bail!("no frame sizes given: e.g. --sizes 64,1500,9000");
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        let largest = sizes.last().copied().unwrap_or(1500);
+        let tap_mtu = (largest - 14).clamp(1500, overlay::config::MAX_MTU as usize) as u32;
+        let budget = if quick {
+            ProbeBudget {
+                latency_count: 200,
+                latency_time: Duration::from_millis(150),
+                tput_time: Duration::from_millis(150),
+            }
+        } else {
+            ProbeBudget {
+                latency_count: 1000,
+                latency_time: Duration::from_millis(400),
+                tput_time: Duration::from_millis(400),
+            }
+        };
+        Ok(Self {
+            sizes,
+            budget,
+            tap_mtu,
+            kernel_vxlan: true,
+        })
+    }
+}
+
+/// Where `vnetp bench` writes its results.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    /// CSV file.
+    pub csv: Option<PathBuf>,
+    /// JSON file.
+    pub json: Option<PathBuf>,
+    /// SVG plot.
+    pub svg: PathBuf,
+}
+
+/// The encapsulation named on the command line.
+pub fn parse_encap(encap: &str) -> anyhow::Result<LinkEncap> {
+    match encap {
+        "vnetp" => Ok(LinkEncap::Vnetp),
+        "vxlan" => Ok(LinkEncap::Vxlan(42)),
+        other => bail!("unknown encap {other:?}: expected vnetp or vxlan"),
+    }
+}
+
+/// A short name of an encapsulation.
+pub fn encap_name(encap: LinkEncap) -> &'static str {
+    match encap {
+        LinkEncap::Vnetp => "vnetp",
+        LinkEncap::Vxlan(_) => "vxlan",
+    }
+}
+
+/// Refuses to start without root or `ip`, in one line that says what to do.
+pub fn preflight(cmd: &str) -> anyhow::Result<()> {
+    if !netns::is_root() {
+        bail!(
+            "vnetp {cmd} needs root: it creates network namespaces, a veth pair and tap devices (try: sudo vnetp {cmd})"
+        );
+    }
+    if !netns::have("ip") {
+        bail!("vnetp {cmd} needs the `ip` command (Debian package iproute2)");
+    }
+    Ok(())
+}
+
+/// A flag set by SIGINT/SIGTERM, so a run stops at the next step and cleans up.
+pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+/// Builds the topology for a plan: the veth at its largest MTU, a vnetp daemon on
+/// each host with taps at the plan's MTU, and (when planned) kernel VXLAN devices.
+pub fn setup(
+    hosts: &TwoHosts,
+    exe: &Path,
+    encap: LinkEncap,
+    plan: &Plan,
+) -> anyhow::Result<(Daemon, Daemon)> {
+    hosts
+        .set_underlay_mtu(UNDERLAY_MTU)
+        .context("veth underlay MTU")?;
+    let daemons = hosts
+        .start_overlay_mtu(exe, encap, plan.tap_mtu)
+        .context("starting the vnetp daemons")?;
+    if plan.kernel_vxlan {
+        kernel_vxlan(hosts, plan.tap_mtu).context(
+            "Linux kernel VXLAN between the hosts (is the vxlan module available? `modprobe vxlan`)",
+        )?;
+    }
+    Ok(daemons)
+}
+
+/// Kernel VXLAN address of side `n` (1 or 2).
+fn kvx_ip(n: u8) -> String {
+    format!("10.96.0.{n}")
+}
+
+fn kernel_vxlan(hosts: &TwoHosts, mtu: u32) -> Result<(), netns::CmdError> {
+    let m = mtu.to_string();
+    for (ns, me, peer, n) in [
+        (&hosts.a, &hosts.side_a, &hosts.side_b, 1u8),
+        (&hosts.b, &hosts.side_b, &hosts.side_a, 2u8),
+    ] {
+        ns.ip(&[
+            "link",
+            "add",
+            KVX_DEV,
+            "type",
+            "vxlan",
+            "id",
+            KVX_VNI,
+            "remote",
+            &peer.underlay_ip,
+            "local",
+            &me.underlay_ip,
+            "dstport",
+            KVX_PORT,
+            "dev",
+            "ul0",
+        ])?;
+        ns.ip(&["link", "set", KVX_DEV, "mtu", &m])?;
+        ns.ip(&["addr", "add", &format!("{}/24", kvx_ip(n)), "dev", KVX_DEV])?;
+        ns.ip(&["link", "set", KVX_DEV, "up"])?;
+    }
+    Ok(())
+}
+
+/// Runs the reflector on B and the prober on A for each path; returns the report.
+pub fn measure(
+    hosts: &TwoHosts,
+    exe: &Path,
+    encap: LinkEncap,
+    plan: &Plan,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let exe_s = exe.display().to_string();
+    let port = AGENT_PORT.to_string();
+    let mut reflector = hosts
+        .b
+        .spawn(
+            &[
+                &exe_s,
+                "bench-agent",
+                "serve",
+                "--port",
+                &port,
+                "--seconds",
+                "900",
+            ],
+            Some(&hosts.dir.join("bench-reflector.log")),
+        )
+        .context("starting the bench reflector on host B")?;
+    std::thread::sleep(Duration::from_millis(100));
+    if let Ok(Some(status)) = reflector.try_wait() {
+        let log =
+            std::fs::read_to_string(hosts.dir.join("bench-reflector.log")).unwrap_or_default();
+        bail!(
+            "the bench reflector on host B exited ({status}): {}",
+            log.trim()
+        );
+    }
+    let mut paths: Vec<(&str, String)> = vec![
+        ("native", hosts.side_b.underlay_ip.clone()),
+        ("overlay", hosts.side_b.overlay_ip.clone()),
+    ];
+    if plan.kernel_vxlan {
+        paths.push(("kernel-vxlan", kvx_ip(2)));
+    }
+    let total = (paths.len() * plan.sizes.len()) as u64;
+    let pb = if std::io::stderr().is_terminal() {
+        let pb = ProgressBar::new(total);
+        if let Ok(style) =
+            ProgressStyle::with_template("bench {bar:30} {pos}/{len} {msg} ({elapsed})")
+        {
+            pb.set_style(style);
+        }
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let sizes = plan
+        .sizes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let targets: Vec<String> = paths
+        .iter()
+        .map(|(_, ip)| format!("{ip}:{AGENT_PORT}"))
+        .collect();
+    let names: Vec<&str> = paths.iter().map(|(n, _)| *n).collect();
+    let outcome = probe_all(
+        hosts,
+        &exe_s,
+        &targets,
+        &names,
+        &sizes,
+        plan,
+        &pb,
+        interrupted,
+    );
+    pb.finish_and_clear();
+    // `ip netns exec` execs the agent, so this is the reflector itself.
+    let _ = reflector.kill();
+    let _ = reflector.wait();
+    let points = outcome?;
+    let results: Vec<(String, Vec<Point>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let pts = points.iter().filter(|p| p.path == i).cloned().collect();
+            ((*n).to_string(), pts)
+        })
+        .collect();
+    Ok(Report::new(
+        encap_name(encap),
+        plan.tap_mtu,
+        UNDERLAY_MTU,
+        &plan.sizes,
+        &results,
+    ))
+}
+
+/// Runs the prober in host A against every target (one per path, named by `names`)
+/// and collects its points.
+#[allow(clippy::too_many_arguments)]
+fn probe_all(
+    hosts: &TwoHosts,
+    exe: &str,
+    targets: &[String],
+    names: &[&str],
+    sizes: &str,
+    plan: &Plan,
+    pb: &ProgressBar,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<Vec<Point>> {
+    let log = hosts.dir.join("bench-probe.log");
+    let b = &plan.budget;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &hosts.a.name, exe, "bench-agent", "probe"])
+        .args(targets.iter().flat_map(|t| ["--target", t.as_str()]))
+        .args(["--sizes", sizes])
+        .args(["--latency-count", &b.latency_count.to_string()])
+        .args(["--latency-ms", &b.latency_time.as_millis().to_string()])
+        .args(["--throughput-ms", &b.tput_time.as_millis().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).context("bench probe log")?)
+        .spawn()
+        .context("starting the bench prober on host A")?;
+    let mut points = Vec::new();
+    let stdout = child.stdout.take();
+    let pid = child.id().to_string();
+    let done = AtomicBool::new(false);
+    let read = std::thread::scope(|scope| {
+        // A Ctrl-C that reached only us (not the prober) still ends the run promptly.
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if interrupted.load(Ordering::Relaxed) {
+                    let _ = netns::run(&["kill", "-TERM", &pid]);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let read = || -> anyhow::Result<()> {
+            let Some(out) = stdout else {
+                return Ok(());
+            };
+            for line in BufReader::new(out).lines() {
+                let line = line.context("reading the bench prober")?;
+                let p: Point = serde_json::from_str(&line)
+                    .with_context(|| format!("bench prober printed {line:?}"))?;
+                pb.set_message(format!(
+                    "{} B {}",
+                    p.size,
+                    names.get(p.path).copied().unwrap_or("?")
+                ));
+                points.push(p);
+                pb.inc(1);
+            }
+            Ok(())
+        };
+        let r = read();
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    let status = child.wait().context("waiting for the bench prober")?;
+    read?;
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted; cleaned up");
+    }
+    if !status.success() || points.len() != plan.sizes.len() * targets.len() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!("bench prober in host A failed ({status}): {}", text.trim());
+    }
+    Ok(points)
+}
+
+/// Prints the table and writes the files of a report; returns the lines that say where.
+pub fn emit(report: &Report, out: &Outputs) -> anyhow::Result<()> {
+    print!("{}", report.table());
+    if let Some(p) = &out.csv {
+        std::fs::write(p, report.csv()).with_context(|| format!("cannot write {}", p.display()))?;
+        println!("csv: {}", p.display());
+    }
+    if let Some(p) = &out.json {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(p, text + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+        println!("json: {}", p.display());
+    }
+    plot::write_svg(report, &out.svg)?;
+    println!("plot: {}", out.svg.display());
+    Ok(())
+}
+
+/// `vnetp bench`.
+pub fn bench(
+    encap: &str,
+    quick: bool,
+    sizes: Option<&[usize]>,
+    no_kernel_vxlan: bool,
+    out: &Outputs,
+) -> anyhow::Result<ExitCode> {
+    let encap = parse_encap(encap)?;
+    let mut plan = Plan::new(quick, sizes)?;
+    plan.kernel_vxlan = !no_kernel_vxlan;
+    preflight("bench")?;
+    let interrupted = interrupt_flag()?;
+    let exe = std::env::current_exe().context("cannot find the vnetp executable")?;
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("vnetp-bench-{pid}"));
+    let hosts = TwoHosts::new(&format!("vnetp-bench-{pid}"), 0, false, &dir)?;
+    println!(
+        "vnetp bench: hosts vnetp-bench-{pid}-a/b over a veth (MTU {UNDERLAY_MTU}); {} overlay, taps at MTU {}; {} size(s) x {} path(s)",
+        encap_name(encap),
+        plan.tap_mtu,
+        plan.sizes.len(),
+        if plan.kernel_vxlan { 3 } else { 2 }
+    );
+    let result = setup(&hosts, &exe, encap, &plan)
+        .and_then(|daemons| Ok((measure(&hosts, &exe, encap, &plan, &interrupted)?, daemons)));
+    let (report, daemons) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            drop(hosts);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    drop(daemons);
+    drop(hosts);
+    let _ = std::fs::remove_dir_all(&dir);
+    emit(&report, out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_sizes_the_taps_for_the_largest_frame() {
+        let p = Plan::new(false, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.sizes, SIZES);
+        assert_eq!(p.tap_mtu, 65000 - 14);
+        let q = Plan::new(true, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((q.sizes.as_slice(), q.tap_mtu), (&QUICK_SIZES[..], 8986));
+        let small = Plan::new(true, Some(&[512, 64, 512])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (small.sizes.as_slice(), small.tap_mtu),
+            (&[64, 512][..], 1500)
+        );
+    }
+
+    #[test]
+    fn plan_refuses_sizes_that_cannot_be_sent() {
+        for bad in [&[10usize][..], &[70_000], &[]] {
+            assert!(Plan::new(true, Some(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn svg_plot_is_written_with_both_panels_and_every_path() {
+        let pt = |size, gbps, p50| Point {
+            path: 0,
+            size,
+            latency: report::Latency {
+                samples: 1,
+                p50_us: Some(p50),
+                ..Default::default()
+            },
+            throughput: report::Throughput {
+                gbps,
+                ..Default::default()
+            },
+        };
+        let paths = vec![
+            (
+                "native".to_string(),
+                vec![pt(64, 1.0, 10.0), pt(9000, 20.0, 30.0)],
+            ),
+            (
+                "overlay".to_string(),
+                vec![pt(64, 0.5, 20.0), pt(9000, 10.0, 60.0)],
+            ),
+        ];
+        let r = Report::new("vnetp", 8986, 65535, &[64, 9000], &paths);
+        let p = std::env::temp_dir().join(format!("vnetp-plot-test-{}.svg", std::process::id()));
+        let res = plot::write_svg(&r, &p);
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let _ = std::fs::remove_file(&p);
+        assert!(res.is_ok(), "{res:?}");
+        assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(200)]);
+        for s in [
+            "One-way throughput",
+            "Round-trip latency",
+            "native",
+            "overlay",
+            "<polyline",
+        ] {
+            assert!(text.contains(s), "plot lacks {s:?}");
+        }
+    }
+}
