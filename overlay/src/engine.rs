@@ -935,7 +935,9 @@ impl Engine {
             idle_rounds = idle_rounds.saturating_add(1);
             match mode {
                 Mode::Poll if idle_rounds < 1000 => std::thread::yield_now(),
-                Mode::Poll => std::thread::sleep(Duration::from_millis(1)),
+                // VNET/P sleeps 1 ms after 1,000 idle rounds; waiting on the ports
+                // instead frees the core just as well but wakes on the next frame.
+                Mode::Poll => self.wait(control.map(|(_, w)| w), Duration::from_millis(1)),
                 Mode::Kick => {
                     let timeout = if self.pending_tx() {
                         Duration::from_millis(1)
