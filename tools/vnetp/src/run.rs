@@ -172,6 +172,18 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
             }
             Box::new(tap)
         }
+        InterfaceKind::VhostUser { socket } => Box::new(
+            virtio::VhostUserPort::listen(
+                virtio::VhostUserConfig {
+                    name: i.name.clone(),
+                    socket: socket.clone(),
+                    mac: i.mac.0,
+                    mtu: u16::try_from(i.mtu).unwrap_or(u16::MAX),
+                },
+                pool.clone(),
+            )
+            .with_context(|| format!("interface {} (vhost-user {})", i.name, socket.display()))?,
+        ),
         other => bail!(
             "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\"",
             i.name,

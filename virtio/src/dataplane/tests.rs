@@ -1,0 +1,343 @@
+//! The queue passes against virtio-queue's mock split rings: good frames move with their
+//! bytes intact, bad chains are counted and the transmit queue keeps going, a bad
+//! receive chain or ring index marks the queue broken.
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::*;
+use crate::net::OFFERED_FEATURES;
+
+const QSIZE: u16 = 16;
+const NEXT: u16 = VRING_DESC_F_NEXT as u16;
+const WRITE: u16 = VRING_DESC_F_WRITE as u16;
+
+fn mem() -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("test memory")
+}
+
+fn d(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+    RawDescriptor::from(Descriptor::new(addr, len, flags, next))
+}
+
+fn neg() -> Negotiated {
+    Negotiated::from_bits(OFFERED_FEATURES)
+}
+
+fn pool() -> Mempool {
+    Mempool::new(64, 2048).expect("pool")
+}
+
+/// A frame of `len` bytes: broadcast destination, then a counting pattern.
+fn frame(len: usize) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f
+}
+
+/// Publishes chains (by head index) on the avail ring.
+fn make_avail(q: &MockSplitQueue<'_, GuestMemoryMmap>, heads: &[u16]) {
+    for (i, h) in heads.iter().enumerate() {
+        q.avail()
+            .ring()
+            .ref_at(i)
+            .expect("ring slot")
+            .store(u16::to_le(*h));
+    }
+    q.avail().idx().store(u16::to_le(heads.len() as u16));
+}
+
+#[test]
+fn transmit_frame_arrives_whole_and_a_looping_chain_is_counted_without_stopping() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    let f = frame(100);
+    // Chain 0: 12-byte header + frame split in two readable buffers.
+    m.write_slice(&[0u8; 12], GuestAddress(0x1_0000))
+        .expect("hdr");
+    m.write_slice(&f[..40], GuestAddress(0x2_0000)).expect("p1");
+    m.write_slice(&f[40..], GuestAddress(0x3_0000)).expect("p2");
+    mq.desc_table()
+        .store(0, d(0x1_0000, 12, NEXT, 1))
+        .expect("d");
+    mq.desc_table()
+        .store(1, d(0x2_0000, 40, NEXT, 2))
+        .expect("d");
+    mq.desc_table().store(2, d(0x3_0000, 60, 0, 0)).expect("d");
+    // Chain 3: a loop. Chain 5: a good one-buffer frame.
+    mq.desc_table()
+        .store(3, d(0x4_0000, 64, NEXT, 4))
+        .expect("d");
+    mq.desc_table()
+        .store(4, d(0x4_1000, 64, NEXT, 3))
+        .expect("d");
+    let mut second = vec![0u8; 12];
+    second.extend_from_slice(&frame(60));
+    m.write_slice(&second, GuestAddress(0x5_0000)).expect("f2");
+    mq.desc_table().store(5, d(0x5_0000, 72, 0, 0)).expect("d");
+    make_avail(&mq, &[0, 3, 5]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let (pool, mut batch, mut chain) = (pool(), Batch::new(), Chain::default());
+    let (mut traffic, mut drops) = (Traffic::default(), [0; DROP_NAMES.len()]);
+    let pass = guest_tx(
+        &mut q,
+        &m,
+        neg(),
+        &pool,
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("queue stays usable");
+    assert_eq!(pass, Pass { frames: 2, used: 3 });
+    assert_eq!(batch.as_slice()[0].data(), &f[..]);
+    assert_eq!(batch.as_slice()[1].data(), &frame(60)[..]);
+    assert_eq!(drops[ChainError::Loop.index()], 1);
+    assert_eq!(
+        traffic,
+        Traffic {
+            packets: 2,
+            bytes: 160
+        }
+    );
+    // Every chain, the bad one included, went back to the guest.
+    assert_eq!(u16::from_le(mq.used().idx().load()), 3);
+}
+
+#[test]
+fn runt_and_gso_frames_from_the_guest_are_dropped_by_name() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    m.write_slice(&[0u8; 20], GuestAddress(0x1_0000))
+        .expect("runt");
+    mq.desc_table().store(0, d(0x1_0000, 20, 0, 0)).expect("d");
+    let mut gso = vec![0u8; 12 + 60];
+    gso[1] = offload::vnet_hdr::gso::TCPV4;
+    gso[4] = 100; // gso_size
+    m.write_slice(&gso, GuestAddress(0x2_0000)).expect("gso");
+    mq.desc_table().store(1, d(0x2_0000, 72, 0, 0)).expect("d");
+    make_avail(&mq, &[0, 1]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let (pool, mut batch, mut chain) = (pool(), Batch::new(), Chain::default());
+    let (mut traffic, mut drops) = (Traffic::default(), [0; DROP_NAMES.len()]);
+    let pass = guest_tx(
+        &mut q,
+        &m,
+        neg(),
+        &pool,
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    assert_eq!(pass.frames, 0);
+    assert_eq!(drops[drop::RX_RUNT], 1);
+    assert_eq!(drops[drop::RX_GSO_NOT_NEGOTIATED], 1);
+}
+
+#[test]
+fn avail_index_beyond_the_ring_marks_the_queue_broken() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    mq.avail().idx().store(u16::to_le(QSIZE + 1));
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let (pool, mut batch, mut chain) = (pool(), Batch::new(), Chain::default());
+    let (mut traffic, mut drops) = (Traffic::default(), [0; DROP_NAMES.len()]);
+    let r = guest_tx(
+        &mut q,
+        &m,
+        neg(),
+        &pool,
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    );
+    assert!(r.is_err());
+}
+
+#[test]
+fn receive_spreads_a_frame_over_mergeable_buffers_and_sets_num_buffers() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    for i in 0..4u16 {
+        mq.desc_table()
+            .store(i, d(0x1_0000 + u64::from(i) * 0x1000, 64, WRITE, 0))
+            .expect("d");
+    }
+    make_avail(&mq, &[0, 1, 2, 3]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let pool = pool();
+    let mut batch = Batch::new();
+    let f = frame(100);
+    let mut b = pool.alloc().expect("buf");
+    b.reset_for_rx(pkt::HEADROOM);
+    b.extend_from_slice(&f).expect("fill");
+    batch.push(b).expect("push");
+    let (mut chain, mut traffic, mut drops) =
+        (Chain::default(), Traffic::default(), [0; DROP_NAMES.len()]);
+    let pass = guest_rx(
+        &mut q,
+        &m,
+        neg(),
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    assert_eq!(pass, Pass { frames: 1, used: 2 });
+    assert!(batch.is_empty());
+    let mut got = [0u8; 128];
+    m.read_slice(&mut got[..64], GuestAddress(0x1_0000))
+        .expect("r");
+    m.read_slice(&mut got[64..], GuestAddress(0x1_1000))
+        .expect("r");
+    // Header: no flags, num_buffers = 2 (bytes 10..12, little-endian).
+    assert_eq!(&got[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0]);
+    assert_eq!(&got[12..112], &f[..]);
+    let used0 = mq.used().ring().ref_at(0).expect("u").load();
+    let used1 = mq.used().ring().ref_at(1).expect("u").load();
+    let lens = [used0, used1].map(|e| {
+        let raw: [u8; 8] = vm_memory::ByteValued::as_slice(&e)
+            .try_into()
+            .expect("8 bytes");
+        u32::from_le_bytes(raw[4..8].try_into().expect("4"))
+    });
+    assert_eq!(lens, [64, 48]);
+}
+
+#[test]
+fn receive_without_buffers_leaves_the_frame_queued() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let pool = pool();
+    let mut batch = Batch::new();
+    let mut b = pool.alloc().expect("buf");
+    b.reset_for_rx(pkt::HEADROOM);
+    b.extend_from_slice(&frame(60)).expect("fill");
+    batch.push(b).expect("push");
+    let (mut chain, mut traffic, mut drops) =
+        (Chain::default(), Traffic::default(), [0; DROP_NAMES.len()]);
+    let pass = guest_rx(
+        &mut q,
+        &m,
+        neg(),
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    assert_eq!(pass.frames, 0);
+    assert_eq!(batch.len(), 1);
+}
+
+#[test]
+fn a_bad_receive_chain_marks_the_queue_broken_and_is_counted() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    // Readable (not WRITE) buffer on the receive queue.
+    mq.desc_table()
+        .store(0, d(0x1_0000, 2048, 0, 0))
+        .expect("d");
+    make_avail(&mq, &[0]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let pool = pool();
+    let mut batch = Batch::new();
+    let mut b = pool.alloc().expect("buf");
+    b.reset_for_rx(pkt::HEADROOM);
+    b.extend_from_slice(&frame(60)).expect("fill");
+    batch.push(b).expect("push");
+    let (mut chain, mut traffic, mut drops) =
+        (Chain::default(), Traffic::default(), [0; DROP_NAMES.len()]);
+    let r = guest_rx(
+        &mut q,
+        &m,
+        neg(),
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    );
+    assert!(r.is_err());
+    assert_eq!(drops[ChainError::WrongDirection.index()], 1);
+}
+
+#[test]
+fn partial_checksum_is_completed_for_a_guest_without_guest_csum() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    mq.desc_table()
+        .store(0, d(0x1_0000, 2048, WRITE, 0))
+        .expect("d");
+    make_avail(&mq, &[0]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    // IPv4/UDP 10.0.0.1 -> 10.0.0.2, 4 bytes payload; checksum field holds the folded
+    // pseudo-header sum, as a NEEDS_CSUM sender leaves it.
+    let mut f = vec![0u8; 14 + 20 + 8 + 4];
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&(32u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&2000u16.to_be_bytes());
+    f[38..40].copy_from_slice(&12u16.to_be_bytes());
+    f[42..46].copy_from_slice(b"ping");
+    let pseudo =
+        offload::checksum::pseudo_header_v4([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), 17, 12);
+    let folded = {
+        let mut s = pseudo;
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    };
+    f[40..42].copy_from_slice(&folded.to_be_bytes());
+    let pool = pool();
+    let mut batch = Batch::new();
+    let mut b = pool.alloc().expect("buf");
+    b.reset_for_rx(pkt::HEADROOM);
+    b.extend_from_slice(&f).expect("fill");
+    b.meta.offload = pkt::OffloadMeta {
+        flags: offload::vnet_hdr::NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 6,
+        ..Default::default()
+    };
+    batch.push(b).expect("push");
+    let no_guest_csum = Negotiated {
+        guest_csum: false,
+        ..neg()
+    };
+    let (mut chain, mut traffic, mut drops) =
+        (Chain::default(), Traffic::default(), [0; DROP_NAMES.len()]);
+    guest_rx(
+        &mut q,
+        &m,
+        no_guest_csum,
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    let mut got = vec![0u8; 12 + f.len()];
+    m.read_slice(&mut got, GuestAddress(0x1_0000)).expect("r");
+    assert_eq!(got[0], 0, "no NEEDS_CSUM flag for this guest");
+    let udp = &got[12 + 34..];
+    assert!(offload::checksum::verify_udp_v4(
+        [10, 0, 0, 1].into(),
+        [10, 0, 0, 2].into(),
+        udp
+    ));
+}

@@ -1,0 +1,22 @@
+//! Guest-facing virtio-net for vnetp.
+//!
+//! `virtio` owns the vhost-user virtio-net backend ([`backend::VhostUserPort`], one
+//! [`pkt::Port`] per guest interface, built on rust-vmm's `vhost-user-backend`,
+//! `virtio-queue` and `vm-memory`) and our own virtio-user frontend
+//! ([`frontend::VirtioUser`], a guest driver without a VM, for benches and tests). All
+//! guest memory is reached through `vm-memory`'s bounds-checked accessors and every
+//! descriptor chain is checked ([`chain`]) before a byte moves. It must not route,
+//! encapsulate or know about links: it hands frames to whoever polls the port.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod chain;
+pub mod dataplane;
+pub mod error;
+pub mod frontend;
+pub mod net;
+
+pub use backend::{VhostUserConfig, VhostUserPort};
+pub use error::VirtioError;
+pub use frontend::VirtioUser;
