@@ -23,8 +23,9 @@ use crate::types::{Encap, EndpointRef, MacMatch};
 pub const VNETP_PORT: u16 = 9000;
 /// Default UDP port of a `vxlan` link (IANA).
 pub const VXLAN_PORT: u16 = 4789;
-/// Largest guest MTU (VNET/P ran 64 KiB guest MTUs); a frame is MTU + 14 bytes.
-pub const MAX_MTU: u32 = 65_535 - 14 - 8 - 40;
+/// Largest guest MTU (VNET/P ran 64 KiB guest MTUs): a frame (MTU + 14 bytes) plus the
+/// encryption overhead (28) still fits one UDP datagram over IPv4 (65507 bytes).
+pub const MAX_MTU: u32 = 65_507 - 14 - 28;
 
 /// A configuration error with its position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

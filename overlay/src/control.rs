@@ -63,6 +63,8 @@ route add src=MAC dst=MAC to=link:NAME|interface:NAME [from=any|link:NAME|interf
 route del src=MAC dst=MAC to=... [from=...]      MAC: any, none, not-<mac> or 52:54:00:12:34:56
 route list
 interface list
+interface add NAME tap MAC [mtu N] [ifname IF] [offload] | interface add NAME vhost-user MAC /SOCKET
+interface del NAME
 stats [json]
 capture link:NAME|interface:NAME /abs/file.pcap [count N] [timeout SECS]
 reload                                           re-read the config file, apply the difference
@@ -101,6 +103,14 @@ pub enum Command {
     RouteList,
     /// `interface list`.
     InterfaceList,
+    /// `interface add NAME tap MAC [mtu N] [ifname IF] [offload]` or
+    /// `interface add NAME vhost-user MAC SOCKET [mtu N]`.
+    InterfaceAdd(crate::config::InterfaceConfig),
+    /// `interface del NAME`.
+    InterfaceDel {
+        /// The interface.
+        name: String,
+    },
     /// `stats` (text) or `stats json`.
     Stats {
         /// Reply in JSON rather than text.
@@ -139,6 +149,32 @@ impl fmt::Display for Command {
             Self::RouteDel(spec) => write!(f, "route del {spec}"),
             Self::RouteList => f.write_str("route list"),
             Self::InterfaceList => f.write_str("interface list"),
+            Self::InterfaceAdd(c) => {
+                write!(
+                    f,
+                    "interface add {} {} {}",
+                    c.name,
+                    c.kind.kind_name(),
+                    c.mac
+                )?;
+                match &c.kind {
+                    crate::config::InterfaceKind::VhostUser { socket } => {
+                        write!(f, " {}", socket.display())?
+                    }
+                    crate::config::InterfaceKind::Tap { ifname } if ifname != &c.name => {
+                        write!(f, " ifname {ifname}")?
+                    }
+                    _ => {}
+                }
+                if c.mtu != 1500 {
+                    write!(f, " mtu {}", c.mtu)?;
+                }
+                if c.offload {
+                    f.write_str(" offload")?;
+                }
+                Ok(())
+            }
+            Self::InterfaceDel { name } => write!(f, "interface del {name}"),
             Self::Stats { json: false } => f.write_str("stats"),
             Self::Stats { json: true } => f.write_str("stats json"),
             Self::Help => f.write_str("help"),
@@ -461,12 +497,18 @@ pub fn parse_command(line: &str) -> Result<Command> {
         "route" => route(args.within("route")),
         "interface" => {
             let mut args = args.within("interface");
-            match args.required("list")? {
+            match args.required("add, del or list")? {
                 "list" => args
                     .within("interface list")
                     .finish()
                     .map(|()| Command::InterfaceList),
-                other => Err(args.invalid("subcommand", "list", other)),
+                "add" => interface_add(args.within("interface add")),
+                "del" => {
+                    let mut args = args.within("interface del");
+                    let name = args.next_name("name", "the interface name")?;
+                    args.finish().map(|()| Command::InterfaceDel { name })
+                }
+                other => Err(args.invalid("subcommand", "add, del or list", other)),
             }
         }
         "stats" => {
@@ -496,6 +538,83 @@ pub fn parse_command(line: &str) -> Result<Command> {
             token: shown(other),
         }),
     }
+}
+
+/// `interface add NAME tap|vhost-user MAC [SOCKET] [mtu N] [ifname IF] [offload]`.
+fn interface_add(mut args: Args<'_>) -> Result<Command> {
+    use crate::config::{InterfaceConfig, InterfaceKind, MAX_MTU, valid_ifname};
+    let name = args.next_name("name", "the interface name")?;
+    let kind = args.required("tap or vhost-user")?;
+    let mac_token = args.required("the interface's MAC")?;
+    let mac: pkt::wire::MacAddr = mac_token
+        .parse()
+        .map_err(|_| args.invalid("mac", "a unicast MAC like 52:54:00:00:00:01", mac_token))?;
+    if mac.is_multicast() || mac == pkt::wire::MacAddr::ZERO {
+        return Err(args.invalid("mac", "a unicast MAC like 52:54:00:00:00:01", mac_token));
+    }
+    let mut kind = match kind {
+        "tap" => {
+            if !valid_ifname(&name) {
+                InterfaceKind::Tap {
+                    ifname: String::new(),
+                }
+            } else {
+                InterfaceKind::Tap {
+                    ifname: name.clone(),
+                }
+            }
+        }
+        "vhost-user" => {
+            let socket = args.required("the vhost-user socket path")?;
+            if !socket.starts_with('/') {
+                return Err(args.invalid("socket", "an absolute socket path", socket));
+            }
+            InterfaceKind::VhostUser {
+                socket: socket.into(),
+            }
+        }
+        other => return Err(args.invalid("kind", "tap or vhost-user", other)),
+    };
+    let (mut mtu, mut offload) = (None, false);
+    while let Some(key) = args.next() {
+        match key {
+            "mtu" => {
+                let v = args.required("an MTU")?;
+                let n = args.number("mtu", "an MTU 68..=65465", v, 68, MAX_MTU)?;
+                set_once(&args, &mut mtu, "mtu", n)?;
+            }
+            "ifname" => {
+                let v = args.required("a kernel interface name")?;
+                match &mut kind {
+                    InterfaceKind::Tap { ifname } if valid_ifname(v) => *ifname = v.to_string(),
+                    _ => {
+                        return Err(args.invalid(
+                            "ifname",
+                            "a kernel interface name (tap only, 1-15 characters)",
+                            v,
+                        ));
+                    }
+                }
+            }
+            "offload" if matches!(kind, InterfaceKind::Tap { .. }) => offload = true,
+            other => return Err(args.invalid("option", "mtu N, ifname IF or offload", other)),
+        }
+    }
+    if matches!(&kind, InterfaceKind::Tap { ifname } if ifname.is_empty()) {
+        return Err(args.invalid(
+            "name",
+            "a name that is a valid kernel interface name, or an ifname option",
+            &name,
+        ));
+    }
+    Ok(Command::InterfaceAdd(InterfaceConfig {
+        name,
+        kind,
+        mac,
+        mtu: mtu.unwrap_or(1500),
+        anti_spoof: true,
+        offload,
+    }))
 }
 
 /// `capture ENDPOINT FILE [count N] [timeout SECS]`.
@@ -1124,15 +1243,59 @@ mod tests {
     }
 
     #[test]
+    fn interface_add_and_del() -> TestResult {
+        let Command::InterfaceAdd(c) =
+            parse_command("interface add vm1 tap 52:54:00:00:00:01 mtu 9000 offload")?
+        else {
+            panic!("not an add");
+        };
+        assert_eq!((c.name.as_str(), c.mtu, c.offload), ("vm1", 9000, true));
+        assert_eq!(
+            c.kind,
+            crate::config::InterfaceKind::Tap {
+                ifname: "vm1".into()
+            }
+        );
+        let again = parse_command(&Command::InterfaceAdd(c.clone()).to_string())?;
+        assert_eq!(again, Command::InterfaceAdd(c));
+        let Command::InterfaceAdd(v) =
+            parse_command("interface add g1 vhost-user 52:54:00:00:00:02 /run/g1.sock")?
+        else {
+            panic!("not an add");
+        };
+        assert_eq!(
+            v.kind,
+            crate::config::InterfaceKind::VhostUser {
+                socket: "/run/g1.sock".into()
+            }
+        );
+        assert_eq!(
+            parse_command("interface del vm1")?,
+            Command::InterfaceDel { name: "vm1".into() }
+        );
+        for bad in [
+            "interface add vm1 tap ff:ff:ff:ff:ff:ff",
+            "interface add vm1 tap 52:54:00:00:00:01 mtu 70000",
+            "interface add vm1 vhost-user 52:54:00:00:00:01 relative.sock",
+            "interface add vm1 vf 52:54:00:00:00:01",
+            "interface add a-name-too-long-for-the-kernel tap 52:54:00:00:00:01",
+            "interface add vm1 vhost-user 52:54:00:00:00:01 /s offload",
+        ] {
+            assert!(parse_command(bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn interface_stats_help() -> TestResult {
         assert_eq!(parse_command("interface list")?, Command::InterfaceList);
         assert_eq!(parse_command("stats")?, Command::Stats { json: false });
         assert_eq!(parse_command("stats json")?, Command::Stats { json: true });
         assert_eq!(parse_command("help")?, Command::Help);
-        assert_eq!(err("interface"), missing("interface", "list"));
+        assert_eq!(err("interface"), missing("interface", "add, del or list"));
         assert_eq!(
-            err("interface add vm0"),
-            invalid("interface", "subcommand", "list", "add")
+            err("interface frob vm0"),
+            invalid("interface", "subcommand", "add, del or list", "frob")
         );
         assert_eq!(err("interface list vm0"), extra("interface list", "vm0"));
         assert_eq!(

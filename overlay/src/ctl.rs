@@ -77,6 +77,8 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
         }
         Command::Capture { .. } => Err("capture runs only through the control socket".to_string()),
         Command::Reload => engine.reload(),
+        Command::InterfaceAdd(cfg) => engine.create_interface(&cfg),
+        Command::InterfaceDel { name } => engine.remove_interface(&name),
         Command::Stats { json } => {
             let s = engine.stats();
             if json {

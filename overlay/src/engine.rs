@@ -258,6 +258,7 @@ pub struct Engine {
     dispatch: Dispatch,
     capture: Option<Capture>,
     reload: Option<ReloadSource>,
+    factory: Option<Box<dyn InterfaceFactory>>,
 }
 
 /// Creates the port behind an interface when `reload` adds one (the tools layer knows
@@ -271,7 +272,6 @@ pub trait InterfaceFactory: Send {
 struct ReloadSource {
     path: std::path::PathBuf,
     applied: Config,
-    factory: Box<dyn InterfaceFactory>,
 }
 
 /// Most interfaces per engine.
@@ -304,6 +304,7 @@ impl Engine {
             dispatch,
             capture: None,
             reload: None,
+            factory: None,
         })
     }
 
@@ -365,11 +366,50 @@ impl Engine {
         applied: Config,
         factory: Box<dyn InterfaceFactory>,
     ) {
-        self.reload = Some(ReloadSource {
-            path,
-            applied,
-            factory,
-        });
+        self.reload = Some(ReloadSource { path, applied });
+        self.factory = Some(factory);
+    }
+
+    /// Creates an interface at run time (`interface add`), through the device factory.
+    pub fn create_interface(&mut self, cfg: &InterfaceConfig) -> Result<String, String> {
+        if self.interface_list().any(|(_, n, ..)| n == cfg.name)
+            || self.links.find(&cfg.name).is_some()
+        {
+            return Err(format!("name {:?} is already in use", cfg.name));
+        }
+        if self.interface_list().any(|(.., mac)| mac == cfg.mac) {
+            return Err(format!(
+                "MAC {} is already used by another interface",
+                cfg.mac
+            ));
+        }
+        let Some(factory) = self.factory.as_mut() else {
+            return Err(
+                "this daemon cannot create interfaces at run time (no device factory)".into(),
+            );
+        };
+        let port = factory.create(cfg)?;
+        self.add_configured_interface(cfg, port)
+            .map_err(|e| e.to_string())?;
+        Ok(String::new())
+    }
+
+    /// Removes an interface no route uses (`interface del`); its device goes with it.
+    pub fn remove_interface(&mut self, name: &str) -> Result<String, String> {
+        let slot = self
+            .interface_list()
+            .find(|(_, n, ..)| *n == name)
+            .map(|(i, ..)| i)
+            .ok_or_else(|| format!("no interface named {name:?}"))?;
+        let users = self.routes.references(Endpoint::Interface(slot));
+        if users > 0 {
+            return Err(format!(
+                "interface {name:?} is used by {users} route(s): delete them first"
+            ));
+        }
+        self.interfaces[slot as usize] = None;
+        self.routes.flush_cache();
+        Ok(String::new())
     }
 
     /// Answers a control request: most at once; a capture when it completes.

@@ -93,10 +93,10 @@ impl Engine {
         // Create the new ports first: if one fails, nothing has changed yet.
         let mut ports = Vec::with_capacity(add_ifaces.len());
         for c in &add_ifaces {
-            let Some(src) = self.reload.as_mut() else {
-                break;
+            let Some(factory) = self.factory.as_mut() else {
+                return Err("this daemon cannot create interfaces (no device factory)".into());
             };
-            match src.factory.create(c) {
+            match factory.create(c) {
                 Ok(p) => ports.push(p),
                 Err(e) => return Err(format!("interface {}: {e}; nothing was changed", c.name)),
             }

@@ -725,3 +725,52 @@ fn large_frame_from_a_link_is_segmented_or_handed_over_as_tso() {
         }
     }
 }
+
+#[test]
+fn interfaces_are_added_and_removed_at_run_time() {
+    let mut w = world();
+    let cmd = |s: &str| crate::control::parse_command(s).unwrap();
+    assert!(
+        w.engine
+            .apply(cmd("interface add vm9 tap 52:54:00:00:00:99"))
+            .unwrap_err()
+            .contains("no device factory")
+    );
+    let pool = w.engine.pool.clone();
+    w.engine.factory = Some(Box::new(MemFactory(pool)));
+    w.engine
+        .apply(cmd("interface add vm9 tap 52:54:00:00:00:99 mtu 9000"))
+        .unwrap();
+    assert!(
+        w.engine
+            .apply(cmd("interface add vm9 tap 52:54:00:00:00:98"))
+            .unwrap_err()
+            .contains("already in use")
+    );
+    assert!(
+        w.engine
+            .apply(cmd("interface add vm8 tap 52:54:00:00:00:99"))
+            .unwrap_err()
+            .contains("already used")
+    );
+    assert!(
+        w.engine
+            .apply(cmd("interface add broken tap 52:54:00:00:00:97"))
+            .unwrap_err()
+            .contains("no such device")
+    );
+    w.engine
+        .apply(cmd("route add src=any dst=any to=interface:vm9"))
+        .unwrap();
+    assert!(
+        w.engine
+            .apply(cmd("interface del vm9"))
+            .unwrap_err()
+            .contains("used by 1 route")
+    );
+    w.engine
+        .apply(cmd("route del src=any dst=any to=interface:vm9"))
+        .unwrap();
+    w.engine.apply(cmd("interface del vm9")).unwrap();
+    assert_eq!(w.engine.interface_list().count(), 2);
+}
