@@ -8,11 +8,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use vnetp::netns::{self, Daemon, LinkEncap, Netns, Side, TwoHosts};
+mod common;
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_vnetp"))
-}
+use common::{exe, ping, stats, tcp_copy, u};
+use vnetp::netns::{self, Daemon, LinkEncap, Netns, Side, TwoHosts};
 
 fn dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("vnetp-raw-{tag}-{}", std::process::id()))
@@ -103,64 +102,6 @@ fn raw_config(
 fn start(h: &TwoHosts, ns: &Netns, name: &str, config: &str) -> Daemon {
     h.start_daemon(ns, name, config, exe())
         .unwrap_or_else(|e| panic!("daemon {name}: {e}"))
-}
-
-fn ping(ns: &Netns, ip: &str) {
-    // The first echo may wait for ARP/ND on both the overlay and the underlay.
-    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", ip]);
-    let out = out.unwrap_or_else(|e| panic!("ping {ip} from {} failed: {e}", ns.name));
-    assert!(
-        out.contains(" 0% packet loss") || out.contains(" 33% packet loss"),
-        "{out}"
-    );
-}
-
-fn stats(d: &Daemon) -> serde_json::Value {
-    serde_json::from_str(&d.ctl("stats json").expect("stats")).expect("stats is JSON")
-}
-
-/// A pseudo-random file (xorshift), so a transfer that garbles any byte is caught.
-fn random_file(path: &Path, len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(path, &data).expect("write test file");
-    data
-}
-
-/// Copies 4 MiB over TCP from `from` to `to_ip` in `to` with socat and compares
-/// every byte.
-fn tcp_copy(dir: &Path, from: &Netns, to: &Netns, to_ip: &str) {
-    let src = dir.join("copy-in");
-    let dst = dir.join("copy-out");
-    let data = random_file(&src, 4 << 20);
-    let listen = format!("TCP-LISTEN:5001,bind={to_ip},reuseaddr");
-    let out = format!("OPEN:{},creat,trunc", dst.display());
-    let mut server = to
-        .spawn(
-            &["socat", "-u", &listen, &out],
-            Some(&dir.join("socat-server.log")),
-        )
-        .expect("socat server");
-    let connect = format!("TCP:{to_ip}:5001,retry=50,interval=0.1");
-    let input = format!("OPEN:{}", src.display());
-    from.exec(&["timeout", "60", "socat", "-u", &input, &connect])
-        .expect("socat client");
-    let status = server.wait().expect("socat server exit");
-    assert!(status.success(), "socat server: {status}");
-    let got = std::fs::read(&dst).expect("read copy");
-    assert_eq!(got.len(), data.len(), "copied length");
-    assert!(got == data, "copied bytes differ");
-}
-
-fn u(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or(0)
 }
 
 const AF_PACKET: &str = "af_packet";

@@ -5,10 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vnetp::netns::{self, Daemon, LinkEncap, Netns, TwoHosts};
+mod common;
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_vnetp"))
+use common::{exe, ping, ping_fails, send_udp, stats};
+use vnetp::netns::{self, LinkEncap, Netns, TwoHosts};
+
+/// Copies 4 MiB from host A to host B through the overlay and compares every byte.
+fn tcp_copy(h: &TwoHosts) {
+    common::tcp_copy(&h.dir, &h.a, &h.b, &h.side_b.overlay_ip);
 }
 
 fn hosts(tag: &str, index: u8, ipv6: bool) -> TwoHosts {
@@ -24,59 +28,6 @@ fn hosts(tag: &str, index: u8, ipv6: bool) -> TwoHosts {
         &dir,
     )
     .expect("build the two hosts")
-}
-
-fn ping(ns: &Netns, ip: &str) {
-    // The first echo may wait for ARP through the overlay; allow a few.
-    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", ip]);
-    let out = out.unwrap_or_else(|e| panic!("ping {ip} from {} failed: {e}", ns.name));
-    assert!(
-        out.contains(" 0% packet loss") || out.contains(" 33% packet loss"),
-        "{out}"
-    );
-}
-
-fn stats(d: &Daemon) -> serde_json::Value {
-    serde_json::from_str(&d.ctl("stats json").expect("stats")).expect("stats is JSON")
-}
-
-/// A pseudo-random file (xorshift), so a transfer that garbles any byte is caught.
-fn random_file(path: &Path, len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(path, &data).expect("write test file");
-    data
-}
-
-/// Copies a file over TCP through the overlay with socat and compares every byte.
-fn tcp_copy(h: &TwoHosts) {
-    let src = h.dir.join("copy-in");
-    let dst = h.dir.join("copy-out");
-    let data = random_file(&src, 4 << 20);
-    let listen = format!("TCP-LISTEN:5001,bind={},reuseaddr", h.side_b.overlay_ip);
-    let out = format!("OPEN:{},creat,trunc", dst.display());
-    let mut server =
-        h.b.spawn(
-            &["socat", "-u", &listen, &out],
-            Some(&h.dir.join("socat-server.log")),
-        )
-        .expect("socat server");
-    let connect = format!("TCP:{}:5001,retry=50,interval=0.1", h.side_b.overlay_ip);
-    let input = format!("OPEN:{}", src.display());
-    h.a.exec(&["timeout", "60", "socat", "-u", &input, &connect])
-        .expect("socat client");
-    let status = server.wait().expect("socat server exit");
-    assert!(status.success(), "socat server: {status}");
-    let got = std::fs::read(&dst).expect("read copy");
-    assert_eq!(got.len(), data.len(), "copied length");
-    assert!(got == data, "copied bytes differ");
 }
 
 fn iperf(h: &TwoHosts) -> f64 {
@@ -294,14 +245,6 @@ fn tshark_decodes_vnetp_and_vxlan_frames() {
     }
 }
 
-fn send_udp(ns: &Netns, dir: &Path, bytes: &[u8], dst: &str, src_port: u16) {
-    let f = dir.join(format!("dgram-{src_port}"));
-    std::fs::write(&f, bytes).expect("write datagram");
-    let input = format!("OPEN:{}", f.display());
-    let out = format!("UDP4-SENDTO:{dst},sourceport={src_port}");
-    ns.exec(&["socat", "-u", &input, &out]).expect("socat send");
-}
-
 #[test]
 fn bad_datagrams_are_dropped_counted_and_the_daemon_keeps_running() {
     let h = hosts("bad", 18, false);
@@ -374,11 +317,6 @@ fn sigterm_stops_the_daemon_cleanly_and_removes_its_tap_and_socket() {
     assert!(!h.socket("a").exists(), "control socket removed");
     let links = h.a.ip(&["-o", "link", "show"]).expect("ip link");
     assert!(!links.contains(&h.side_a.tap), "tap removed: {links}");
-}
-
-fn ping_fails(ns: &Netns, ip: &str) -> bool {
-    ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
-        .is_err()
 }
 
 /// Runtime control over the socket: a route deleted stops traffic, added back restores
