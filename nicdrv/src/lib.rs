@@ -14,6 +14,7 @@
 pub mod af_packet;
 pub mod af_xdp;
 mod error;
+pub mod igb;
 pub mod tap;
 pub mod udp;
 

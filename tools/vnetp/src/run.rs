@@ -62,9 +62,13 @@ fn buffer_size(cfg: &Config) -> usize {
 }
 
 fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
-    let size = buffer_size(&cfg);
-    let count = (POOL_BYTES / size).clamp(1024, POOL_BUFFERS as usize) as u32;
-    let pool = Mempool::new(count, size).context("packet pool")?;
+    let mut buf_size = buffer_size(&cfg);
+    if matches!(cfg.host.underlay, UnderlayConfig::Vfio { .. }) {
+        // The NIC writes receive buffers in whole KiB after the headroom.
+        buf_size = buf_size.max(nicdrv::igb::pool_buffer_size(1500));
+    }
+    let count = (POOL_BYTES / buf_size).clamp(1024, POOL_BUFFERS as usize) as u32;
+    let pool = Mempool::new(count, buf_size).context("packet pool")?;
     let underlay: Box<dyn pkt::Port> = match &cfg.host.underlay {
         UnderlayConfig::Udp { bind } => Box::new(
             UdpPort::bind(*bind, pool.clone()).with_context(|| format!("underlay udp {bind}"))?,
@@ -103,9 +107,25 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
                     .with_context(|| format!("underlay af_xdp {ip} on {ifname}"))?,
             )
         }
-        UnderlayConfig::Vfio { .. } => bail!(
-            "underlay kind \"vfio\" is not available in this build yet: use kind = \"udp\", \"af_packet\" or \"af_xdp\""
-        ),
+        UnderlayConfig::Vfio {
+            pci,
+            ip,
+            port,
+            gateway,
+        } => {
+            // An Intel 82576 PF bound to vfio-pci; its queues carry the underlay.
+            let mut nic = nicdrv::igb::open_vfio(pci, pool.clone(), Default::default())
+                .with_context(|| format!("underlay vfio {pci}"))?;
+            if !nic.wait_link(std::time::Duration::from_secs(5)) {
+                tracing::warn!(pci = %pci, "link still down after 5 s; frames are dropped until it is up");
+            }
+            let mut o = UnderlayOptions::new(nic.mac(), *ip, *port);
+            o.gateway = *gateway;
+            Box::new(
+                L2Underlay::new(Box::new(nic), pool.clone(), o)
+                    .with_context(|| format!("underlay vfio {ip} on {pci}"))?,
+            )
+        }
     };
     let underlay: Box<dyn pkt::Port> = match cfg.host.fault {
         Some(f) => {
@@ -185,7 +205,7 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
             .with_context(|| format!("interface {} (vhost-user {})", i.name, socket.display()))?,
         ),
         other => bail!(
-            "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\"",
+            "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\" or \"vhost-user\"",
             i.name,
             other.kind_name()
         ),

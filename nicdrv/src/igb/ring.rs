@@ -1,0 +1,279 @@
+//! Descriptor rings shared with the device: [`RingMemory`] (volatile access to 16-byte
+//! advanced descriptors), and the receive and transmit ring state machines.
+//!
+//! Ownership follows the descriptor: a slot's [`PktBuf`] stays in the ring while the
+//! device may read or write it, and leaves only after the device wrote DD back.
+
+use std::any::Any;
+use std::ptr::NonNull;
+use std::sync::atomic::{Ordering, fence};
+
+use pkt::PktBuf;
+
+use super::regs::desc;
+
+/// Bytes per advanced descriptor.
+pub const DESC_BYTES: usize = 16;
+
+/// Transmit buffers are split at this boundary (see [`TxRing::post`]).
+const TX_SPLIT: usize = 4096;
+
+/// Memory holding one descriptor ring, visible to the device at [`RingMemory::iova`].
+pub struct RingMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+    iova: u64,
+    _owner: Box<dyn Any + Send>,
+}
+
+impl std::fmt::Debug for RingMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingMemory")
+            .field("len", &self.len)
+            .field("iova", &format_args!("{:#x}", self.iova))
+            .finish()
+    }
+}
+
+// SAFETY: the memory is owned through `_owner` (which is `Send`) and accessed only via
+// `&mut self` or volatile reads; moving it to another thread moves that ownership.
+unsafe impl Send for RingMemory {}
+
+impl RingMemory {
+    /// Wraps `len` bytes at `ptr`, seen by the device at `iova`, kept alive by `owner`.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must be readable and writable, 8-byte aligned, used by nothing but
+    /// this ring and the device, and stay valid for as long as `owner` lives.
+    pub unsafe fn new(ptr: NonNull<u8>, len: usize, iova: u64, owner: Box<dyn Any + Send>) -> Self {
+        Self {
+            ptr,
+            len,
+            iova,
+            _owner: owner,
+        }
+    }
+
+    /// The device-visible address of the ring.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-sized ring (never built by the driver).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Descriptors that fit.
+    pub fn descriptors(&self) -> usize {
+        self.len / DESC_BYTES
+    }
+
+    #[inline]
+    fn qword(&self, slot: usize, word: usize) -> *mut u64 {
+        // Callers index with `slot < descriptors()` and `word < 2`; `assert` here would
+        // cost a branch per access, so the ring code keeps the invariant instead.
+        debug_assert!(slot < self.descriptors() && word < 2);
+        let off = (slot * DESC_BYTES + word * 8).min(self.len - 8);
+        // SAFETY: `off + 8 <= len` (clamped above), so the pointer stays in the mapping.
+        unsafe { self.ptr.as_ptr().add(off).cast::<u64>() }
+    }
+
+    /// Reads qword `word` (0 or 1) of descriptor `slot`; the device may write it.
+    #[inline]
+    pub fn read(&self, slot: usize, word: usize) -> u64 {
+        // SAFETY: `qword` yields an aligned pointer inside the ring; volatile because the
+        // device writes descriptors behind the compiler's back.
+        u64::from_le(unsafe { std::ptr::read_volatile(self.qword(slot, word)) })
+    }
+
+    /// Writes qword `word` of descriptor `slot`.
+    #[inline]
+    pub fn write(&mut self, slot: usize, word: usize, value: u64) {
+        // SAFETY: as in `read`; `&mut self` keeps other Rust writers out.
+        unsafe { std::ptr::write_volatile(self.qword(slot, word), value.to_le()) }
+    }
+}
+
+/// Makes descriptor writes visible to the device before the doorbell that follows.
+///
+/// On x86-64 stores are not reordered with other stores and the uncached MMIO write
+/// is ordered after them, so a compiler fence is enough there; elsewhere the release
+/// fence orders the stores against the MMIO write.
+#[inline]
+pub fn write_barrier() {
+    fence(Ordering::Release);
+}
+
+/// Orders the read of a descriptor's DD bit before reads of its other fields.
+#[inline]
+pub fn read_barrier() {
+    fence(Ordering::Acquire);
+}
+
+/// What a receive descriptor's write-back says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxWriteBack {
+    /// Extended status and errors (low dword of qword 1).
+    pub status_error: u32,
+    /// Bytes written to the buffer.
+    pub length: u16,
+    /// The VLAN tag, when the device stripped one.
+    pub vlan: u16,
+}
+
+impl RxWriteBack {
+    /// Decodes qword 1 of an advanced receive write-back descriptor.
+    #[inline]
+    pub fn from_qword(q: u64) -> Self {
+        Self {
+            status_error: q as u32,
+            length: (q >> 32) as u16,
+            vlan: (q >> 48) as u16,
+        }
+    }
+
+    /// DD: the device is done with the descriptor.
+    #[inline]
+    pub fn done(&self) -> bool {
+        self.status_error & desc::RX_STATUS_DD != 0
+    }
+}
+
+/// The receive ring: one pool buffer per slot, all of them posted except the slot at
+/// the tail, which the driver keeps (the device owns `tail+1 ..= tail-1`, wrapping).
+pub struct RxRing {
+    /// Descriptor memory.
+    pub mem: RingMemory,
+    /// Buffer posted in each slot.
+    pub bufs: Vec<Option<PktBuf>>,
+    /// IOVA of each slot's buffer (where the device writes the frame).
+    pub iovas: Vec<u64>,
+    /// Next slot the device will complete.
+    pub next: usize,
+    /// The tail register's value: the one slot the device does not own.
+    pub tail: usize,
+}
+
+impl RxRing {
+    /// Number of descriptors.
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Writes the read-format descriptor for `slot`: packet buffer address, no header
+    /// buffer. Overwrites the write-back, clearing DD.
+    #[inline]
+    pub fn arm(&mut self, slot: usize) {
+        let iova = self.iovas[slot];
+        self.mem.write(slot, 0, iova);
+        self.mem.write(slot, 1, 0);
+    }
+}
+
+/// The transmit ring: slots `clean..tail` hold frames the device may still read.
+pub struct TxRing {
+    /// Descriptor memory.
+    pub mem: RingMemory,
+    /// Frame in flight in each slot.
+    pub bufs: Vec<Option<PktBuf>>,
+    /// Oldest slot not yet reclaimed.
+    pub clean: usize,
+    /// The tail register's value: the next slot to fill.
+    pub tail: usize,
+}
+
+impl TxRing {
+    /// Number of descriptors.
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.bufs.len()
+    }
+
+    /// Slots that can take a frame now (one stays empty so a full ring differs from an
+    /// empty one).
+    #[inline]
+    pub fn free(&self) -> usize {
+        let used = (self.tail + self.size() - self.clean) % self.size();
+        self.size() - 1 - used
+    }
+
+    /// Frames posted and not yet reclaimed.
+    #[inline]
+    pub fn in_flight(&self) -> usize {
+        (self.tail + self.size() - self.clean) % self.size()
+    }
+
+    /// Descriptors a frame of `len` bytes at `iova` takes: two when it crosses a 4 KiB
+    /// boundary (see [`TxRing::post`]).
+    #[inline]
+    pub fn slots_for(iova: u64, len: usize) -> usize {
+        if (iova as usize % TX_SPLIT) + len > TX_SPLIT {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Writes advanced data descriptors for a frame in one buffer from the tail slot:
+    /// IFCS (the device appends the FCS), RS (write DD back), EOP on the last one.
+    ///
+    /// A buffer that crosses a 4 KiB boundary is given as two segments, one per page.
+    /// The 82576 would take it whole, but QEMU's model maps each TX buffer as one
+    /// piece and drops frames whose pages are not contiguous behind the IOMMU; two
+    /// descriptors cost the hardware nothing. The caller checks [`TxRing::free`]
+    /// against [`TxRing::slots_for`] first.
+    #[inline]
+    pub fn post(&mut self, iova: u64, len: usize, buf: PktBuf) {
+        let first = (TX_SPLIT - iova as usize % TX_SPLIT).min(len);
+        let olinfo = (len as u32) << desc::TX_PAYLEN_SHIFT;
+        let base = desc::TX_DTYP_DATA | desc::TX_CMD_DEXT | desc::TX_CMD_IFCS | desc::TX_CMD_RS;
+        if first < len {
+            let slot = self.tail;
+            self.mem.write(slot, 0, iova);
+            self.mem.write(
+                slot,
+                1,
+                u64::from(first as u32 | base) | (u64::from(olinfo) << 32),
+            );
+            self.bufs[slot] = None;
+            self.tail = (slot + 1) % self.size();
+        }
+        let (seg_iova, seg_len) = if first < len {
+            (iova + first as u64, len - first)
+        } else {
+            (iova, len)
+        };
+        let slot = self.tail;
+        let cmd = seg_len as u32 | base | desc::TX_CMD_EOP;
+        self.mem.write(slot, 0, seg_iova);
+        self.mem
+            .write(slot, 1, u64::from(cmd) | (u64::from(olinfo) << 32));
+        self.bufs[slot] = Some(buf);
+        self.tail = (slot + 1) % self.size();
+    }
+
+    /// Releases the frames whose descriptors the device completed (DD written back),
+    /// oldest first; returns how many descriptors.
+    #[inline]
+    pub fn reclaim(&mut self) -> usize {
+        let mut n = 0;
+        while self.clean != self.tail {
+            let wb = self.mem.read(self.clean, 1);
+            if (wb >> 32) as u32 & desc::TX_STATUS_DD == 0 {
+                break;
+            }
+            // Dropping the buffer returns it to its pool.
+            self.bufs[self.clean] = None;
+            self.clean = (self.clean + 1) % self.size();
+            n += 1;
+        }
+        n
+    }
+}

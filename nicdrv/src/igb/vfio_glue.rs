@@ -1,0 +1,77 @@
+//! The 82576 over VFIO: [`open_vfio`] claims the PF, maps BAR0 and the packet pool,
+//! and hands them to [`IgbPort::new`].
+
+use std::ptr::NonNull;
+
+use pkt::Mempool;
+
+use super::{Dma, IGB_PF_DEVICE_IDS, IgbConfig, IgbError, IgbPort, RingMemory};
+
+/// [`Dma`] through a VFIO container: rings in memfd memory mapped at fresh IOVAs, and
+/// the packet pool mapped whole.
+pub struct VfioDma {
+    container: vfio::Container,
+    pool: vfio::PoolMapping,
+    // Keeps the device fd open for as long as the port lives.
+    _device: vfio::Device,
+}
+
+impl std::fmt::Debug for VfioDma {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VfioDma")
+            .field("pool_iova", &format_args!("{:#x}", self.pool.iova()))
+            .finish()
+    }
+}
+
+impl Dma for VfioDma {
+    fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
+        let region = self.container.alloc_dma(bytes)?;
+        let ptr = NonNull::new(region.memory().as_ptr())
+            .ok_or_else(|| IgbError::Config("DMA memory mapped at address 0".into()))?;
+        let iova = region.iova();
+        // SAFETY: the region is at least `bytes` long (page-rounded), page-aligned,
+        // zeroed, used only by this ring, and kept alive by the box we hand over.
+        Ok(unsafe { RingMemory::new(ptr, bytes, iova, Box::new(region)) })
+    }
+
+    #[inline]
+    fn iova_of(&self, p: *const u8) -> Option<u64> {
+        self.pool.iova_of(p)
+    }
+}
+
+/// Claims the 82576 PF at `bdf` (bound to vfio-pci) and brings it up as a port whose
+/// frames live in `pool`.
+pub fn open_vfio(
+    bdf: &str,
+    pool: Mempool,
+    cfg: IgbConfig,
+) -> Result<IgbPort<vfio::MappedBar, VfioDma>, IgbError> {
+    let container = vfio::Container::new()?;
+    let device = container.open_device(bdf)?;
+    let (vendor, dev_id) = device.ids()?;
+    if vendor != 0x8086 || !IGB_PF_DEVICE_IDS.contains(&dev_id) {
+        return Err(IgbError::NotIgb {
+            bdf: bdf.to_owned(),
+            vendor,
+            device: dev_id,
+        });
+    }
+    if device.can_reset()
+        && let Err(e) = device.reset()
+    {
+        // CTRL.RST in the init sequence resets the MAC anyway.
+        tracing::warn!(device = bdf, error = %e, "function reset failed; relying on the device reset");
+    }
+    device.enable_bus_master()?;
+    let bar = device.map_bar(0)?;
+    let pool_map = container.map_pool(&pool)?;
+    let name = format!("igb:{}", device.address());
+    let dma = VfioDma {
+        container,
+        pool: pool_map,
+        _device: device,
+    };
+    IgbPort::new(&name, bar, dma, pool, cfg)
+}

@@ -1,0 +1,502 @@
+//! The VFIO path on a real kernel: a QEMU (TCG) guest with an emulated Intel 82576
+//! behind a virtual intel-iommu (tests/vm/harness.sh), where vnetp's igb driver claims
+//! the PF through vfio-pci and exchanges frames with this test over QEMU's
+//! `-netdev dgram` wire (one Ethernet frame per UDP datagram on loopback).
+//!
+//! Needs QEMU >= 8.0 with the igb device (`sudo scripts/setup.sh` installs it) and a
+//! cached guest kernel (the test builds the cache itself, downloading the kernel
+//! package once). About 10 s per guest boot on two cores.
+
+use std::io::Read;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The guest NIC's MAC (QEMU `-device igb,mac=...`).
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x01];
+/// The host's end of the wire, as the guest payload addresses it.
+const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const GUEST_MAGIC: &[u8; 8] = b"VNETP-GT";
+const HOST_MAGIC: &[u8; 8] = b"VNETP-HT";
+/// Frames each way.
+const FRAMES: u32 = 64;
+
+// Same frame layout as tests/vm/igb_guest.rs.
+fn frame_len(seq: u32) -> usize {
+    60 + (seq as usize * 97) % 1455
+}
+
+fn build(dst: [u8; 6], src: [u8; 6], magic: &[u8; 8], seq: u32) -> Vec<u8> {
+    let len = frame_len(seq);
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(magic);
+    f.extend_from_slice(&seq.to_be_bytes());
+    let header = f.len();
+    f.extend((header..len).map(|i| {
+        (i as u32)
+            .wrapping_mul(7)
+            .wrapping_add(seq.wrapping_mul(13)) as u8
+    }));
+    f
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn harness() -> PathBuf {
+    repo().join("tests/vm/harness.sh")
+}
+
+/// QEMU with igb and the guest image; builds the image cache when missing.
+fn vm_ready() {
+    let has_igb = Command::new("qemu-system-x86_64")
+        .args(["-device", "help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("\"igb\""))
+        .unwrap_or(false);
+    assert!(
+        has_igb,
+        "QEMU with the igb device is missing: run `sudo scripts/setup.sh` (it installs QEMU from bookworm-backports)"
+    );
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(harness())
+        .arg("cache")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tests/vm/harness.sh cache");
+    assert!(
+        out.status.success(),
+        "building the guest image failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds the guest payload as a static binary and returns its path.
+fn guest_payload() -> PathBuf {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "nicdrv",
+            "--example",
+            "igb_vm_guest",
+            "--target",
+            TRIPLE,
+        ])
+        // Only the target's artifacts get these flags (build scripts stay dynamic).
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build for the guest payload");
+    assert!(
+        out.status.success(),
+        "building the static guest payload failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let path = target.join(TRIPLE).join("release/examples/igb_vm_guest");
+    assert!(path.exists(), "no payload at {}", path.display());
+    path
+}
+
+/// A free UDP port on loopback (for QEMU's end of the wire).
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// One guest run: the harness's exit status and its output (serial console included).
+struct GuestRun {
+    status: Option<i32>,
+    output: String,
+}
+
+/// Boots the guest (mode pf-vfio) with a dgram wire whose host end is `host`, runs the
+/// payload with `args`, and calls `on_frame` for every frame the guest sends until the
+/// guest exits. `on_frame` returns frames to send back into the guest.
+fn run_guest(
+    host: &UdpSocket,
+    payload: &Path,
+    args: &[&str],
+    mut on_frame: impl FnMut(&[u8]) -> Vec<Vec<u8>>,
+) -> GuestRun {
+    let host_port = host.local_addr().expect("host addr").port();
+    let qemu_port = free_port();
+    let nic = format!(
+        "-device pcie-root-port,id=rp0,chassis=1,slot=1 \
+         -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={qemu_port},remote.type=inet,remote.host=127.0.0.1,remote.port={host_port} \
+         -device igb,bus=rp0,netdev=n0,mac=52:54:00:12:34:01"
+    );
+    let log = std::env::temp_dir().join(format!(
+        "vnetp-vfio-vm-{}-{qemu_port}.log",
+        std::process::id()
+    ));
+    let mut child = Command::new(harness())
+        .arg("run")
+        .arg("pf-vfio")
+        .arg(payload)
+        .args(args)
+        .env("VM_NIC", nic)
+        .env("VM_TIMEOUT", "120")
+        .env("VM_LOG", &log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tests/vm/harness.sh");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    host.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let mut buf = vec![0u8; 65536];
+    let status = loop {
+        match host.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                for reply in on_frame(&buf[..n]) {
+                    host.send_to(&reply, ("127.0.0.1", qemu_port))
+                        .expect("send to the guest");
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("host socket: {e}"),
+        }
+        if let Some(st) = child.try_wait().expect("wait for the harness") {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+    };
+    let output = format!(
+        "{}{}",
+        out_reader.join().unwrap_or_default(),
+        err_reader.join().unwrap_or_default()
+    );
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(log.with_extension("log.qemu"));
+    GuestRun { status, output }
+}
+
+/// `key=value` from the guest's `guest-result` line.
+fn result_field(output: &str, key: &str) -> Option<u64> {
+    let line = output.lines().find(|l| l.contains("guest-result "))?;
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn igb_pf_on_vfio_exchanges_frames_with_the_host() {
+    vm_ready();
+    let payload = guest_payload();
+    let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
+    let mut from_guest: Vec<Option<usize>> = vec![None; FRAMES as usize];
+    let (mut unexpected, mut replied) = (0, false);
+    let n = FRAMES.to_string();
+    let run = run_guest(
+        &host,
+        &payload,
+        &["--frames", &n, "--host-frames", &n],
+        |f| {
+            let seq = f
+                .get(22..26)
+                .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
+            match seq {
+                Some(s)
+                    if s < FRAMES && f == build(HOST_MAC, GUEST_MAC, GUEST_MAGIC, s).as_slice() =>
+                {
+                    from_guest[s as usize] = Some(f.len());
+                }
+                _ => unexpected += 1,
+            }
+            // Once every guest frame arrived the guest is receiving: answer with ours.
+            if !replied && from_guest.iter().all(Option::is_some) {
+                replied = true;
+                return (0..FRAMES)
+                    .map(|s| build(GUEST_MAC, HOST_MAC, HOST_MAGIC, s))
+                    .collect();
+            }
+            Vec::new()
+        },
+    );
+    let out = &run.output;
+    assert_eq!(run.status, Some(0), "guest run failed:\n{out}");
+    let got: Vec<usize> = from_guest.iter().flatten().copied().collect();
+    assert_eq!(
+        got.len(),
+        FRAMES as usize,
+        "host saw {} of {FRAMES} guest frames:\n{out}",
+        got.len()
+    );
+    let want_bytes: u64 = (0..FRAMES).map(|s| frame_len(s) as u64).sum();
+    assert_eq!(got.iter().map(|&l| l as u64).sum::<u64>(), want_bytes);
+    assert_eq!(unexpected, 0, "unexpected frames on the wire:\n{out}");
+    // The guest's own accounting: driver counters and the device's GPRC/GPTC.
+    assert_eq!(
+        result_field(out, "tx_frames"),
+        Some(u64::from(FRAMES)),
+        "{out}"
+    );
+    assert_eq!(result_field(out, "tx_bytes"), Some(want_bytes), "{out}");
+    assert_eq!(
+        result_field(out, "rx_frames"),
+        Some(u64::from(FRAMES)),
+        "{out}"
+    );
+    assert_eq!(result_field(out, "rx_bytes"), Some(want_bytes), "{out}");
+    assert_eq!(result_field(out, "hw_rx"), Some(u64::from(FRAMES)), "{out}");
+    assert_eq!(result_field(out, "hw_tx"), Some(u64::from(FRAMES)), "{out}");
+    assert!(
+        !out.contains("DMAR: ["),
+        "IOMMU faults in the guest:\n{out}"
+    );
+    assert!(
+        !out.contains("vtd_iommu_translate"),
+        "QEMU saw translation failures:\n{out}"
+    );
+}
+
+#[test]
+fn an_iommu_fault_in_the_guest_fails_the_run() {
+    vm_ready();
+    let payload = guest_payload();
+    let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
+    let run = run_guest(&host, &payload, &["--provoke-fault"], |_| Vec::new());
+    let out = &run.output;
+    assert_eq!(
+        run.status,
+        Some(122),
+        "the harness must turn an IOMMU fault into status 122:\n{out}"
+    );
+    assert!(
+        out.contains("DMAR: [DMA Read") && out.contains("fault addr 0xdead0000"),
+        "the guest kernel must log the fault:\n{out}"
+    );
+}
+
+/// The guest script of one side of the two-guest overlay test: `vnetp run` with a vfio
+/// underlay on the 82576 and a tap interface, then ping and a checksummed TCP transfer
+/// from side 2 to side 1 across the overlay.
+fn overlay_guest_script(me: u8, peer: u8) -> String {
+    const SCRIPT: &str = r#"
+cat > /tmp/h.toml <<'CFG'
+[host]
+name = "h@ME@"
+underlay = { kind = "vfio", pci = "0000:01:00.0", ip = "10.0.0.@ME@", port = 9000 }
+control = "/tmp/h.sock"
+
+[[link]]
+name = "peer"
+peer = "10.0.0.@PEER@:9000"
+encap = "vnetp"
+
+[[interface]]
+name = "vm0"
+kind = "tap"
+mac = "52:54:00:aa:00:0@ME@"
+
+[[route]]
+src = "any"
+dst = "52:54:00:aa:00:0@PEER@"
+to = { link = "peer" }
+
+[[route]]
+src = "any"
+dst = "ff:ff:ff:ff:ff:ff"
+to = { link = "peer" }
+
+[[route]]
+src = "any"
+dst = "52:54:00:aa:00:0@ME@"
+to = { interface = "vm0" }
+
+[[route]]
+src = "any"
+dst = "ff:ff:ff:ff:ff:ff"
+to = { interface = "vm0" }
+CFG
+ip link set lo up
+/opt/vnetp run --config /tmp/h.toml > /tmp/vnetp.log 2>&1 &
+i=0; while [ $i -lt 100 ] && ! ip link show vm0 >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
+ip addr add 192.168.77.@ME@/24 dev vm0 && ip link set vm0 up || { cat /tmp/vnetp.log; exit 2; }
+# 38893 bytes. Larger transfers stall at 78848 bytes in these TCG guests, with the
+# UDP underlay over the kernel's igb driver just the same (so not in the vfio path):
+# an open issue of the tap/engine path, tracked separately.
+seq 1 8000 > /tmp/data
+if [ @ME@ = 1 ]; then nc -l -p 5000 > /tmp/recv & ncpid=$!; else nc -l -p 5001 > /tmp/ack & fi
+ok=0
+for i in $(seq 1 40); do if ping -c 1 -W 2 192.168.77.@PEER@ >/dev/null 2>&1; then ok=1; break; fi; done
+[ $ok = 1 ] || { echo "guest: no reply from the peer"; cat /tmp/vnetp.log; exit 3; }
+ping -c 3 -W 3 192.168.77.@PEER@; pingrc=$?
+if [ @ME@ = 1 ]; then
+  want=$(wc -c < /tmp/data); i=0
+  while [ $i -lt 600 ] && [ $(wc -c < /tmp/recv) -lt $want ]; do sleep 0.1; i=$((i+1)); done
+  kill $ncpid
+  got=$(md5sum < /tmp/recv | cut -d' ' -f1); exp=$(md5sum < /tmp/data | cut -d' ' -f1)
+  echo done | nc 192.168.77.@PEER@ 5001
+  echo "guest-result side=1 ping=$pingrc bytes=$(wc -c < /tmp/recv)/$want md5=$got expected=$exp"
+  /opt/vnetp ctl --socket /tmp/h.sock stats
+  [ $pingrc = 0 ] && [ "$got" = "$exp" ]
+else
+  nc 192.168.77.1 5000 < /tmp/data
+  # Stay up until side 1 has everything (powering off would drop unsent data).
+  i=0; while [ $i -lt 600 ] && ! grep -q done /tmp/ack; do sleep 0.1; i=$((i+1)); done
+  echo "guest-result side=2 ping=$pingrc"
+  /opt/vnetp ctl --socket /tmp/h.sock stats
+  [ $pingrc = 0 ]
+fi
+"#;
+    SCRIPT
+        .replace("@ME@", &me.to_string())
+        .replace("@PEER@", &peer.to_string())
+}
+
+/// Builds `vnetp` itself as a static binary for the guests; returns a stripped copy.
+fn guest_vnetp() -> PathBuf {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "vnetp",
+            "--bin",
+            "vnetp",
+            "--target",
+            TRIPLE,
+        ])
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build for the guest vnetp");
+    assert!(
+        out.status.success(),
+        "building the static vnetp failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let built = target.join(TRIPLE).join("release/vnetp");
+    // A smaller initramfs boots faster; the copy keeps the build's file untouched.
+    let dir = std::env::temp_dir().join(format!("vnetp-vfio-vm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let copy = dir.join("vnetp");
+    std::fs::copy(&built, &copy).expect("copy vnetp");
+    let _ = Command::new("strip").arg(&copy).status();
+    copy
+}
+
+#[test]
+fn two_guests_run_the_overlay_on_vfio_underlays() {
+    vm_ready();
+    let vnetp = guest_vnetp();
+    let (pa, pb) = (free_port(), free_port());
+    let nic = |local: u16, remote: u16, n: u8| {
+        format!(
+            "-device pcie-root-port,id=rp0,chassis=1,slot=1 \
+             -netdev dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={local},remote.type=inet,remote.host=127.0.0.1,remote.port={remote} \
+             -device igb,bus=rp0,netdev=n0,mac=52:54:00:12:34:0{n}"
+        )
+    };
+    let run = |me: u8, peer: u8, nic: String| {
+        let vnetp = vnetp.clone();
+        std::thread::spawn(move || {
+            let out = Command::new(harness())
+                .arg("run")
+                .arg("pf-vfio")
+                .arg(format!("sh:{}", overlay_guest_script(me, peer)))
+                .env("VM_NIC", nic)
+                .env("VM_FILES", &vnetp)
+                .env("VM_TIMEOUT", "170")
+                .stdin(Stdio::null())
+                .output()
+                .expect("start tests/vm/harness.sh");
+            GuestRun {
+                status: out.status.code(),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
+        })
+    };
+    let a = run(1, 2, nic(pa, pb, 1));
+    let b = run(2, 1, nic(pb, pa, 2));
+    let (a, b) = (a.join().expect("guest 1"), b.join().expect("guest 2"));
+    let _ = std::fs::remove_dir_all(vnetp.parent().unwrap_or(Path::new("/nonexistent")));
+    let both = format!(
+        "--- guest 1 ---\n{}\n--- guest 2 ---\n{}",
+        a.output, b.output
+    );
+    assert_eq!(a.status, Some(0), "guest 1 (receiver) failed:\n{both}");
+    assert_eq!(b.status, Some(0), "guest 2 (sender) failed:\n{both}");
+    let line = a
+        .output
+        .lines()
+        .find(|l| l.contains("guest-result side=1"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("ping=0") && line.contains("bytes=38893/38893"),
+        "{both}"
+    );
+    assert!(!both.contains("DMAR: ["), "IOMMU faults:\n{both}");
+}
+
+#[test]
+fn msix_vector_0_is_routed_to_its_eventfd() {
+    vm_ready();
+    let payload = guest_payload();
+    let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
+    let run = run_guest(&host, &payload, &["--msix"], |_| Vec::new());
+    let out = &run.output;
+    assert_eq!(run.status, Some(0), "guest run failed:\n{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("guest-msix "))
+        .unwrap_or_default();
+    // VFIO routes the vector and its trigger reaches the eventfd. Whether the device
+    // itself fires it is printed (`device_fired`), not required: under QEMU 10's igb
+    // an IMS/ICS write from the PF did not raise vector 0 here (open question).
+    assert!(
+        line.contains("before=0") && line.contains("routed=true") && !line.contains("triggered=0"),
+        "{out}"
+    );
+}
