@@ -421,5 +421,35 @@ fn engine_round(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route_lookup, encapsulation, engine_round);
+/// Link encryption: seal on the sender plus open on the receiver, per frame.
+fn link_crypto(c: &mut Criterion) {
+    use overlay::crypto::LinkCrypto;
+    let pool = Mempool::new(8, 2048).expect("mempool");
+    let key = [7u8; 32];
+    let mut g = c.benchmark_group("crypto");
+    g.throughput(Throughput::Elements(1));
+    for len in [64usize, 1500] {
+        let (mut tx, mut rx) = (LinkCrypto::new(&key), LinkCrypto::new(&key));
+        let mut buf = pool.alloc().expect("a free buffer");
+        buf.extend_from_slice(&frame(remote_mac(0), local_mac(0), len))
+            .expect("frame fits");
+        g.bench_function(format!("seal_open_{len}B"), |b| {
+            b.iter(|| {
+                tx.seal(&mut buf).expect("room for header and tag");
+                rx.open(&mut buf).expect("authentic");
+                black_box(buf.len())
+            })
+        });
+        assert_eq!(buf.len(), len, "seal+open is the identity");
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    route_lookup,
+    encapsulation,
+    engine_round,
+    link_crypto
+);
 criterion_main!(benches);
