@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use volatile::VolatilePtr;
 
 use crate::container::{Container, owned};
 use crate::sys;
@@ -498,24 +499,36 @@ impl MappedBar {
         offset.is_multiple_of(4) && offset.checked_add(4).is_some_and(|end| end <= self.len)
     }
 
-    /// Reads the 32-bit register at byte `offset`.
+    /// The register at byte `offset` as a volatile pointer (the `volatile` crate), or
+    /// `None` outside the BAR or unaligned.
     #[inline]
-    pub fn read32(&self, offset: usize) -> u32 {
+    fn register(&self, offset: usize) -> Option<VolatilePtr<'_, u32>> {
         if !self.in_range(offset) {
-            return u32::MAX;
+            return None;
         }
-        // SAFETY: `offset` is aligned and inside the mapping, which lives as long as self.
-        unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(offset).cast::<u32>()) }
+        // SAFETY: `offset` is 4-byte aligned and the 4 bytes lie inside the mapping (just
+        // checked), which lives as long as `self`, so the pointer is valid, aligned and
+        // non-null for the borrow's lifetime; MMIO is only ever touched volatilely.
+        Some(unsafe {
+            VolatilePtr::new(NonNull::new_unchecked(
+                self.ptr.as_ptr().add(offset).cast::<u32>(),
+            ))
+        })
     }
 
-    /// Writes the 32-bit register at byte `offset`.
+    /// Reads the 32-bit register at byte `offset` (all ones outside the BAR, as a bus
+    /// read of an absent device returns).
+    #[inline]
+    pub fn read32(&self, offset: usize) -> u32 {
+        self.register(offset).map_or(u32::MAX, VolatilePtr::read)
+    }
+
+    /// Writes the 32-bit register at byte `offset` (ignored outside the BAR).
     #[inline]
     pub fn write32(&self, offset: usize, value: u32) {
-        if !self.in_range(offset) {
-            return;
+        if let Some(r) = self.register(offset) {
+            r.write(value);
         }
-        // SAFETY: as in `read32`.
-        unsafe { std::ptr::write_volatile(self.ptr.as_ptr().add(offset).cast::<u32>(), value) }
     }
 }
 
