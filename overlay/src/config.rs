@@ -151,7 +151,7 @@ pub struct LinkConfig {
     pub peer: SocketAddr,
     /// Encapsulation.
     pub encap: Encap,
-    /// ChaCha20-Poly1305 key: frames on this link are encrypted and authenticated.
+    /// AES-256-GCM key: frames on this link are encrypted and authenticated.
     pub key: Option<crate::crypto::LinkKey>,
     /// Largest IP packet this link carries whole (default 1500). TCP frames a guest or
     /// tap hands over as one large TSO frame are cut to fit; set 65000 on both ends to
