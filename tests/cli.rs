@@ -222,3 +222,46 @@ fn rustix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+#[test]
+fn prometheus_metrics_are_served_when_configured() {
+    use std::io::{Read, Write};
+    let sock = std::env::temp_dir().join(format!("vnetp-cli-{}/metrics.sock", std::process::id()));
+    // A port of our own on loopback, from the pid, away from the usual ones.
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let p = tmp(
+        "metrics.toml",
+        &GOOD.replace(
+            "[host]\n",
+            &format!(
+                "[host]\ncontrol = \"{}\"\nmetrics = \"127.0.0.1:{port}\"\n",
+                sock.display()
+            ),
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vnetp"))
+        .args(["run", "--config", p.to_str().unwrap_or_default()])
+        .spawn()
+        .expect("daemon");
+    let mut body = String::new();
+    let got = (0..250).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        body.clear();
+        s.read_to_string(&mut body).is_ok() && body.starts_with("HTTP/1.0 200 OK")
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(got, "no metrics answer: {body}");
+    assert!(body.contains("text/plain; version=0.0.4"), "{body}");
+    assert!(
+        body.contains("vnetp_link_packets_total{host=\"a\",link=\"b\",direction=\"tx\"} 0"),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE vnetp_drops_total counter"), "{body}");
+}

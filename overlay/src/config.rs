@@ -63,6 +63,8 @@ pub struct HostConfig {
     pub underlay: UnderlayConfig,
     /// Path of the control socket, if any.
     pub control: Option<PathBuf>,
+    /// Where Prometheus text metrics are served (`metrics = "127.0.0.1:9100"`).
+    pub metrics: Option<SocketAddr>,
     /// Who moves packets.
     pub dispatch: Dispatch,
     /// Faults to inject on the underlay (`[host.fault]`, for tests and chaos runs).
@@ -232,6 +234,7 @@ struct RawHost {
     name: S<String>,
     underlay: S<RawUnderlay>,
     control: Option<S<String>>,
+    metrics: Option<S<String>>,
     dispatch: Option<S<String>>,
     fault: Option<S<RawFault>>,
 }
@@ -729,6 +732,12 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
     });
     let control = control.transpose()?;
+    let metrics = match &host_r.metrics {
+        None => None,
+        Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
+            cx.err(m.span(), format!("expected IP:PORT for the metrics endpoint, such as \"127.0.0.1:9100\", got {:?}", m.get_ref()))
+        })?),
+    };
     let fault = host_r
         .fault
         .as_ref()
@@ -848,6 +857,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             name,
             underlay,
             control,
+            metrics,
             dispatch,
             fault,
         },

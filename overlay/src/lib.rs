@@ -16,6 +16,7 @@ mod ctl;
 pub mod encap;
 pub mod engine;
 pub mod link;
+pub mod metrics;
 pub mod route;
 pub mod server;
 pub mod types;

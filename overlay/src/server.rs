@@ -42,6 +42,45 @@ pub enum ServerError {
     InUse(PathBuf),
 }
 
+/// A way to send commands to the engine thread from any other thread (control socket
+/// clients, the metrics endpoint). Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Request>,
+    waker: Arc<OwnedFd>,
+}
+
+impl EngineHandle {
+    /// Sends `cmd` and waits up to `wait` for the engine's answer.
+    pub fn call(&self, cmd: crate::control::Command, wait: Duration) -> Result<String, String> {
+        let (rtx, rrx) = mpsc::channel();
+        if self.tx.send(Request { cmd, reply: rtx }).is_err() {
+            return Err("the engine has stopped".to_string());
+        }
+        let _ = rustix::io::write(&*self.waker, &[1]);
+        rrx.recv_timeout(wait)
+            .unwrap_or_else(|_| Err("the engine did not answer".to_string()))
+    }
+}
+
+/// A channel to the engine: the handle for other threads, the end the engine polls.
+pub fn engine_channel() -> std::io::Result<(EngineHandle, EngineEnd)> {
+    let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+    )?;
+    let (tx, rx) = mpsc::channel();
+    Ok((
+        EngineHandle {
+            tx,
+            waker: Arc::new(wake_tx),
+        },
+        EngineEnd {
+            requests: rx,
+            waker: wake_rx,
+        },
+    ))
+}
+
 /// The engine's end: requests to apply and the fd that wakes its poll.
 pub struct EngineEnd {
     /// Requests from clients.
@@ -59,7 +98,7 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds `path` (mode 0600; creates the parent directory) and serves it on a thread.
-    pub fn start(path: &Path) -> Result<(Self, EngineEnd), ServerError> {
+    pub fn start(path: &Path, engine: EngineHandle) -> Result<Self, ServerError> {
         let io = |source| ServerError::Io {
             path: path.to_path_buf(),
             source,
@@ -80,29 +119,17 @@ impl ControlServer {
         let listener = bound.map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         listener.set_nonblocking(true).map_err(io)?;
-        let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
-            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-        )
-        .map_err(|e| io(e.into()))?;
-        let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
-        let wake_tx = Arc::new(wake_tx);
         let thread = std::thread::Builder::new()
             .name("vnetp-control".into())
-            .spawn(move || accept_loop(listener, tx, wake_tx, stop2))
+            .spawn(move || accept_loop(listener, engine, stop2))
             .map_err(io)?;
-        Ok((
-            Self {
-                path: path.to_path_buf(),
-                stop,
-                thread: Some(thread),
-            },
-            EngineEnd {
-                requests: rx,
-                waker: wake_rx,
-            },
-        ))
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -116,12 +143,7 @@ impl Drop for ControlServer {
     }
 }
 
-fn accept_loop(
-    listener: UnixListener,
-    tx: mpsc::Sender<Request>,
-    waker: Arc<OwnedFd>,
-    stop: Arc<AtomicBool>,
-) {
+fn accept_loop(listener: UnixListener, engine: EngineHandle, stop: Arc<AtomicBool>) {
     let clients = Arc::new(AtomicUsize::new(0));
     let me = rustix::process::geteuid();
     while !stop.load(Ordering::Relaxed) {
@@ -145,16 +167,12 @@ fn accept_loop(
                     continue;
                 }
                 clients.fetch_add(1, Ordering::Relaxed);
-                let (tx, waker, clients, stop) = (
-                    tx.clone(),
-                    Arc::clone(&waker),
-                    Arc::clone(&clients),
-                    Arc::clone(&stop),
-                );
+                let (engine, clients, stop) =
+                    (engine.clone(), Arc::clone(&clients), Arc::clone(&stop));
                 let spawned = std::thread::Builder::new()
                     .name("vnetp-ctl-client".into())
                     .spawn(move || {
-                        serve_client(stream, &tx, &waker, &stop);
+                        serve_client(stream, &engine, &stop);
                         clients.fetch_sub(1, Ordering::Relaxed);
                     });
                 if spawned.is_err() {
@@ -172,12 +190,7 @@ fn accept_loop(
     }
 }
 
-fn serve_client(
-    stream: UnixStream,
-    tx: &mpsc::Sender<Request>,
-    waker: &OwnedFd,
-    stop: &AtomicBool,
-) {
+fn serve_client(stream: UnixStream, engine: &EngineHandle, stop: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let Ok(write_half) = stream.try_clone() else {
@@ -211,14 +224,7 @@ fn serve_client(
                         }
                         _ => Duration::from_secs(10),
                     };
-                    let (rtx, rrx) = mpsc::channel();
-                    if tx.send(Request { cmd, reply: rtx }).is_err() {
-                        Err("the engine has stopped".to_string())
-                    } else {
-                        let _ = rustix::io::write(waker, &[1]);
-                        rrx.recv_timeout(wait)
-                            .unwrap_or_else(|_| Err("the engine did not answer".to_string()))
-                    }
+                    engine.call(cmd, wait)
                 }
             },
         };

@@ -31,9 +31,10 @@ impl Engine {
         if new.host.name != old.host.name
             || new.host.underlay != old.host.underlay
             || new.host.control != old.host.control
+            || new.host.metrics != old.host.metrics
         {
             return Err(
-                "[host] name, underlay or control changed: restart the daemon to apply that".into(),
+                "[host] name, underlay, control or metrics changed: restart the daemon to apply that".into(),
             );
         }
 

@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use nicdrv::{AfPacketPort, AfXdpOptions, AfXdpPort, TapPort, UdpPort};
 use overlay::config::{self, Config, InterfaceConfig, InterfaceKind, RawKind, UnderlayConfig};
 use overlay::engine::{Engine, InterfaceFactory};
-use overlay::server::ControlServer;
+use overlay::metrics::MetricsServer;
+use overlay::server::{ControlServer, engine_channel};
 use overlay::underlay::{L2Underlay, UnderlayOptions};
 use pkt::{HEADROOM, Mempool};
 
@@ -159,10 +160,21 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
     }
+    let (handle, end) = engine_channel().context("engine channel")?;
     let control = match &cfg.host.control {
-        Some(p) => Some(ControlServer::start(p)?),
+        Some(p) => Some(ControlServer::start(p, handle.clone())?),
         None => None,
     };
+    let metrics = match cfg.host.metrics {
+        Some(addr) => {
+            let m = MetricsServer::start(addr, handle.clone())
+                .with_context(|| format!("metrics endpoint {addr}"))?;
+            tracing::info!(addr = %m.local_addr(), "serving Prometheus metrics");
+            Some(m)
+        }
+        None => None,
+    };
+    drop(handle);
     tracing::info!(
         host = %cfg.host.name,
         underlay = cfg.host.underlay.kind_name(),
@@ -171,11 +183,9 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
         routes = cfg.routes.len(),
         "running"
     );
-    engine.run(
-        &stop,
-        control.as_ref().map(|(_, end)| (&end.requests, &end.waker)),
-    );
+    engine.run(&stop, Some((&end.requests, &end.waker)));
     tracing::info!(host = %cfg.host.name, "stopped");
+    drop(metrics);
     drop(control);
     Ok(())
 }
