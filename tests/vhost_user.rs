@@ -4,7 +4,7 @@
 //! backend against our frontend). Needs root (CI runs as root); the testpmd tests need
 //! `dpdk-testpmd` (Debian package dpdk-dev, installed by scripts/setup.sh).
 //!
-//! Not covered here yet: a real Linux guest in QEMU (needs the guest-kernel harness).
+//! A real Linux guest in QEMU on this backend: tests/vhost_user_guest.rs.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;

@@ -18,6 +18,8 @@
 #                QEMU's own stderr goes to "$VM_LOG.qemu"
 #   VM_TIMEOUT   seconds before QEMU is killed (default 120) -> exit 124
 #   VM_NIC       QEMU arguments for the NIC topology (default: one igb, user netdev)
+#   VM_MEM       guest RAM in MiB (default 512)
+#   VM_MEMFD=1   guest RAM in a shared memfd (needed by vhost-user NICs in VM_NIC)
 #   VM_VFIO_PFS  pf-vfio: bind only the first N PFs;  VM_NUMVFS: VFs per PF (default 2)
 #   VM_ALLOW_DMAR=1  do not fail the run when the guest logged IOMMU (DMAR) faults
 #   VM_FILES     host files (space-separated) copied to the guest's /opt
@@ -33,7 +35,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 VM_CACHE=${VM_CACHE:-$REPO/.cache/vm}
 # Modules the guest loads, in dependency order computed by `modprobe --show-depends`.
-GUEST_MODULES=(igb vfio_iommu_type1 vfio-pci tun)
+# virtio_net (with virtio_pci) serves the vhost-user guests of tests/vhost_user_guest.rs.
+GUEST_MODULES=(igb vfio_iommu_type1 vfio-pci tun virtio_pci virtio_net)
 DEFAULT_NIC=(-device pcie-root-port,id=rp0,chassis=1,slot=1 -netdev user,id=n0
     -device igb,bus=rp0,netdev=n0,mac=52:54:00:12:34:01)
 
@@ -228,6 +231,12 @@ cmd_run() {
     local nic=("${DEFAULT_NIC[@]}")
     # shellcheck disable=SC2206 # VM_NIC is a list of QEMU words on purpose
     [ -n "${VM_NIC:-}" ] && nic=(${VM_NIC})
+    local mem=${VM_MEM:-512} memory=()
+    [[ $mem =~ ^[0-9]+$ ]] || fail "VM_MEM must be a number of MiB"
+    # A vhost-user backend maps guest RAM itself: it must be a shared, passable fd.
+    if [ "${VM_MEMFD:-0}" = 1 ]; then
+        memory=(-object "memory-backend-memfd,id=mem0,size=${mem}M,share=on" -numa node,memdev=mem0)
+    fi
     # no_timer_check: under a loaded TCG host the kernel's IO-APIC timer probe can
     # miss its window and, with interrupt remapping on, panics ("timer doesn't work
     # through Interrupt-remapped IO-APIC"); the probe proves nothing for our tests.
@@ -236,7 +245,7 @@ cmd_run() {
         rc=0
         : >"$log"
         timeout --kill-after=5 "${VM_TIMEOUT:-120}" qemu-system-x86_64 \
-            -accel tcg -M q35 -cpu max -smp 1 -m 512 -nodefaults -display none -no-reboot \
+            -accel tcg -M q35 -cpu max -smp 1 -m "$mem" "${memory[@]}" -nodefaults -display none -no-reboot \
             -serial "file:$log" -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
             -device intel-iommu,intremap=on,caching-mode=on \
             "${nic[@]}" \

@@ -225,6 +225,14 @@ impl Daemon {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Kills it with SIGKILL, as a crash would, and reaps it: nothing gets cleaned up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops it with SIGTERM; waits up to 5 s, then kills. Returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -342,6 +350,40 @@ impl TwoHosts {
     /// The TOML config of one side: underlay UDP socket, one link to the other side,
     /// one tap interface, unicast and broadcast routes.
     pub fn config(&self, me: &Side, peer: &Side, name: &str, encap: LinkEncap) -> String {
+        let iface = format!(
+            "[[interface]]\nname = \"vm0\"\nkind = \"tap\"\nifname = \"{}\"\nmac = \"{}\"\n",
+            me.tap, me.mac
+        );
+        self.config_with_interface(me, peer, name, encap, &iface)
+    }
+
+    /// [`TwoHosts::config`] with a vhost-user interface listening on `socket` instead of
+    /// the tap: the side's MAC is the guest's, whose VMM connects to `socket`.
+    pub fn vhost_user_config(
+        &self,
+        me: &Side,
+        peer: &Side,
+        name: &str,
+        encap: LinkEncap,
+        socket: &Path,
+    ) -> String {
+        let iface = format!(
+            "[[interface]]\nname = \"vm0\"\nkind = \"vhost-user\"\nsocket = \"{}\"\nmac = \"{}\"\n",
+            socket.display(),
+            me.mac
+        );
+        self.config_with_interface(me, peer, name, encap, &iface)
+    }
+
+    /// A side's config around one interface block named `vm0`.
+    fn config_with_interface(
+        &self,
+        me: &Side,
+        peer: &Side,
+        name: &str,
+        encap: LinkEncap,
+        iface: &str,
+    ) -> String {
         let port = match encap {
             LinkEncap::Vnetp => 9000,
             LinkEncap::Vxlan(_) => 4789,
@@ -365,11 +407,7 @@ impl TwoHosts {
                 let _ = writeln!(s, "encap = \"vxlan\"\nvni = {vni}\n");
             }
         }
-        let _ = writeln!(
-            s,
-            "[[interface]]\nname = \"vm0\"\nkind = \"tap\"\nifname = \"{}\"\nmac = \"{}\"\n",
-            me.tap, me.mac
-        );
+        let _ = writeln!(s, "{iface}");
         for (dst, to) in [
             (peer.mac.as_str(), "{ link = \"peer\" }"),
             ("ff:ff:ff:ff:ff:ff", "{ link = \"peer\" }"),
