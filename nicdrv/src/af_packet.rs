@@ -19,9 +19,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{Ordering, fence};
 
 use pkt::wire::MacAddr;
-use pkt::{
-    BATCH_MAX, Batch, DropCounter, HEADROOM, Mempool, Offloads, Port, PortCaps, PortKind, PortStats,
-};
+use pkt::{BATCH_MAX, Batch, HEADROOM, Mempool, Offloads, Port, PortCaps, PortKind, PortStats};
 use rustix::io::Errno;
 
 /// `ETH_P_ALL` in network byte order, as `sockaddr_ll` and `socket(2)` want it.
@@ -699,20 +697,17 @@ impl Port for AfPacketPort {
 
     fn stats(&self) -> PortStats {
         let c = &self.c;
-        let drop = |name, count| DropCounter { name, count };
-        PortStats {
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            drops: vec![
-                drop("rx_truncated", c.rx_truncated),
-                drop("rx_no_buffer", c.rx_no_buffer),
-                drop("rx_kernel_dropped", self.read_kernel_drops()),
-                drop("tx_too_big", c.tx_too_big),
-                drop("tx_error", c.tx_error),
+        PortStats::new(
+            (c.rx_packets, c.rx_bytes),
+            (c.tx_packets, c.tx_bytes),
+            &[
+                ("rx_truncated", c.rx_truncated),
+                ("rx_no_buffer", c.rx_no_buffer),
+                ("rx_kernel_dropped", self.read_kernel_drops()),
+                ("tx_too_big", c.tx_too_big),
+                ("tx_error", c.tx_error),
             ],
-        }
+        )
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {

@@ -34,7 +34,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use pkt::wire::MacAddr;
-use pkt::{Batch, DropCounter, HEADROOM, Mempool, Offloads, Port, PortCaps, PortKind, PortStats};
+use pkt::{Batch, HEADROOM, Mempool, Offloads, Port, PortCaps, PortKind, PortStats};
 use rustix::io::Errno;
 
 use crate::af_packet::{AfPacketError, IfInfo, interface_info};
@@ -1055,21 +1055,18 @@ impl Port for AfXdpPort {
     fn stats(&self) -> PortStats {
         let c = &self.c;
         let st = self.xdp_stats();
-        let drop = |name, count| DropCounter { name, count };
-        PortStats {
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            drops: vec![
-                drop("rx_truncated", c.rx_truncated),
-                drop("rx_no_buffer", c.rx_no_buffer),
-                drop("rx_kernel_dropped", st.rx_dropped),
-                drop("rx_ring_full", st.rx_ring_full),
-                drop("tx_too_big", c.tx_too_big),
-                drop("tx_ring_full", c.tx_ring_full),
+        PortStats::new(
+            (c.rx_packets, c.rx_bytes),
+            (c.tx_packets, c.tx_bytes),
+            &[
+                ("rx_truncated", c.rx_truncated),
+                ("rx_no_buffer", c.rx_no_buffer),
+                ("rx_kernel_dropped", st.rx_dropped),
+                ("rx_ring_full", st.rx_ring_full),
+                ("tx_too_big", c.tx_too_big),
+                ("tx_ring_full", c.tx_ring_full),
             ],
-        }
+        )
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {

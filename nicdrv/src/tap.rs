@@ -15,8 +15,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use pkt::{
-    Batch, DropCounter, HEADROOM, Mempool, OffloadMeta, Offloads, PktBuf, Port, PortCaps, PortKind,
-    PortStats,
+    Batch, HEADROOM, Mempool, OffloadMeta, Offloads, PktBuf, Port, PortCaps, PortKind, PortStats,
 };
 use rustix::io::Errno;
 
@@ -536,22 +535,19 @@ impl Port for TapPort {
 
     fn stats(&self) -> PortStats {
         let c = &self.c;
-        let drop = |name, count| DropCounter { name, count };
-        PortStats {
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            drops: vec![
-                drop("rx_runt", c.rx_runt),
-                drop("rx_truncated", c.rx_truncated),
-                drop("rx_no_buffer", c.rx_no_buffer),
-                drop("rx_error", c.rx_error),
-                drop("tx_runt", c.tx_runt),
-                drop("tx_link_down", c.tx_link_down),
-                drop("tx_error", c.tx_error),
+        PortStats::new(
+            (c.rx_packets, c.rx_bytes),
+            (c.tx_packets, c.tx_bytes),
+            &[
+                ("rx_runt", c.rx_runt),
+                ("rx_truncated", c.rx_truncated),
+                ("rx_no_buffer", c.rx_no_buffer),
+                ("rx_error", c.rx_error),
+                ("tx_runt", c.tx_runt),
+                ("tx_link_down", c.tx_link_down),
+                ("tx_error", c.tx_error),
             ],
-        }
+        )
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {

@@ -17,8 +17,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use pkt::{
-    BATCH_MAX, Batch, DropCounter, HEADROOM, Mempool, Meta, Offloads, PktBuf, Port, PortCaps,
-    PortKind, PortStats,
+    BATCH_MAX, Batch, HEADROOM, Mempool, Meta, Offloads, PktBuf, Port, PortCaps, PortKind,
+    PortStats,
 };
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
@@ -715,24 +715,21 @@ impl Port for UdpPort {
 
     fn stats(&self) -> PortStats {
         let c = &self.c;
-        let drop = |name, count| DropCounter { name, count };
-        PortStats {
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            drops: vec![
-                drop("rx_truncated", c.rx_truncated),
-                drop("rx_no_buffer", c.rx_no_buffer),
-                drop("rx_gro_no_buffer", c.rx_gro_no_buffer),
-                drop("rx_error", c.rx_error),
-                drop("rx_kernel_dropped", c.rx_kernel_dropped),
-                drop("tx_no_address", c.tx_no_address),
-                drop("tx_wrong_family", c.tx_wrong_family),
-                drop("tx_too_big", c.tx_too_big),
-                drop("tx_error", c.tx_error),
+        PortStats::new(
+            (c.rx_packets, c.rx_bytes),
+            (c.tx_packets, c.tx_bytes),
+            &[
+                ("rx_truncated", c.rx_truncated),
+                ("rx_no_buffer", c.rx_no_buffer),
+                ("rx_gro_no_buffer", c.rx_gro_no_buffer),
+                ("rx_error", c.rx_error),
+                ("rx_kernel_dropped", c.rx_kernel_dropped),
+                ("tx_no_address", c.tx_no_address),
+                ("tx_wrong_family", c.tx_wrong_family),
+                ("tx_too_big", c.tx_too_big),
+                ("tx_error", c.tx_error),
             ],
-        }
+        )
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {

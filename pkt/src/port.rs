@@ -89,6 +89,20 @@ pub struct PortStats {
 }
 
 impl PortStats {
+    /// Stats from the four traffic counts and `(name, count)` drop pairs.
+    pub fn new(rx: (u64, u64), tx: (u64, u64), drops: &[(&'static str, u64)]) -> Self {
+        Self {
+            rx_packets: rx.0,
+            rx_bytes: rx.1,
+            tx_packets: tx.0,
+            tx_bytes: tx.1,
+            drops: drops
+                .iter()
+                .map(|&(name, count)| DropCounter { name, count })
+                .collect(),
+        }
+    }
+
     /// The count of the named drop counter (0 when the port has no such counter).
     pub fn drop_count(&self, name: &str) -> u64 {
         self.drops
