@@ -11,8 +11,10 @@
 //! for offloads through [`pkt::OffloadMeta`] (the kernel accepts a partial checksum or
 //! a GSO frame from userspace whatever the device's offload flags).
 
+use offload::vnet_hdr::{self, VirtioNetHdr};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use zerocopy::FromBytes;
 
 use pkt::{
     Batch, HEADROOM, Mempool, OffloadMeta, Offloads, PktBuf, Port, PortCaps, PortKind, PortStats,
@@ -23,7 +25,7 @@ use crate::NicError;
 
 /// Bytes of the virtio-net header on every tap frame (`struct virtio_net_hdr_v1`:
 /// the legacy 10-byte header plus `num_buffers`).
-const VNET_HDR_LEN: usize = 12;
+const VNET_HDR_LEN: usize = vnet_hdr::LEN;
 /// An Ethernet header: the shortest frame the kernel can make sense of.
 const ETH_HLEN: usize = 14;
 /// What an Ethernet frame adds to the L3 MTU: header plus one 802.1Q tag.
@@ -33,31 +35,19 @@ const IFNAMSIZ: usize = libc::IFNAMSIZ;
 /// MTU range a tap accepts (`ETH_MIN_MTU`..=`MAX_MTU` in drivers/net/tun.c).
 const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
 
-/// Parses the 12-byte little-endian virtio-net header in front of a received frame.
-///
-/// Private and small on purpose: `offload::vnet_hdr` is the shared implementation.
+/// Parses the 12-byte little-endian virtio-net header in front of a received frame
+/// (`offload::vnet_hdr` owns the layout; the kernel's header is taken as it is).
 fn parse_vnet_hdr(b: &[u8; VNET_HDR_LEN]) -> OffloadMeta {
-    let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-    OffloadMeta {
-        flags: b[0],
-        gso_type: b[1],
-        hdr_len: u16_at(2),
-        gso_size: u16_at(4),
-        csum_start: u16_at(6),
-        csum_offset: u16_at(8),
-    }
+    // Cannot fail: the array is exactly one header long.
+    VirtioNetHdr::read_from_bytes(b).map_or_else(|_| OffloadMeta::default(), |h| h.to_meta())
 }
 
 /// Builds the 12-byte little-endian virtio-net header for a frame to send
 /// (`num_buffers` is receive-only and written as 0).
 fn emit_vnet_hdr(m: &OffloadMeta) -> [u8; VNET_HDR_LEN] {
     let mut b = [0u8; VNET_HDR_LEN];
-    b[0] = m.flags;
-    b[1] = m.gso_type;
-    b[2..4].copy_from_slice(&m.hdr_len.to_le_bytes());
-    b[4..6].copy_from_slice(&m.gso_size.to_le_bytes());
-    b[6..8].copy_from_slice(&m.csum_start.to_le_bytes());
-    b[8..10].copy_from_slice(&m.csum_offset.to_le_bytes());
+    // Cannot fail: the array is exactly one header long.
+    let _ = vnet_hdr::emit(m, 0, &mut b);
     b
 }
 
