@@ -695,7 +695,8 @@ impl Engine {
                     continue;
                 }
             };
-            if vxlan && crate::encap::vxlan_pull(&mut buf).is_err() {
+            // `classify` checked the VXLAN header: only strip it here.
+            if vxlan && buf.strip_front(pkt::wire::vxlan::HEADER_LEN).is_err() {
                 self.drops.rx_bad_vxlan += 1;
                 continue;
             }

@@ -226,7 +226,8 @@ impl LinkTable {
     }
 
     /// Finds the link a datagram from `src` with this payload belongs to. For a VXLAN
-    /// link the second value is `true`: the payload starts with a VXLAN header.
+    /// link the second value is `true`: the payload starts with a VXLAN header that has
+    /// been checked (RFC 7348 5: 8 bytes, I flag set), so the caller only strips it.
     #[inline]
     pub fn classify(&self, src: SocketAddr, payload: &[u8]) -> Result<(u16, bool), Unmatched> {
         let src = canonical_addr(src);
@@ -234,11 +235,10 @@ impl LinkTable {
             return Ok((slot, false));
         }
         if self.vxlan_ips.contains_key(&src.ip()) {
-            // RFC 7348 5: flags byte 0x08 (I bit), VNI in bytes 4..7.
-            if payload.len() < 8 || payload[0] & 0x08 == 0 {
-                return Err(Unmatched::BadVxlan);
-            }
-            let vni = u32::from_be_bytes([0, payload[4], payload[5], payload[6]]);
+            let vni = pkt::wire::VxlanRepr::parse(payload)
+                .map_err(|_| Unmatched::BadVxlan)?
+                .0
+                .vni;
             return self
                 .by_vni
                 .get(&(src.ip(), vni))
