@@ -72,6 +72,17 @@ struct Handles {
 }
 
 fn port(pool: &Mempool, name: &str, kind: PortKind) -> (Box<dyn Port>, Handles) {
+    port_with(pool, name, kind, usize::MAX, pkt::Offloads::NONE)
+}
+
+/// An in-memory port that takes at most `tx_room` frames per call and claims `offloads`.
+fn port_with(
+    pool: &Mempool,
+    name: &str,
+    kind: PortKind,
+    tx_room: usize,
+    offloads: pkt::Offloads,
+) -> (Box<dyn Port>, Handles) {
     let h = Handles {
         rx: Default::default(),
         tx: Default::default(),
@@ -82,8 +93,8 @@ fn port(pool: &Mempool, name: &str, kind: PortKind) -> (Box<dyn Port>, Handles) 
         pool: pool.clone(),
         rx: Arc::clone(&h.rx),
         tx: Arc::clone(&h.tx),
-        tx_room: usize::MAX,
-        offloads: pkt::Offloads::NONE,
+        tx_room,
+        offloads,
     };
     (Box::new(p), h)
 }
@@ -269,20 +280,8 @@ fn no_route_is_counted() {
 #[test]
 fn unsent_frames_stay_queued_until_the_port_takes_them() {
     let pool = Mempool::new(256, 2048).unwrap();
-    let h = Handles {
-        rx: Default::default(),
-        tx: Default::default(),
-    };
-    let p = MemPort {
-        name: "u".into(),
-        kind: PortKind::Datagram,
-        pool: pool.clone(),
-        rx: Arc::clone(&h.rx),
-        tx: Arc::clone(&h.tx),
-        tx_room: 0,
-        offloads: pkt::Offloads::NONE,
-    };
-    let mut e = Engine::new("a", pool.clone(), Box::new(p), Dispatch::Adaptive).unwrap();
+    let (p, _h) = port_with(&pool, "u", PortKind::Datagram, 0, pkt::Offloads::NONE);
+    let mut e = Engine::new("a", pool.clone(), p, Dispatch::Adaptive).unwrap();
     let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
     e.add_interface("vm0", "tap", MacAddr(VM0), p0).unwrap();
     e.add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp).unwrap();
@@ -616,29 +615,17 @@ fn big_world(link_mtu: usize, vm1_tso: bool) -> World {
     let (up, underlay) = port(&pool, "udp", PortKind::Datagram);
     let mut engine = Engine::new("a", pool.clone(), up, Dispatch::Adaptive).unwrap();
     let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
-    let h1 = Handles {
-        rx: Default::default(),
-        tx: Default::default(),
-    };
     let offloads = if vm1_tso {
         pkt::Offloads::TSO4 | pkt::Offloads::TSO6
     } else {
         pkt::Offloads::NONE
     };
-    let p1 = MemPort {
-        name: "vm1".into(),
-        kind: PortKind::Ethernet,
-        pool: pool.clone(),
-        rx: Arc::clone(&h1.rx),
-        tx: Arc::clone(&h1.tx),
-        tx_room: usize::MAX,
-        offloads,
-    };
+    let (p1, h1) = port_with(&pool, "vm1", PortKind::Ethernet, usize::MAX, offloads);
     engine
         .add_interface("vm0", "tap", MacAddr(VM0), p0)
         .unwrap();
     engine
-        .add_interface("vm1", "tap", MacAddr(VM1), Box::new(p1))
+        .add_interface("vm1", "tap", MacAddr(VM1), p1)
         .unwrap();
     let ep = engine
         .add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp)
