@@ -392,11 +392,12 @@ fn runtime_control_routes_capture_and_reload() {
 }
 
 /// A TCP transfer across the overlay completes, byte for byte, while the underlay
-/// drops, reorders, duplicates and corrupts frames (pkt::FaultPort via [host.fault]).
+/// drops, reorders, duplicates, corrupts and delays frames (pkt::FaultPort via
+/// [host.fault]).
 #[test]
 fn tcp_survives_loss_reordering_duplication_and_corruption() {
     let h = hosts("fault", 21, false);
-    let fault = "\n[host.fault]\ndrop = 0.01\nreorder = 0.02\nduplicate = 0.005\ncorrupt = 0.002\nseed = 42\n";
+    let fault = "\n[host.fault]\ndrop = 0.01\nreorder = 0.02\nduplicate = 0.005\ncorrupt = 0.002\ndelay_ms = 3\njitter_ms = 2\nseed = 42\n";
     let ca = h.config(&h.side_a, &h.side_b, "a", LinkEncap::Vnetp) + fault;
     let cb = h.config(&h.side_b, &h.side_a, "b", LinkEncap::Vnetp) + fault;
     let da = h.start_daemon(&h.a, "a", &ca, exe()).expect("daemon a");
@@ -411,6 +412,7 @@ fn tcp_survives_loss_reordering_duplication_and_corruption() {
         "fault_reordered",
         "fault_duplicated",
         "fault_corrupted",
+        "fault_delayed",
     ] {
         assert!(d[k].as_u64().unwrap_or(0) > 0, "{k} never happened: {d}");
     }

@@ -248,6 +248,8 @@ struct RawFault {
     corrupt: Option<S<f64>>,
     flap_up_ms: Option<S<i64>>,
     flap_down_ms: Option<S<i64>>,
+    delay_ms: Option<S<i64>>,
+    jitter_ms: Option<S<i64>>,
     seed: Option<S<i64>>,
 }
 
@@ -907,6 +909,8 @@ fn fault(cx: &Ctx, f: &RawFault) -> Result<pkt::FaultConfig, ConfigError> {
         reorder: p(&f.reorder)?,
         corrupt: p(&f.corrupt)?,
         flap,
+        delay: std::time::Duration::from_millis(ms(&f.delay_ms)?.unwrap_or(0)),
+        jitter: std::time::Duration::from_millis(ms(&f.jitter_ms)?.unwrap_or(0)),
         seed: f.seed.as_ref().map_or(1, |s| *s.get_ref() as u64),
     })
 }

@@ -926,6 +926,14 @@ impl Engine {
         if let Some(w) = waker {
             fds.push(PollFd::new(w, PollFlags::IN));
         }
+        // A port holding frames until a time (fault delay) bounds the sleep.
+        let deadline = std::iter::once(self.underlay.next_deadline())
+            .chain(self.interfaces.iter().flatten().map(|f| f.port.next_deadline()))
+            .flatten()
+            .min();
+        let timeout = deadline.map_or(timeout, |d| {
+            timeout.min(d.saturating_duration_since(Instant::now()))
+        });
         let ts = rustix::event::Timespec::try_from(timeout).unwrap_or(rustix::event::Timespec {
             tv_sec: 0,
             tv_nsec: 100_000_000,

@@ -1,5 +1,5 @@
 //! [`FaultPort`]: a port wrapper that misbehaves on purpose — drops, duplicates,
-//! reorders and corrupts frames and takes the link down — so tests can show that the
+//! reorders, corrupts and delays frames and takes the link down — so tests can show that the
 //! overlay and the traffic it carries survive a bad network. Deterministic for a
 //! given seed. For tests and chaos experiments only; never on by default.
 
@@ -22,6 +22,11 @@ pub struct FaultConfig {
     pub corrupt: f64,
     /// Link flapping: up for `.0`, then down (everything dropped) for `.1`, repeating.
     pub flap: Option<(Duration, Duration)>,
+    /// Hold every received frame this long before delivering it (a slow path).
+    pub delay: Duration,
+    /// Add up to this much more delay per frame, uniformly at random. Frames keep
+    /// their order (a later frame is never due before an earlier one), as on one wire.
+    pub jitter: Duration,
     /// Seed of the pseudo-random sequence.
     pub seed: u64,
 }
@@ -33,7 +38,13 @@ struct Counters {
     reordered: u64,
     corrupted: u64,
     link_down: u64,
+    delayed: u64,
+    delay_overflow: u64,
 }
+
+/// Most frames held back by `delay` at once; past it, frames are dropped and counted
+/// (`fault_delay_overflow`), as a real queue with a limit would.
+pub const DELAY_QUEUE_MAX: usize = 1024;
 
 /// Wraps a port and applies [`FaultConfig`] to what it receives and sends.
 pub struct FaultPort {
@@ -42,6 +53,7 @@ pub struct FaultPort {
     state: u64,
     held: Option<PktBuf>,
     pending: VecDeque<PktBuf>,
+    delayed: VecDeque<(Instant, PktBuf)>,
     scratch: Batch,
     start: Instant,
     counters: Counters,
@@ -56,6 +68,7 @@ impl FaultPort {
             state: cfg.seed | 1,
             held: None,
             pending: VecDeque::with_capacity(4 * BATCH_MAX),
+            delayed: VecDeque::new(),
             scratch: Batch::new(),
             start: Instant::now(),
             counters: Counters::default(),
@@ -68,6 +81,37 @@ impl FaultPort {
         self.state ^= self.state << 25;
         self.state ^= self.state >> 27;
         (self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Queues a frame for delivery: at once, or at `now + delay (+ jitter)`.
+    fn deliver(&mut self, buf: PktBuf, now: Instant) {
+        if self.cfg.delay.is_zero() && self.cfg.jitter.is_zero() {
+            self.pending.push_back(buf);
+            return;
+        }
+        if self.delayed.len() >= DELAY_QUEUE_MAX {
+            self.counters.delay_overflow += 1;
+            return;
+        }
+        let extra = self.cfg.jitter.mul_f64(self.chance());
+        let mut due = now + self.cfg.delay + extra;
+        if let Some((last, _)) = self.delayed.back() {
+            due = due.max(*last);
+        }
+        self.delayed.push_back((due, buf));
+        self.counters.delayed += 1;
+    }
+
+    /// Moves frames whose delay has passed to the delivery queue.
+    fn release_due(&mut self, now: Instant) {
+        while let Some((due, _)) = self.delayed.front() {
+            if *due > now {
+                break;
+            }
+            if let Some((_, buf)) = self.delayed.pop_front() {
+                self.pending.push_back(buf);
+            }
+        }
     }
 
     fn link_up(&self) -> bool {
@@ -92,6 +136,7 @@ impl Port for FaultPort {
             let mut scratch = std::mem::replace(&mut self.scratch, Batch::unallocated());
             let n = self.inner.rx_batch(&mut scratch);
             let up = self.link_up();
+            let now = Instant::now();
             for mut buf in scratch.drain() {
                 if !up {
                     self.counters.link_down += 1;
@@ -114,22 +159,25 @@ impl Port for FaultPort {
                 if self.chance() < self.cfg.duplicate
                     && let Some(copy) = buf.try_clone()
                 {
-                    self.pending.push_back(copy);
+                    self.deliver(copy, now);
                     self.counters.duplicated += 1;
                 }
-                self.pending.push_back(buf);
+                self.deliver(buf, now);
                 // A held frame goes out after the one that overtook it.
                 if let Some(h) = self.held.take() {
-                    self.pending.push_back(h);
+                    self.deliver(h, now);
                 }
             }
             if n == 0 {
                 // Nothing new arrived: a held frame is late, not lost.
                 if let Some(h) = self.held.take() {
-                    self.pending.push_back(h);
+                    self.deliver(h, now);
                 }
             }
             self.scratch = scratch;
+        }
+        if !self.delayed.is_empty() {
+            self.release_due(Instant::now());
         }
         while !batch.is_full() {
             let Some(b) = self.pending.pop_front() else {
@@ -193,12 +241,28 @@ impl Port for FaultPort {
                 name: "fault_link_down",
                 count: c.link_down,
             },
+            DropCounter {
+                name: "fault_delayed",
+                count: c.delayed,
+            },
+            DropCounter {
+                name: "fault_delay_overflow",
+                count: c.delay_overflow,
+            },
         ]);
         s
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         self.inner.poll_fd()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.pending.is_empty(), self.delayed.front()) {
+            (false, _) => Some(Instant::now()),
+            (true, Some((due, _))) => Some(*due),
+            (true, None) => self.held.as_ref().map(|_| Instant::now()),
+        }
     }
 }
 
@@ -357,5 +421,64 @@ mod tests {
         assert_eq!(p.tx_batch(&mut b), 1, "dropped frames count as consumed");
         assert!(b.is_empty());
         assert_eq!(p.stats().drop_count("fault_link_down"), 51);
+    }
+
+    #[test]
+    fn delay_holds_frames_back_in_order_and_reports_when_they_are_due() {
+        let delay = Duration::from_millis(150);
+        let cfg = FaultConfig {
+            delay,
+            jitter: Duration::from_millis(20),
+            seed: 9,
+            ..Default::default()
+        };
+        let mut p = faulty(cfg, 40);
+        let start = Instant::now();
+        let mut b = Batch::new();
+        let mut got = Vec::new();
+        // Read everything the inner port has; nothing may come out before `delay`.
+        for _ in 0..20 {
+            p.rx_batch(&mut b);
+            if start.elapsed() < delay {
+                assert!(b.is_empty(), "a frame came out before its delay");
+            }
+            got.extend(b.drain().map(|f| f.data()[3]));
+        }
+        let due = p.next_deadline().expect("frames are held");
+        assert!(due >= start + delay, "deadline is at least the delay away");
+        while got.len() < 40 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+            p.rx_batch(&mut b);
+            got.extend(b.drain().map(|f| f.data()[3]));
+        }
+        assert_eq!(got, (0..40).collect::<Vec<u8>>(), "all delivered, in order");
+        assert_eq!(p.stats().drop_count("fault_delayed"), 40);
+        assert_eq!(p.next_deadline(), None);
+    }
+
+    #[test]
+    fn delay_queue_is_bounded_and_overflow_is_counted() {
+        let cfg = FaultConfig {
+            delay: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let total = (DELAY_QUEUE_MAX + 100) as u32;
+        let pool = Mempool::new(2048, 256).unwrap();
+        let mut p = FaultPort::new(
+            Box::new(Counter {
+                pool: pool.clone(),
+                next: 0,
+                total,
+                per_call: 64,
+                sent: Vec::new(),
+            }),
+            cfg,
+        );
+        assert!(receive_all(&mut p).is_empty());
+        let s = p.stats();
+        assert_eq!(s.drop_count("fault_delayed"), DELAY_QUEUE_MAX as u64);
+        assert_eq!(s.drop_count("fault_delay_overflow"), 100);
+        drop(p);
+        assert_eq!(pool.available(), 2048, "held frames return to the pool");
     }
 }

@@ -137,4 +137,11 @@ pub trait Port: Send {
     /// A file descriptor that becomes readable when `rx_batch` has work, if the port
     /// has one (kernel sockets, taps, eventfds). Polled ports return `None`.
     fn poll_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// When `rx_batch` will next have work that no file descriptor announces (frames
+    /// a wrapper holds back until a time, a retry timer): a sleeping dispatcher wakes
+    /// by then at the latest. `None` (the default): the poll fd says everything.
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
 }

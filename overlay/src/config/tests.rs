@@ -258,13 +258,25 @@ fn line_col_counts_from_one() {
 fn fault_section_parses_and_checks_probabilities() {
     let c = parse(
         "h.toml",
-        &with("[host.fault]\ndrop = 0.01\nreorder = 0.02\nseed = 9\n"),
+        &with("[host.fault]\ndrop = 0.01\nreorder = 0.02\ndelay_ms = 20\nseed = 9\n"),
     )
     .unwrap();
     let f = c.host.fault.unwrap();
     assert_eq!(
         (f.drop, f.reorder, f.duplicate, f.seed),
         (0.01, 0.02, 0.0, 9)
+    );
+    assert_eq!(
+        (f.delay, f.jitter),
+        (
+            std::time::Duration::from_millis(20),
+            std::time::Duration::ZERO
+        )
+    );
+    assert!(
+        err(&with("[host.fault]\njitter_ms = -1\n"))
+            .message
+            .contains("milliseconds")
     );
     assert!(
         err(&with("[host.fault]\ndrop = 1.5\n"))
