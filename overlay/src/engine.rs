@@ -928,7 +928,12 @@ impl Engine {
         }
         // A port holding frames until a time (fault delay) bounds the sleep.
         let deadline = std::iter::once(self.underlay.next_deadline())
-            .chain(self.interfaces.iter().flatten().map(|f| f.port.next_deadline()))
+            .chain(
+                self.interfaces
+                    .iter()
+                    .flatten()
+                    .map(|f| f.port.next_deadline()),
+            )
             .flatten()
             .min();
         let timeout = deadline.map_or(timeout, |d| {
