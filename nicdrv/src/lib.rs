@@ -15,6 +15,7 @@ pub mod af_packet;
 pub mod af_xdp;
 mod error;
 pub mod igb;
+pub mod ixgbe;
 pub mod tap;
 pub mod udp;
 

@@ -1,0 +1,815 @@
+//! A register-level model of the parts of the 82599 the driver uses, for tests and
+//! benchmarks on a host without the device (QEMU has no 82599).
+//!
+//! BAR0 is an array of registers with the side effects the datasheet gives them:
+//!
+//! - CTRL.RST resets every register, drops the link, and completes only after a few
+//!   more reads of CTRL (reads show RST set until then); EEC.Auto_RD and
+//!   RDRXCTL.DMAIDONE read 0 until it has completed (4.6.3).
+//! - AUTOC.Restart_AN starts negotiation; LINKS.Link_Up shows after a few more LINKS
+//!   reads if the "cable" is plugged (4.6.4). Unplugging drops it at once.
+//! - RXDCTL/TXDCTL.ENABLE read back set one read after they are written (4.6.7, 4.6.8).
+//! - A TDT write makes the device fetch descriptors from TDH to TDT (advanced context
+//!   and data descriptors, TCP/UDP checksum insertion), put each frame on a wire the
+//!   test reads, and write DD back for RS descriptors.
+//! - [`IxgbeModel::receive`] puts a frame from the wire through the address filter
+//!   into the next receive descriptor with an advanced write-back, checksums checked.
+//!
+//! Every DMA goes through an IOMMU-like check: an address outside the registered
+//! regions touches nothing and is counted in [`ModelState::dma_faults`].
+//!
+//! The model also checks the order of the init sequence and records what the driver
+//! did: [`ModelState::steps`] (milestones) and [`ModelState::violations`] (steps taken
+//! before what the datasheet says must come first, e.g. a queue enabled before the
+//! reset completed, RXEN before the ring is set up, TXDCTL.ENABLE before
+//! DMATXCTL.TE).
+//!
+//! Left out: interrupts, queues other than 0, VMDq/SR-IOV, RSS, flow control, DCB,
+//! the security block, descriptor prefetch and write-back thresholds, TSO, frames
+//! spread over several receive buffers, timing, and the PHY/SFP module. What it says
+//! about the device is what the datasheet says, as this project read it; it has not
+//! been compared with a real 82599 (see docs/ixgbe.md).
+
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pkt::Mempool;
+use pkt::wire::checksum;
+
+use super::regs::{self, desc, stats};
+use crate::igb::{Dma, IgbError, Registers, RingMemory};
+
+const BAR_BYTES: usize = 128 * 1024;
+
+/// Address the model's EEPROM holds, loaded into RAL\[0\]/RAH\[0\] at reset.
+pub const MODEL_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x82, 0x59, 0x01];
+
+/// Milestones of the init sequence, in the order the model saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitStep {
+    /// EIMC written with every cause.
+    InterruptsMasked,
+    /// CTRL.PCIe Master Disable set.
+    MasterDisabled,
+    /// CTRL.RST written.
+    ResetIssued,
+    /// The driver read RDRXCTL with DMAIDONE set after a reset.
+    DmaInitDoneSeen,
+    /// AUTOC written with Restart_AN.
+    LinkSetup,
+    /// RXDCTL\[0\].ENABLE set.
+    RxQueueEnabled,
+    /// RXCTRL.RXEN set.
+    RxEnabled,
+    /// DMATXCTL.TE set.
+    TxEnabled,
+    /// TXDCTL\[0\].ENABLE set.
+    TxQueueEnabled,
+}
+
+/// One TX context (advanced context descriptor), as the device latches it.
+#[derive(Debug, Clone, Copy, Default)]
+struct TxContext {
+    maclen: usize,
+    iplen: usize,
+    tcp: bool,
+}
+
+/// Everything the model holds; tests reach it through [`IxgbeModel::state`].
+#[derive(Debug)]
+pub struct ModelState {
+    regs: Vec<u32>,
+    /// `(start, len)` of memory the device may reach (identity-mapped IOVAs).
+    regions: Vec<(u64, u64)>,
+    /// Frames the device transmitted, oldest first.
+    pub wire: VecDeque<Vec<u8>>,
+    /// DMA accesses outside every region (what an IOMMU would report as faults).
+    pub dma_faults: u64,
+    /// TDT writes (doorbells) seen.
+    pub tx_doorbells: u64,
+    /// RDT writes seen.
+    pub rx_doorbells: u64,
+    /// The cable (or SFP+ link partner): with it unplugged the link never comes up.
+    pub cable: bool,
+    /// Keep transmitted frames on [`ModelState::wire`] (off: only count them).
+    pub keep_wire: bool,
+    /// Leave descriptors for [`IxgbeModel::process_tx`] instead of fetching them on the
+    /// TDT write (benchmarks time the driver alone this way).
+    pub defer_tx: bool,
+    /// CTRL reads a reset takes to complete.
+    pub reset_reads: u32,
+    /// LINKS reads negotiation takes after Restart_AN (or a cable plug-in).
+    pub link_reads: u32,
+    /// Init milestones in the order seen.
+    pub steps: Vec<InitStep>,
+    /// Out-of-order init steps, in words.
+    pub violations: Vec<String>,
+    /// TX descriptors the device could not use (DMA fault, bad type, zero length).
+    pub tx_bad_descriptors: u64,
+    /// TX context descriptors fetched.
+    pub tx_contexts: u64,
+    resetting: u32,
+    link_countdown: Option<u32>,
+    link_up: bool,
+    masked_since_reset: bool,
+    dma_init_seen: bool,
+    rx_enable_pending: bool,
+    tx_enable_pending: bool,
+    ctx: [TxContext; 2],
+}
+
+impl ModelState {
+    fn reg(&self, off: u32) -> u32 {
+        self.regs.get(off as usize / 4).copied().unwrap_or(u32::MAX)
+    }
+
+    fn set(&mut self, off: u32, v: u32) {
+        if let Some(r) = self.regs.get_mut(off as usize / 4) {
+            *r = v;
+        }
+    }
+
+    fn add(&mut self, off: u32, v: u32) {
+        let cur = self.reg(off);
+        self.set(off, cur.wrapping_add(v));
+    }
+
+    fn violation(&mut self, what: &str) {
+        self.violations.push(what.to_owned());
+    }
+
+    /// Power-on or CTRL.RST: registers to their defaults; the reset completes later.
+    fn reset(&mut self) {
+        self.regs.iter_mut().for_each(|r| *r = 0);
+        self.link_up = false;
+        self.link_countdown = None;
+        self.masked_since_reset = false;
+        self.dma_init_seen = false;
+        self.rx_enable_pending = false;
+        self.tx_enable_pending = false;
+        self.ctx = [TxContext::default(); 2];
+        self.resetting = self.reset_reads;
+        self.set(regs::CTRL, regs::CTRL_RST);
+        if self.resetting == 0 {
+            self.finish_reset();
+        }
+    }
+
+    /// What the device has loaded once the reset is over: EEPROM contents (MAC
+    /// address), DMA init done, bus mastering back on, CRC handling defaults.
+    fn finish_reset(&mut self) {
+        self.set(regs::CTRL, 0);
+        self.set(regs::EEC, regs::EEC_ARD);
+        self.set(regs::RDRXCTL, regs::RDRXCTL_DMAIDONE);
+        self.set(regs::STATUS, regs::STATUS_MASTER_ENABLE);
+        self.set(regs::HLREG0, regs::HLREG0_TXCRCEN | regs::HLREG0_RXCRCSTRP);
+        self.set(regs::dca_rxctrl(0), regs::DCA_RXCTRL_BIT12);
+        let m = MODEL_MAC;
+        self.set(regs::RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+        self.set(
+            regs::RAH0,
+            u32::from_le_bytes([m[4], m[5], 0, 0]) | regs::RAH_AV,
+        );
+    }
+
+    fn in_reset(&self) -> bool {
+        self.resetting > 0
+    }
+
+    /// Checks a write that configures the device (not a reset, interrupt mask or
+    /// statistics access): it must come after the reset completed and DMA init was seen.
+    fn check_configured_after_reset(&mut self, what: &str) {
+        if self.in_reset() {
+            self.violation(&format!("{what} written while the reset was in progress"));
+        } else if !self.dma_init_seen {
+            self.violation(&format!(
+                "{what} written before the driver saw RDRXCTL.DMAIDONE"
+            ));
+        }
+    }
+
+    /// A pointer to `len` bytes at `iova`, if all of them lie in one region.
+    fn dma(&mut self, iova: u64, len: usize) -> Option<*mut u8> {
+        let end = iova.checked_add(len as u64)?;
+        let ok = self.regions.iter().any(|&(s, l)| iova >= s && end <= s + l);
+        if ok {
+            Some(iova as usize as *mut u8)
+        } else {
+            self.dma_faults += 1;
+            None
+        }
+    }
+
+    fn dma_read_u64(&mut self, iova: u64) -> Option<u64> {
+        let p = self.dma(iova, 8)?;
+        // SAFETY: `dma` checked that the 8 bytes lie in a registered region, which the
+        // registrant keeps alive (see `ModelDma`); unaligned read for arbitrary IOVAs.
+        Some(u64::from_le(unsafe {
+            std::ptr::read_unaligned(p.cast::<u64>())
+        }))
+    }
+
+    fn dma_write_u64(&mut self, iova: u64, v: u64) {
+        if let Some(p) = self.dma(iova, 8) {
+            // SAFETY: as in `dma_read_u64`; volatile so the driver's volatile reads and
+            // these writes stay in program order.
+            unsafe { std::ptr::write_unaligned(p.cast::<u64>(), v.to_le()) }
+        }
+    }
+
+    fn tx_running(&self) -> bool {
+        self.reg(regs::DMATXCTL) & regs::DMATXCTL_TE != 0
+            && self.reg(regs::txdctl(0)) & regs::XDCTL_ENABLE != 0
+            && self.link_up
+    }
+
+    /// Processes descriptors from TDH to TDT, as the device does after a TDT write.
+    fn transmit(&mut self) {
+        if !self.tx_running() {
+            return;
+        }
+        let n = self.reg(regs::tdlen(0)) / 16;
+        let base = u64::from(self.reg(regs::tdbal(0))) | u64::from(self.reg(regs::tdbah(0))) << 32;
+        if n == 0 || self.reg(regs::tdt(0)) >= n {
+            return;
+        }
+        let mut frame = Vec::new();
+        let mut broken = false;
+        while self.reg(regs::tdh(0)) != self.reg(regs::tdt(0)) {
+            let head = self.reg(regs::tdh(0));
+            let d = base + u64::from(head) * 16;
+            let (Some(addr), Some(q1)) = (self.dma_read_u64(d), self.dma_read_u64(d + 8)) else {
+                // The ring itself is unreachable: the real device would stop with a
+                // PCIe error; the model stops fetching.
+                return;
+            };
+            let cmd = q1 as u32;
+            let olinfo = (q1 >> 32) as u32;
+            match cmd & desc::TX_DTYP_MASK {
+                desc::TX_DTYP_CTXT if cmd & desc::TX_CMD_DEXT != 0 => {
+                    // 7.2.3.2.3: vlan_macip_lens in dword 0, type_tucmd_mlhl in dword 2,
+                    // mss_l4len_idx (IDX in bits 6:4) in dword 3.
+                    let macip = addr as u32;
+                    let idx = ((olinfo >> 4) & 1) as usize;
+                    self.tx_contexts += 1;
+                    self.ctx[idx] = TxContext {
+                        maclen: ((macip >> desc::CTX_MACLEN_SHIFT) & 0x7f) as usize,
+                        iplen: (macip & 0x1ff) as usize,
+                        tcp: cmd & desc::CTX_TUCMD_L4T_TCP != 0,
+                    };
+                }
+                desc::TX_DTYP_DATA if cmd & desc::TX_CMD_DEXT != 0 => {
+                    let len = (cmd & 0xffff) as usize;
+                    match (len, self.dma(addr, len)) {
+                        (1.., Some(p)) => {
+                            // SAFETY: `dma` checked the range lies in a registered region.
+                            let bytes = unsafe { std::slice::from_raw_parts(p, len) };
+                            frame.extend_from_slice(bytes);
+                        }
+                        _ => {
+                            self.tx_bad_descriptors += 1;
+                            broken = true;
+                        }
+                    }
+                    if cmd & desc::TX_CMD_EOP != 0 {
+                        if !broken && !frame.is_empty() {
+                            if olinfo & desc::TX_OLINFO_TXSM != 0 {
+                                let idx = ((olinfo >> 4) & 1) as usize;
+                                insert_l4_checksum(&mut frame, self.ctx[idx]);
+                            }
+                            self.add(stats::GPTC, 1);
+                            self.add(stats::GOTCL, frame.len() as u32 + 4);
+                            if self.keep_wire {
+                                self.wire.push_back(std::mem::take(&mut frame));
+                            }
+                        }
+                        frame.clear();
+                        broken = false;
+                    }
+                }
+                _ => self.tx_bad_descriptors += 1,
+            }
+            if cmd & desc::TX_CMD_RS != 0 {
+                let status = olinfo | desc::TX_STATUS_DD;
+                self.dma_write_u64(d + 8, u64::from(cmd) | u64::from(status) << 32);
+            }
+            self.set(regs::tdh(0), (head + 1) % n);
+        }
+    }
+
+    fn accepts(&self, frame: &[u8]) -> bool {
+        let fctrl = self.reg(regs::FCTRL);
+        let dst = &frame[..6];
+        if dst == [0xff; 6] {
+            return fctrl & regs::FCTRL_BAM != 0;
+        }
+        if dst[0] & 1 == 1 {
+            return fctrl & regs::FCTRL_MPE != 0;
+        }
+        if fctrl & regs::FCTRL_UPE != 0 {
+            return true;
+        }
+        let (ral, rah) = (self.reg(regs::RAL0), self.reg(regs::RAH0));
+        rah & regs::RAH_AV != 0
+            && dst[..4] == ral.to_le_bytes()
+            && dst[4..] == rah.to_le_bytes()[..2]
+    }
+
+    fn read_links(&mut self) -> u32 {
+        if let Some(left) = self.link_countdown {
+            if left == 0 {
+                self.link_countdown = None;
+                self.link_up = self.cable;
+            } else {
+                self.link_countdown = Some(left - 1);
+            }
+        }
+        if !self.link_up {
+            return 0;
+        }
+        let speed = if self.reg(regs::AUTOC) & regs::AUTOC_LMS_MASK == regs::AUTOC_LMS_10G_SERIAL {
+            regs::LINKS_SPEED_10G
+        } else {
+            regs::LINKS_SPEED_1G
+        };
+        regs::LINKS_UP | speed
+    }
+}
+
+/// The L4 checksum the device inserts for POPTS.TXSM: the one's-complement sum from
+/// the L4 header (MACLEN + IPLEN) to the end, seeded with what the field holds (the
+/// pseudo-header sum software put there), complemented into the field.
+fn insert_l4_checksum(frame: &mut [u8], ctx: TxContext) {
+    let start = ctx.maclen + ctx.iplen;
+    let at = start + if ctx.tcp { 16 } else { 6 };
+    if at + 2 > frame.len() {
+        return;
+    }
+    let seed = u32::from(u16::from_be_bytes([frame[at], frame[at + 1]]));
+    frame[at..at + 2].copy_from_slice(&[0, 0]);
+    let mut c = checksum::internet_checksum(&frame[start..], seed);
+    if !ctx.tcp && c == 0 {
+        c = 0xffff;
+    }
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The receive checksum status and errors the device reports for `frame` (7.1.6.2):
+/// IPCS (+IPE) for IPv4 headers, L4I (+TCPE) for TCP and UDP over unfragmented IPv4.
+fn rx_checksum_status(frame: &[u8]) -> u32 {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
+        return 0;
+    }
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+        return 0;
+    }
+    let mut s = desc::RX_STATUS_IPCS;
+    if checksum::sum(&ip[..ihl], 0) != 0xffff {
+        s |= desc::RX_ERR_IPE;
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+    let proto = ip[9];
+    if fragment || total < ihl || total > ip.len() || !(proto == 6 || proto == 17) {
+        return s;
+    }
+    let l4 = &ip[ihl..total];
+    if proto == 17 && l4.len() >= 8 && l4[6..8] == [0, 0] {
+        // UDP without a checksum: nothing to check.
+        return s;
+    }
+    let pseudo = ip[12..20]
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>()
+        + u32::from(proto)
+        + l4.len() as u32;
+    s |= desc::RX_STATUS_L4CS;
+    if checksum::sum(l4, pseudo) != 0xffff {
+        s |= desc::RX_ERR_TCPE;
+    }
+    s
+}
+
+/// Result of offering a frame to the model's receive side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxOutcome {
+    /// Written into a descriptor.
+    Delivered,
+    /// Receiver off, link down, too short, or the address filter said no.
+    Filtered,
+    /// No descriptor available (counted in QPRDC\[0\] with Drop_En, else MPC\[0\]).
+    NoDescriptor,
+    /// Longer than the buffer or the maximum frame (counted in ROC).
+    Oversize,
+    /// The descriptor or its buffer address faulted.
+    Fault,
+}
+
+/// The model: a cheap handle; clones share the device.
+#[derive(Debug, Clone)]
+pub struct IxgbeModel {
+    inner: Arc<Mutex<ModelState>>,
+}
+
+impl Default for IxgbeModel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IxgbeModel {
+    /// A device after power-on (reset complete), cable plugged in.
+    pub fn new() -> Self {
+        let mut st = ModelState {
+            regs: vec![0; BAR_BYTES / 4],
+            regions: Vec::new(),
+            wire: VecDeque::new(),
+            dma_faults: 0,
+            tx_doorbells: 0,
+            rx_doorbells: 0,
+            cable: true,
+            keep_wire: true,
+            defer_tx: false,
+            reset_reads: 3,
+            link_reads: 2,
+            steps: Vec::new(),
+            violations: Vec::new(),
+            tx_bad_descriptors: 0,
+            tx_contexts: 0,
+            resetting: 0,
+            link_countdown: None,
+            link_up: false,
+            masked_since_reset: false,
+            dma_init_seen: false,
+            rx_enable_pending: false,
+            tx_enable_pending: false,
+            ctx: [TxContext::default(); 2],
+        };
+        st.reset();
+        st.resetting = 0;
+        st.finish_reset();
+        Self {
+            inner: Arc::new(Mutex::new(st)),
+        }
+    }
+
+    /// The model's state, locked.
+    pub fn state(&self) -> MutexGuard<'_, ModelState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Plugs or unplugs the cable. Unplugging drops the link at once; plugging it in
+    /// brings it back after negotiation if the driver has started it (AUTOC written).
+    pub fn set_cable(&self, plugged: bool) {
+        let mut st = self.state();
+        st.cable = plugged;
+        if !plugged {
+            st.link_up = false;
+            st.link_countdown = None;
+        } else if st.reg(regs::AUTOC) & regs::AUTOC_LMS_MASK != 0 && !st.link_up {
+            st.link_countdown = Some(st.link_reads);
+        }
+    }
+
+    /// Lets the device reach `len` bytes at `start` (identity-mapped).
+    pub fn allow_dma(&self, start: *const u8, len: usize) {
+        self.state().regions.push((start as u64, len as u64));
+    }
+
+    /// Removes the mapping that starts at `start`, as an IOMMU unmap would: the device
+    /// can no longer reach that memory.
+    pub fn revoke_dma(&self, start: *const u8) {
+        self.state().regions.retain(|&(s, _)| s != start as u64);
+    }
+
+    /// Offers a frame from the wire to receive queue 0.
+    pub fn receive(&self, frame: &[u8]) -> RxOutcome {
+        let mut st = self.state();
+        if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN == 0
+            || st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE == 0
+            || !st.link_up
+            || frame.len() < 14
+            || !st.accepts(frame)
+        {
+            return RxOutcome::Filtered;
+        }
+        let n = st.reg(regs::rdlen(0)) / 16;
+        let (head, tail) = (st.reg(regs::rdh(0)), st.reg(regs::rdt(0)));
+        if n == 0 || head == tail || tail >= n {
+            if st.reg(regs::srrctl(0)) & regs::SRRCTL_DROP_EN != 0 {
+                st.add(stats::QPRDC0, 1);
+            } else {
+                st.add(stats::MPC0, 1);
+            }
+            return RxOutcome::NoDescriptor;
+        }
+        let bufsize = (st.reg(regs::srrctl(0)) & regs::SRRCTL_BSIZEPACKET_MASK) as usize * 1024;
+        let tagged = frame[12..14] == [0x81, 0x00];
+        let max = if st.reg(regs::HLREG0) & regs::HLREG0_JUMBOEN != 0 {
+            ((st.reg(regs::MAXFRS) >> regs::MAXFRS_MFS_SHIFT) as usize).saturating_sub(4)
+        } else {
+            1518 + if tagged { 4 } else { 0 }
+        };
+        if frame.len() > bufsize || frame.len() > max {
+            st.add(stats::ROC, 1);
+            return RxOutcome::Oversize;
+        }
+        let base = u64::from(st.reg(regs::rdbal(0))) | u64::from(st.reg(regs::rdbah(0))) << 32;
+        let d = base + u64::from(head) * 16;
+        let Some(addr) = st.dma_read_u64(d) else {
+            return RxOutcome::Fault;
+        };
+        let Some(p) = st.dma(addr, frame.len()) else {
+            return RxOutcome::Fault;
+        };
+        // SAFETY: `dma` checked the destination lies in a registered region; the frame
+        // is a separate Rust slice, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), p, frame.len()) };
+        let mut status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP | rx_checksum_status(frame);
+        if tagged {
+            status |= desc::RX_STATUS_VP;
+        }
+        st.dma_write_u64(d, 0);
+        st.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
+        st.set(regs::rdh(0), (head + 1) % n);
+        st.add(stats::GPRC, 1);
+        st.add(stats::GORCL, frame.len() as u32 + 4);
+        RxOutcome::Delivered
+    }
+
+    /// Writes qword 1 of receive descriptor `slot` as the device would on write-back:
+    /// for tests of a misbehaving device (wrong length, DD where it may not write).
+    pub fn write_rx_writeback(&self, slot: u32, status_error: u32, length: u16) {
+        let mut st = self.state();
+        let base = u64::from(st.reg(regs::rdbal(0))) | u64::from(st.reg(regs::rdbah(0))) << 32;
+        st.dma_write_u64(
+            base + u64::from(slot) * 16 + 8,
+            u64::from(status_error) | u64::from(length) << 32,
+        );
+    }
+
+    /// Fetches and sends the descriptors posted so far (with [`ModelState::defer_tx`]).
+    pub fn process_tx(&self) {
+        self.state().transmit();
+    }
+
+    /// Takes the frames transmitted so far.
+    pub fn take_wire(&self) -> Vec<Vec<u8>> {
+        self.state().wire.drain(..).collect()
+    }
+}
+
+/// Registers whose writes configure the receive or transmit path, for the order check.
+fn configures(offset: u32) -> Option<&'static str> {
+    Some(match offset {
+        o if o == regs::rdbal(0) || o == regs::rdbah(0) || o == regs::rdlen(0) => "RX ring base",
+        o if o == regs::srrctl(0) => "SRRCTL",
+        o if o == regs::rxdctl(0) => "RXDCTL",
+        o if o == regs::tdbal(0) || o == regs::tdbah(0) || o == regs::tdlen(0) => "TX ring base",
+        o if o == regs::txdctl(0) => "TXDCTL",
+        regs::RXCTRL => "RXCTRL",
+        regs::DMATXCTL => "DMATXCTL",
+        regs::AUTOC => "AUTOC",
+        regs::FCTRL => "FCTRL",
+        regs::HLREG0 => "HLREG0",
+        _ => return None,
+    })
+}
+
+impl Registers for IxgbeModel {
+    fn read(&self, offset: u32) -> u32 {
+        let mut st = self.state();
+        match offset {
+            regs::CTRL if st.in_reset() => {
+                st.resetting -= 1;
+                if st.resetting == 0 {
+                    st.finish_reset();
+                }
+                st.reg(regs::CTRL)
+            }
+            regs::LINKS => st.read_links(),
+            regs::RDRXCTL => {
+                let v = st.reg(regs::RDRXCTL);
+                if v & regs::RDRXCTL_DMAIDONE != 0 && !st.dma_init_seen {
+                    st.dma_init_seen = true;
+                    st.steps.push(InitStep::DmaInitDoneSeen);
+                }
+                v
+            }
+            o if o == regs::rxdctl(0) && st.rx_enable_pending => {
+                st.rx_enable_pending = false;
+                st.reg(o) & !regs::XDCTL_ENABLE
+            }
+            o if o == regs::txdctl(0) && st.tx_enable_pending => {
+                st.tx_enable_pending = false;
+                st.reg(o) & !regs::XDCTL_ENABLE
+            }
+            // Clear-on-read registers.
+            o if o == regs::EICR || stats::ALL.contains(&o) => {
+                let v = st.reg(o);
+                st.set(o, 0);
+                v
+            }
+            _ => st.reg(offset),
+        }
+    }
+
+    fn write(&self, offset: u32, value: u32) {
+        let mut st = self.state();
+        if let Some(what) = configures(offset) {
+            st.check_configured_after_reset(what);
+        }
+        match offset {
+            regs::CTRL => {
+                if value & regs::CTRL_RST != 0 {
+                    st.steps.push(InitStep::ResetIssued);
+                    if st.reg(regs::STATUS) & regs::STATUS_MASTER_ENABLE != 0 {
+                        st.violation("CTRL.RST without disabling PCIe mastering first");
+                    }
+                    st.reset();
+                } else {
+                    if value & regs::CTRL_MASTER_DISABLE != 0 {
+                        st.steps.push(InitStep::MasterDisabled);
+                        let s = st.reg(regs::STATUS) & !regs::STATUS_MASTER_ENABLE;
+                        st.set(regs::STATUS, s);
+                    }
+                    st.set(regs::CTRL, value);
+                }
+            }
+            regs::EIMC => {
+                if value & regs::EIMC_ALL == regs::EIMC_ALL {
+                    st.steps.push(InitStep::InterruptsMasked);
+                    if !st.in_reset() {
+                        st.masked_since_reset = true;
+                    }
+                }
+            }
+            regs::AUTOC => {
+                st.set(regs::AUTOC, value & !regs::AUTOC_AN_RESTART);
+                if value & regs::AUTOC_AN_RESTART != 0 {
+                    st.steps.push(InitStep::LinkSetup);
+                    st.link_up = false;
+                    st.link_countdown = st.cable.then_some(st.link_reads);
+                }
+            }
+            o if o == regs::srrctl(0) || o == regs::rdbal(0) || o == regs::rdlen(0) => {
+                if st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE != 0 {
+                    st.violation("RX ring reprogrammed while the queue is enabled");
+                }
+                if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN != 0 {
+                    st.violation("RX ring programmed with RXCTRL.RXEN set");
+                }
+                let v = if o == regs::rdlen(0) {
+                    value & 0xf_ff80
+                } else {
+                    value
+                };
+                st.set(o, v);
+            }
+            o if o == regs::rxdctl(0) => {
+                let was = st.reg(o) & regs::XDCTL_ENABLE != 0;
+                if value & regs::XDCTL_ENABLE != 0 && !was {
+                    if st.reg(regs::rdlen(0)) == 0 {
+                        st.violation("RX queue enabled before its ring was programmed");
+                    }
+                    if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN != 0 {
+                        st.violation("RX queue enabled with RXCTRL.RXEN set");
+                    }
+                    if !st.masked_since_reset {
+                        st.violation("RX queue enabled with interrupts not masked after reset");
+                    }
+                    st.steps.push(InitStep::RxQueueEnabled);
+                    st.rx_enable_pending = true;
+                }
+                st.set(o, value);
+            }
+            regs::RXCTRL => {
+                if value & regs::RXCTRL_RXEN != 0 && st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN == 0 {
+                    if st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE == 0 {
+                        st.violation("RXCTRL.RXEN set before the RX queue was enabled");
+                    }
+                    st.steps.push(InitStep::RxEnabled);
+                }
+                st.set(regs::RXCTRL, value);
+            }
+            regs::DMATXCTL => {
+                if value & regs::DMATXCTL_TE != 0 && st.reg(regs::DMATXCTL) & regs::DMATXCTL_TE == 0
+                {
+                    st.steps.push(InitStep::TxEnabled);
+                }
+                st.set(regs::DMATXCTL, value);
+            }
+            o if o == regs::txdctl(0) => {
+                let was = st.reg(o) & regs::XDCTL_ENABLE != 0;
+                let mut v = value;
+                if value & regs::XDCTL_ENABLE != 0 && !was {
+                    if st.reg(regs::DMATXCTL) & regs::DMATXCTL_TE == 0 {
+                        // 4.6.8: DMATXCTL.TE first; the model leaves the queue off.
+                        st.violation("TXDCTL.ENABLE set before DMATXCTL.TE");
+                        v &= !regs::XDCTL_ENABLE;
+                    } else {
+                        if st.reg(regs::tdlen(0)) == 0 {
+                            st.violation("TX queue enabled before its ring was programmed");
+                        }
+                        st.steps.push(InitStep::TxQueueEnabled);
+                        st.tx_enable_pending = true;
+                    }
+                }
+                st.set(o, v);
+            }
+            o if o == regs::tdt(0) => {
+                if st.reg(regs::txdctl(0)) & regs::XDCTL_ENABLE == 0 && value != 0 {
+                    st.violation("TDT bumped before the TX queue was enabled");
+                }
+                st.set(o, value & 0xffff);
+                st.tx_doorbells += 1;
+                if !st.defer_tx {
+                    st.transmit();
+                }
+            }
+            o if o == regs::rdt(0) => {
+                if st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE == 0 && value != 0 {
+                    st.violation("RDT bumped before the RX queue was enabled");
+                }
+                st.set(o, value & 0xffff);
+                st.rx_doorbells += 1;
+            }
+            o if o == regs::tdlen(0) => st.set(o, value & 0xf_ff80),
+            // DMAIDONE is read-only.
+            regs::RDRXCTL => {
+                let done = st.reg(regs::RDRXCTL) & regs::RDRXCTL_DMAIDONE;
+                st.set(regs::RDRXCTL, value & !regs::RDRXCTL_DMAIDONE | done);
+            }
+            // Read-only or read-to-clear from the driver's side.
+            regs::EEC | regs::STATUS | regs::LINKS => {}
+            _ => st.set(offset, value),
+        }
+    }
+}
+
+/// [`Dma`] for the model: rings in host memory, every address identity-mapped and
+/// registered with the model's IOMMU check.
+#[derive(Debug)]
+pub struct ModelDma {
+    model: IxgbeModel,
+    pool_base: usize,
+    pool_len: usize,
+}
+
+impl ModelDma {
+    /// Registers `pool`'s region with `model` and returns the DMA side of the port.
+    pub fn new(model: &IxgbeModel, pool: &Mempool) -> Self {
+        let (base, len) = pool.region();
+        model.allow_dma(base, len);
+        Self {
+            model: model.clone(),
+            pool_base: base as usize,
+            pool_len: len,
+        }
+    }
+}
+
+/// One descriptor's worth of ring memory with the device's 128-byte alignment.
+#[repr(C, align(128))]
+#[derive(Clone, Copy)]
+struct RingChunk([u8; 128]);
+
+/// Host memory of a model ring, freed on drop. Held as a raw pointer (not a `Box`)
+/// because the "device" writes it through other pointers while it is alive.
+struct HostRing(*mut [RingChunk]);
+
+// SAFETY: the allocation is owned by this value alone; see `RingMemory`.
+unsafe impl Send for HostRing {}
+
+impl Drop for HostRing {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::into_raw` in `alloc_ring` and is freed once.
+        drop(unsafe { Box::from_raw(self.0) });
+    }
+}
+
+impl Dma for ModelDma {
+    fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
+        let chunks = bytes.div_ceil(128).max(1);
+        let raw = Box::into_raw(vec![RingChunk([0; 128]); chunks].into_boxed_slice());
+        let owner = HostRing(raw);
+        let ptr = NonNull::new(raw.cast::<u8>())
+            .ok_or_else(|| IgbError::Config("ring allocation returned null".into()))?;
+        self.model.allow_dma(ptr.as_ptr(), chunks * 128);
+        // SAFETY: the allocation is `chunks * 128 >= bytes` bytes, 128-byte aligned,
+        // zeroed, owned by the ring through `owner`, and used by nothing else.
+        Ok(unsafe { RingMemory::new(ptr, bytes, ptr.as_ptr() as u64, Box::new(owner)) })
+    }
+
+    #[inline]
+    fn iova_of(&self, p: *const u8) -> Option<u64> {
+        let off = (p as usize).checked_sub(self.pool_base)?;
+        (off < self.pool_len).then_some(p as u64)
+    }
+}

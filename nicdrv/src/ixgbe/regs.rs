@@ -1,0 +1,301 @@
+//! Intel 82599 registers the driver uses, as data: byte offsets in BAR0 and bit fields.
+//!
+//! Each item names its register as the "Intel 82599 10 GbE Controller Datasheet" does,
+//! with the section of chapter 8 ("Programming Interface") that describes it, so it can
+//! be checked against the source. Per-queue registers repeat every 0x40 bytes (the
+//! datasheet's "n"); the driver uses queue 0 and the functions below take the index.
+//! Offsets were cross-checked against the register headers of public ixgbe drivers.
+
+/// Device Control Register - CTRL (0x00000), 8.2.3.1.1.
+pub const CTRL: u32 = 0x0_0000;
+/// CTRL.PCIe Master Disable (bit 2): stop issuing new master requests (before a reset).
+pub const CTRL_MASTER_DISABLE: u32 = 1 << 2;
+/// CTRL.LRST (bit 3): link reset.
+pub const CTRL_LRST: u32 = 1 << 3;
+/// CTRL.RST (bit 26): device reset, self-clearing.
+pub const CTRL_RST: u32 = 1 << 26;
+/// What the init sequence writes to reset (4.6.3.2: "CTRL.RST | CTRL.LRST").
+pub const CTRL_RST_MASK: u32 = CTRL_LRST | CTRL_RST;
+
+/// Device Status Register - STATUS (0x00008), 8.2.3.1.2.
+pub const STATUS: u32 = 0x0_0008;
+/// STATUS.PCIe Master Enable Status (bit 19): cleared once no master request is pending
+/// after CTRL.PCIe Master Disable.
+pub const STATUS_MASTER_ENABLE: u32 = 1 << 19;
+
+/// Extended Device Control Register - CTRL_EXT (0x00018), 8.2.3.1.3.
+pub const CTRL_EXT: u32 = 0x0_0018;
+/// CTRL_EXT.NS_DIS (bit 16): no-snoop disable (4.6.7 asks for it).
+pub const CTRL_EXT_NS_DIS: u32 = 1 << 16;
+
+/// Extended Interrupt Cause Register - EICR (0x00800), 8.2.3.5.1; read to clear.
+pub const EICR: u32 = 0x0_0800;
+/// Extended Interrupt Mask Clear Register - EIMC (0x00888), 8.2.3.5.5.
+pub const EIMC: u32 = 0x0_0888;
+/// All EIMC bits of the 82599 (bit 31 is reserved).
+pub const EIMC_ALL: u32 = 0x7fff_ffff;
+
+/// EEPROM/Flash Control Register - EEC (0x10010), 8.2.3.2.1.
+pub const EEC: u32 = 0x1_0010;
+/// EEC.Auto_RD (bit 9): the EEPROM auto-read after reset is done.
+pub const EEC_ARD: u32 = 1 << 9;
+
+/// Receive DMA Control Register - RDRXCTL (0x02F00), 8.2.3.8.8.
+pub const RDRXCTL: u32 = 0x0_2f00;
+/// RDRXCTL.CRCStrip (bit 1): strip the CRC; must match HLREG0.RXCRCSTRP.
+pub const RDRXCTL_CRCSTRIP: u32 = 1 << 1;
+/// RDRXCTL.DMAIDONE (bit 3): DMA initialisation after reset is done (4.6.3).
+pub const RDRXCTL_DMAIDONE: u32 = 1 << 3;
+
+/// Auto-Negotiation Control Register - AUTOC (0x042A0), 8.2.3.22.19.
+pub const AUTOC: u32 = 0x0_42a0;
+/// AUTOC.Restart_AN (bit 12): apply the link mode and restart negotiation.
+pub const AUTOC_AN_RESTART: u32 = 1 << 12;
+/// AUTOC.LMS, bits 15:13: link mode select.
+pub const AUTOC_LMS_MASK: u32 = 7 << 13;
+/// AUTOC.LMS = 011b: 10 GbE serial link (SFI / KR) without backplane negotiation.
+pub const AUTOC_LMS_10G_SERIAL: u32 = 3 << 13;
+/// AUTOC.10G_PMA_PMD_PARALLEL, bits 8:7.
+pub const AUTOC_10G_PMA_PMD_MASK: u32 = 3 << 7;
+/// AUTOC.10G_PMA_PMD_PARALLEL = 00b: XAUI.
+pub const AUTOC_10G_XAUI: u32 = 0;
+
+/// Link Status Register - LINKS (0x042A4), 8.2.3.22.20.
+pub const LINKS: u32 = 0x0_42a4;
+/// LINKS.Link Up (bit 30).
+pub const LINKS_UP: u32 = 1 << 30;
+/// LINKS.LINK_SPEED, bits 29:28.
+pub const LINKS_SPEED_MASK: u32 = 3 << 28;
+/// LINKS.LINK_SPEED = 11b: 10 Gb/s.
+pub const LINKS_SPEED_10G: u32 = 3 << 28;
+/// LINKS.LINK_SPEED = 10b: 1 Gb/s.
+pub const LINKS_SPEED_1G: u32 = 2 << 28;
+/// LINKS.LINK_SPEED = 01b: 100 Mb/s.
+pub const LINKS_SPEED_100M: u32 = 1 << 28;
+
+/// MAC Core Control 0 Register - HLREG0 (0x04240), 8.2.3.22.8.
+pub const HLREG0: u32 = 0x0_4240;
+/// HLREG0.TXCRCEN (bit 0): append the CRC on transmit.
+pub const HLREG0_TXCRCEN: u32 = 1 << 0;
+/// HLREG0.RXCRCSTRP (bit 1): strip the CRC on receive.
+pub const HLREG0_RXCRCSTRP: u32 = 1 << 1;
+/// HLREG0.JUMBOEN (bit 2): accept frames up to MAXFRS.MFS.
+pub const HLREG0_JUMBOEN: u32 = 1 << 2;
+/// HLREG0.TXPADEN (bit 10): pad short frames to 64 bytes.
+pub const HLREG0_TXPADEN: u32 = 1 << 10;
+
+/// Max Frame Size Register - MAXFRS (0x04268), 8.2.3.22.13.
+pub const MAXFRS: u32 = 0x0_4268;
+/// MAXFRS.MFS, bits 31:16: largest frame accepted with HLREG0.JUMBOEN (CRC included).
+pub const MAXFRS_MFS_SHIFT: u32 = 16;
+
+/// Receive Control Register - RXCTRL (0x03000), 8.2.3.8.10.
+pub const RXCTRL: u32 = 0x0_3000;
+/// RXCTRL.RXEN (bit 0): receive enable.
+pub const RXCTRL_RXEN: u32 = 1 << 0;
+
+/// Filter Control Register - FCTRL (0x05080), 8.2.3.7.1.
+pub const FCTRL: u32 = 0x0_5080;
+/// FCTRL.MPE (bit 8): multicast promiscuous.
+pub const FCTRL_MPE: u32 = 1 << 8;
+/// FCTRL.UPE (bit 9): unicast promiscuous.
+pub const FCTRL_UPE: u32 = 1 << 9;
+/// FCTRL.BAM (bit 10): accept broadcast.
+pub const FCTRL_BAM: u32 = 1 << 10;
+
+/// Receive Checksum Control - RXCSUM (0x05000), 8.2.3.7.5. IP and L4 checksums are
+/// checked and reported in the descriptor whatever this register says; it only chooses
+/// between the fragment checksum and the RSS hash in the write-back.
+pub const RXCSUM: u32 = 0x0_5000;
+
+/// Multicast Table Array - MTA\[n\] (0x05200 + 4*n, n = 0..127), 8.2.3.7.7.
+pub const MTA: u32 = 0x0_5200;
+/// Entries of the multicast table array.
+pub const MTA_LEN: u32 = 128;
+/// Receive Address Low - RAL\[0\] (0x0A200 + 8*n), 8.2.3.7.9.
+pub const RAL0: u32 = 0x0_a200;
+/// Receive Address High - RAH\[0\] (0x0A204 + 8*n), 8.2.3.7.10.
+pub const RAH0: u32 = 0x0_a204;
+/// RAH.AV (bit 31): the address is valid.
+pub const RAH_AV: u32 = 1 << 31;
+
+/// Receive Descriptor Base Address Low - RDBAL\[n\] (0x01000 + 0x40*n, n < 64), 8.2.3.8.1.
+pub const fn rdbal(n: u32) -> u32 {
+    0x0_1000 + 0x40 * n
+}
+/// Receive Descriptor Base Address High - RDBAH\[n\] (0x01004 + 0x40*n), 8.2.3.8.2.
+pub const fn rdbah(n: u32) -> u32 {
+    0x0_1004 + 0x40 * n
+}
+/// Receive Descriptor Length - RDLEN\[n\] (0x01008 + 0x40*n), 8.2.3.8.3: bytes, 128-byte multiple.
+pub const fn rdlen(n: u32) -> u32 {
+    0x0_1008 + 0x40 * n
+}
+/// Receive Descriptor Head - RDH\[n\] (0x01010 + 0x40*n), 8.2.3.8.4.
+pub const fn rdh(n: u32) -> u32 {
+    0x0_1010 + 0x40 * n
+}
+/// Split Receive Control - SRRCTL\[n\] (0x01014 + 0x40*n), 8.2.3.8.7.
+pub const fn srrctl(n: u32) -> u32 {
+    0x0_1014 + 0x40 * n
+}
+/// Receive Descriptor Tail - RDT\[n\] (0x01018 + 0x40*n), 8.2.3.8.5.
+pub const fn rdt(n: u32) -> u32 {
+    0x0_1018 + 0x40 * n
+}
+/// Receive Descriptor Control - RXDCTL\[n\] (0x01028 + 0x40*n), 8.2.3.8.6.
+pub const fn rxdctl(n: u32) -> u32 {
+    0x0_1028 + 0x40 * n
+}
+/// Rx DCA Control - DCA_RXCTRL\[n\] (0x0100C + 0x40*n), 8.2.3.11.1.
+pub const fn dca_rxctrl(n: u32) -> u32 {
+    0x0_100c + 0x40 * n
+}
+/// DCA_RXCTRL bit 12, which 4.6.7 says to clear (reserved, defaults to 1).
+pub const DCA_RXCTRL_BIT12: u32 = 1 << 12;
+
+/// SRRCTL.BSIZEPACKET, bits 4:0: receive buffer size in KiB (1..=16).
+pub const SRRCTL_BSIZEPACKET_MASK: u32 = 0x1f;
+/// SRRCTL.DESCTYPE, bits 27:25 = 001b: advanced descriptors, one buffer.
+pub const SRRCTL_DESCTYPE_ADV_ONEBUF: u32 = 1 << 25;
+/// SRRCTL.DESCTYPE field mask.
+pub const SRRCTL_DESCTYPE_MASK: u32 = 7 << 25;
+/// SRRCTL.Drop_En (bit 28): drop frames for this queue when it has no descriptor.
+pub const SRRCTL_DROP_EN: u32 = 1 << 28;
+/// RXDCTL.ENABLE / TXDCTL.ENABLE (bit 25): the queue is enabled (reads 1 once it is).
+pub const XDCTL_ENABLE: u32 = 1 << 25;
+
+/// DMA Tx Control - DMATXCTL (0x04A80), 8.2.3.9.2.
+pub const DMATXCTL: u32 = 0x0_4a80;
+/// DMATXCTL.TE (bit 0): transmit enable.
+pub const DMATXCTL_TE: u32 = 1 << 0;
+/// DCB Transmit Descriptor Plane Control and Status - RTTDCS (0x04900), 8.2.3.10.2.
+pub const RTTDCS: u32 = 0x0_4900;
+/// RTTDCS.ARBDIS (bit 6): transmit arbiter off while the queues are configured (4.6.8).
+pub const RTTDCS_ARBDIS: u32 = 1 << 6;
+/// Multiple Transmit Queues Command Register - MTQC (0x08120), 8.2.3.9.15.
+pub const MTQC: u32 = 0x0_8120;
+
+/// Transmit Descriptor Base Address Low - TDBAL\[n\] (0x06000 + 0x40*n), 8.2.3.9.5.
+pub const fn tdbal(n: u32) -> u32 {
+    0x0_6000 + 0x40 * n
+}
+/// Transmit Descriptor Base Address High - TDBAH\[n\] (0x06004 + 0x40*n), 8.2.3.9.6.
+pub const fn tdbah(n: u32) -> u32 {
+    0x0_6004 + 0x40 * n
+}
+/// Transmit Descriptor Length - TDLEN\[n\] (0x06008 + 0x40*n), 8.2.3.9.7.
+pub const fn tdlen(n: u32) -> u32 {
+    0x0_6008 + 0x40 * n
+}
+/// Transmit Descriptor Head - TDH\[n\] (0x06010 + 0x40*n), 8.2.3.9.8.
+pub const fn tdh(n: u32) -> u32 {
+    0x0_6010 + 0x40 * n
+}
+/// Transmit Descriptor Tail - TDT\[n\] (0x06018 + 0x40*n), 8.2.3.9.9.
+pub const fn tdt(n: u32) -> u32 {
+    0x0_6018 + 0x40 * n
+}
+/// Transmit Descriptor Control - TXDCTL\[n\] (0x06028 + 0x40*n), 8.2.3.9.10.
+pub const fn txdctl(n: u32) -> u32 {
+    0x0_6028 + 0x40 * n
+}
+/// TXDCTL.PTHRESH (bits 6:0) = 32 and HTHRESH (bits 14:8) = 1: prefetch when at least
+/// 32 descriptors are free on chip and one is ready in memory (the usual poll-mode
+/// setting; WTHRESH stays 0 so each RS descriptor is written back at once).
+pub const TXDCTL_THRESH: u32 = 32 | (1 << 8);
+
+/// Statistics registers, 8.2.3.23; all clear on read.
+pub mod stats {
+    /// CRC Error Count - CRCERRS (0x04000).
+    pub const CRCERRS: u32 = 0x0_4000;
+    /// Receive Length Error Count - RLEC (0x04040).
+    pub const RLEC: u32 = 0x0_4040;
+    /// Missed Packets Count - MPC\[0\] (0x03FA0): no room in packet buffer 0.
+    pub const MPC0: u32 = 0x0_3fa0;
+    /// Good Packets Received Count - GPRC (0x04074).
+    pub const GPRC: u32 = 0x0_4074;
+    /// Good Packets Transmitted Count - GPTC (0x04080).
+    pub const GPTC: u32 = 0x0_4080;
+    /// Good Octets Received Count Low - GORCL (0x04088).
+    pub const GORCL: u32 = 0x0_4088;
+    /// Good Octets Received Count High - GORCH (0x0408C).
+    pub const GORCH: u32 = 0x0_408c;
+    /// Good Octets Transmitted Count Low - GOTCL (0x04090).
+    pub const GOTCL: u32 = 0x0_4090;
+    /// Good Octets Transmitted Count High - GOTCH (0x04094).
+    pub const GOTCH: u32 = 0x0_4094;
+    /// Receive Oversize Count - ROC (0x040AC).
+    pub const ROC: u32 = 0x0_40ac;
+    /// Receive Undersize Count - RUC (0x040A4).
+    pub const RUC: u32 = 0x0_40a4;
+    /// Queue Packets Received Drop Count - QPRDC\[0\] (0x01430): dropped for want of a
+    /// descriptor on queue 0 (with SRRCTL.Drop_En).
+    pub const QPRDC0: u32 = 0x0_1430;
+
+    /// Every statistics register the driver reads, for clearing them at init (4.6.3).
+    pub const ALL: &[u32] = &[
+        CRCERRS, RLEC, MPC0, GPRC, GPTC, GORCL, GORCH, GOTCL, GOTCH, ROC, RUC, QPRDC0,
+    ];
+}
+
+/// Advanced descriptor fields (7.1.6 receive, 7.2.3.2.4 transmit data, 7.2.3.2.3
+/// transmit context). Same layout as the 82576's; the error bits differ.
+pub mod desc {
+    /// RX write-back extended status DD (bit 0): the descriptor is done.
+    pub const RX_STATUS_DD: u32 = 1 << 0;
+    /// RX write-back extended status EOP (bit 1): last descriptor of a frame.
+    pub const RX_STATUS_EOP: u32 = 1 << 1;
+    /// RX write-back extended status VP (bit 3): the frame had an 802.1Q tag.
+    pub const RX_STATUS_VP: u32 = 1 << 3;
+    /// RX write-back extended status L4I (bit 5): the TCP/UDP checksum was checked.
+    pub const RX_STATUS_L4CS: u32 = 1 << 5;
+    /// RX write-back extended status IPCS (bit 6): the IPv4 header checksum was checked.
+    pub const RX_STATUS_IPCS: u32 = 1 << 6;
+    /// RX write-back extended error CE (bit 24): CRC or symbol error.
+    pub const RX_ERR_CE: u32 = 1 << 24;
+    /// RX write-back extended error LE (bit 25): length error.
+    pub const RX_ERR_LE: u32 = 1 << 25;
+    /// RX write-back extended error PE (bit 27): packet error.
+    pub const RX_ERR_PE: u32 = 1 << 27;
+    /// RX write-back extended error OSE (bit 28): oversize.
+    pub const RX_ERR_OSE: u32 = 1 << 28;
+    /// RX write-back extended error USE / RXE (bit 29): undersize or other MAC error.
+    pub const RX_ERR_USE: u32 = 1 << 29;
+    /// RX write-back extended error TCPE / L4E (bit 30): bad TCP/UDP checksum.
+    pub const RX_ERR_TCPE: u32 = 1 << 30;
+    /// RX write-back extended error IPE (bit 31): bad IPv4 header checksum.
+    pub const RX_ERR_IPE: u32 = 1 << 31;
+    /// Errors that mean a damaged frame, to be dropped (checksum errors are not:
+    /// software checks those frames again).
+    pub const RX_ERR_FRAME: u32 = RX_ERR_CE | RX_ERR_LE | RX_ERR_PE | RX_ERR_OSE | RX_ERR_USE;
+
+    /// TX descriptor DTYP (cmd_type_len bits 23:20) = 0011b: advanced data.
+    pub const TX_DTYP_DATA: u32 = 3 << 20;
+    /// TX descriptor DTYP = 0010b: advanced context.
+    pub const TX_DTYP_CTXT: u32 = 2 << 20;
+    /// DTYP field mask.
+    pub const TX_DTYP_MASK: u32 = 0xf << 20;
+    /// DCMD.EOP (bit 24): end of packet.
+    pub const TX_CMD_EOP: u32 = 1 << 24;
+    /// DCMD.IFCS (bit 25): insert the FCS.
+    pub const TX_CMD_IFCS: u32 = 1 << 25;
+    /// DCMD.RS (bit 27): report status (write DD back).
+    pub const TX_CMD_RS: u32 = 1 << 27;
+    /// DCMD.DEXT (bit 29): advanced descriptor.
+    pub const TX_CMD_DEXT: u32 = 1 << 29;
+    /// olinfo_status STA.DD (bit 0), written back when done.
+    pub const TX_STATUS_DD: u32 = 1 << 0;
+    /// olinfo_status CC (bit 7): a context descriptor applies to this frame.
+    pub const TX_OLINFO_CC: u32 = 1 << 7;
+    /// olinfo_status POPTS.TXSM (bit 9): insert the TCP/UDP checksum.
+    pub const TX_OLINFO_TXSM: u32 = 1 << 9;
+    /// olinfo_status PAYLEN, bits 31:14.
+    pub const TX_PAYLEN_SHIFT: u32 = 14;
+    /// Context descriptor vlan_macip_lens: MACLEN, bits 15:9 (IPLEN is bits 8:0).
+    pub const CTX_MACLEN_SHIFT: u32 = 9;
+    /// Context descriptor type_tucmd_mlhl TUCMD.IPV4 (bit 10): IPv4 (else IPv6).
+    pub const CTX_TUCMD_IPV4: u32 = 1 << 10;
+    /// Context descriptor TUCMD.L4T, bits 12:11: 00b UDP, 01b TCP.
+    pub const CTX_TUCMD_L4T_TCP: u32 = 1 << 11;
+}

@@ -1,0 +1,80 @@
+//! The 82599 over VFIO: [`open_vfio`] claims the PF, maps BAR0 and the packet pool,
+//! and hands them to [`IxgbePort::new`].
+
+use std::ptr::NonNull;
+
+use pkt::Mempool;
+
+use super::{IXGBE_PF_DEVICE_IDS, IxgbeConfig, IxgbeError, IxgbePort};
+use crate::igb::{Dma, IgbError, RingMemory};
+
+/// [`Dma`] through a VFIO container: rings in memfd memory mapped at fresh IOVAs, and
+/// the packet pool mapped whole.
+pub struct IxgbeVfioDma {
+    container: vfio::Container,
+    pool: vfio::PoolMapping,
+    // Keeps the device fd open for as long as the port lives.
+    _device: vfio::Device,
+}
+
+impl std::fmt::Debug for IxgbeVfioDma {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IxgbeVfioDma")
+            .field("pool_iova", &format_args!("{:#x}", self.pool.iova()))
+            .finish()
+    }
+}
+
+impl Dma for IxgbeVfioDma {
+    fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
+        let region = self.container.alloc_dma(bytes)?;
+        let ptr = NonNull::new(region.memory().as_ptr())
+            .ok_or_else(|| IgbError::Config("DMA memory mapped at address 0".into()))?;
+        let iova = region.iova();
+        // SAFETY: the region is at least `bytes` long (page-rounded), page-aligned (so
+        // 128-byte aligned as RDBAL/TDBAL need), zeroed, used only by this ring, and kept
+        // alive by the box we hand over.
+        Ok(unsafe { RingMemory::new(ptr, bytes, iova, Box::new(region)) })
+    }
+
+    #[inline]
+    fn iova_of(&self, p: *const u8) -> Option<u64> {
+        self.pool.iova_of(p)
+    }
+}
+
+/// Claims the 82599 PF at `bdf` (bound to vfio-pci: `vnetp bind <bdf>`) and brings it
+/// up as a port whose frames live in `pool` (buffers of at least
+/// [`super::pool_buffer_size`]`(cfg.mtu)` bytes).
+pub fn open_vfio(
+    bdf: &str,
+    pool: Mempool,
+    cfg: IxgbeConfig,
+) -> Result<IxgbePort<vfio::MappedBar, IxgbeVfioDma>, IxgbeError> {
+    let container = vfio::Container::new()?;
+    let device = container.open_device(bdf)?;
+    let (vendor, dev_id) = device.ids()?;
+    if vendor != 0x8086 || !IXGBE_PF_DEVICE_IDS.contains(&dev_id) {
+        return Err(IxgbeError::NotIxgbe {
+            bdf: bdf.to_owned(),
+            vendor,
+            device: dev_id,
+        });
+    }
+    if device.can_reset()
+        && let Err(e) = device.reset()
+    {
+        // CTRL.RST in the init sequence resets the MAC anyway.
+        tracing::warn!(device = bdf, error = %e, "function reset failed; relying on the device reset");
+    }
+    device.enable_bus_master()?;
+    let bar = device.map_bar(0)?;
+    let pool_map = container.map_pool(&pool)?;
+    let name = format!("ixgbe:{}", device.address());
+    let dma = IxgbeVfioDma {
+        container,
+        pool: pool_map,
+        _device: device,
+    };
+    IxgbePort::new(&name, bar, dma, pool, cfg)
+}
