@@ -1,7 +1,11 @@
 //! Guests over vhost-user, with real peers and no mocks: a `vnetp run` daemon with two
 //! vhost-user interfaces in a network namespace, driven by our virtio-user frontend and
 //! by DPDK testpmd (its `net_virtio_user` driver against our backend, its `net_vhost`
-//! backend against our frontend). Needs root (CI runs as root); the testpmd tests need
+//! backend against our frontend). Multiqueue and offloads: our frontend drives the
+//! control queue (`VQ_PAIRS_SET`, promisc, an unknown class) and sends on queue pair 1;
+//! a 60 KB TSO frame (IPv4 and IPv6) reaches a frontend that negotiated GUEST_TSO whole
+//! and one that did not as checked MTU-sized segments; testpmd's virtio-user with two
+//! queue pairs receives flows on both. Needs root (CI runs as root); the testpmd tests need
 //! `dpdk-testpmd` (Debian package dpdk-dev, installed by scripts/setup.sh).
 //!
 //! A real Linux guest in QEMU on this backend: tests/vhost_user_guest.rs.
@@ -41,6 +45,11 @@ struct Host {
 
 impl Host {
     fn start(tag: &str) -> Self {
+        Self::start_with(tag, "")
+    }
+
+    /// A host whose interface blocks carry `extra` lines (e.g. `offload = true`).
+    fn start_with(tag: &str, extra: &str) -> Self {
         assert!(
             netns::is_root(),
             "the vhost-user tests need root (network namespaces): run them with sudo"
@@ -59,7 +68,7 @@ impl Host {
         for (name, mac) in [("vm0", MAC0), ("vm1", MAC1)] {
             let _ = writeln!(
                 cfg,
-                "[[interface]]\nname = \"{name}\"\nkind = \"vhost-user\"\nsocket = \"{}\"\nmac = \"{}\"\n",
+                "[[interface]]\nname = \"{name}\"\nkind = \"vhost-user\"\nsocket = \"{}\"\nmac = \"{}\"\n{extra}",
                 dir.join(format!("{name}.sock")).display(),
                 mac_str(mac)
             );
@@ -127,9 +136,13 @@ impl Drop for Host {
 }
 
 fn connect(sock: &Path) -> VirtioUser {
+    connect_with(sock, VirtioUserOptions::default())
+}
+
+fn connect_with(sock: &Path, opts: VirtioUserOptions) -> VirtioUser {
     let mut last = None;
     for _ in 0..100 {
-        match VirtioUser::connect(sock, VirtioUserOptions::default()) {
+        match VirtioUser::connect(sock, opts) {
             Ok(v) => return v,
             Err(e) => last = Some(e),
         }
@@ -599,4 +612,444 @@ fn our_frontend_drives_testpmd_vhost_backend() {
     }
     drop((x, y, tp));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The test's IPv6 addresses: fd00::1 (sender) and fd00::2.
+fn v6_addrs() -> (std::net::Ipv6Addr, std::net::Ipv6Addr) {
+    (
+        std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+        std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
+    )
+}
+
+/// A TCP frame over IPv4 (10.0.0.1:40000 -> 10.0.0.2:`dport`) or IPv6 (fd00::1 ->
+/// fd00::2) from `src` to `dst`, sequence number 1000, `payload` after it, checksums
+/// complete.
+fn tcp_frame(v6: bool, dst: [u8; 6], src: [u8; 6], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let l4 = if v6 { 54 } else { 34 };
+    let mut f = vec![0u8; l4 + 20];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    if v6 {
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        f[20] = 6;
+        f[21] = 64;
+        let (a, b) = v6_addrs();
+        f[22..38].copy_from_slice(&a.octets());
+        f[38..54].copy_from_slice(&b.octets());
+    } else {
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+        f[18..20].copy_from_slice(&0x4242u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        let ip = offload::checksum::internet_checksum(&f[14..34], 0);
+        f[24..26].copy_from_slice(&ip.to_be_bytes());
+    }
+    f[l4..l4 + 2].copy_from_slice(&40000u16.to_be_bytes());
+    f[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+    f[l4 + 4..l4 + 8].copy_from_slice(&1000u32.to_be_bytes());
+    f[l4 + 12] = 0x50;
+    f[l4 + 13] = 0x18;
+    f[l4 + 14..l4 + 16].copy_from_slice(&65535u16.to_be_bytes());
+    f.extend_from_slice(payload);
+    if v6 {
+        let (a, b) = v6_addrs();
+        offload::checksum::fill_tcp_checksum_v6(&a, &b, &mut f[l4..]).expect("tcp checksum");
+    } else {
+        offload::checksum::fill_tcp_checksum_v4(
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            &mut f[l4..],
+        )
+        .expect("tcp checksum");
+    }
+    f
+}
+
+/// An IPv4 [`tcp_frame`].
+fn tcp4(dst: [u8; 6], src: [u8; 6], dport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp_frame(false, dst, src, dport, payload)
+}
+
+/// Options of a frontend that negotiates TSO and holds a 64 KiB frame per buffer.
+fn tso_opts() -> VirtioUserOptions {
+    VirtioUserOptions {
+        queue_size: 64,
+        buf_size: 66 * 1024,
+        tso: true,
+        ..VirtioUserOptions::default()
+    }
+}
+
+/// Receives on pair 0 until `count` frames arrived (bounded by a deadline).
+fn recv_frames(g: &mut VirtioUser, count: usize) -> Vec<(pkt::OffloadMeta, Vec<u8>)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < count && Instant::now() < deadline {
+        if g.recv_with(0, |m, f| got.push((*m, f.to_vec())))
+            .expect("recv")
+            == 0
+        {
+            g.wait(Duration::from_millis(20)).expect("wait");
+        }
+    }
+    got
+}
+
+/// Checks `segs` are MTU-sized TCP segments with correct checksums whose payloads,
+/// placed by sequence number, make up `payload` exactly.
+fn check_segments(segs: &[(pkt::OffloadMeta, Vec<u8>)], v6: bool, payload: &[u8]) {
+    let l4 = if v6 { 54 } else { 34 };
+    let mut joined = vec![0u8; payload.len()];
+    let mut covered = 0;
+    for (i, (m, s)) in segs.iter().enumerate() {
+        assert_eq!(m.gso_type, 0, "segment {i} carries no TSO request");
+        assert!(
+            s.len() <= 1514,
+            "segment {i} fits the MTU: {} bytes",
+            s.len()
+        );
+        let ok = if v6 {
+            let (a, b) = v6_addrs();
+            offload::checksum::verify_tcp_v6(&a, &b, &s[l4..])
+        } else {
+            offload::checksum::verify_ipv4_header(&s[14..34])
+                && offload::checksum::verify_tcp_v4(
+                    [10, 0, 0, 1].into(),
+                    [10, 0, 0, 2].into(),
+                    &s[l4..],
+                )
+        };
+        assert!(ok, "segment {i} (v6 {v6}) checksums");
+        let seq = u32::from_be_bytes([s[l4 + 4], s[l4 + 5], s[l4 + 6], s[l4 + 7]]);
+        let at = (seq - 1000) as usize;
+        let data = &s[l4 + 20..];
+        joined[at..at + data.len()].copy_from_slice(data);
+        covered += data.len();
+    }
+    assert_eq!(covered, payload.len(), "v6 {v6}");
+    assert!(
+        joined == payload,
+        "the segments reassemble to the payload (v6 {v6})"
+    );
+}
+
+#[test]
+fn tso_frame_reaches_a_tso_guest_whole_and_a_plain_guest_as_checked_segments() {
+    use offload::vnet_hdr::gso;
+    use virtio_bindings_bits::*;
+    let host = Host::start_with("tso", "offload = true\n");
+    let mut g0 = connect_with(&host.sock("vm0"), tso_opts());
+    let mut g1 = connect_with(&host.sock("vm1"), tso_opts());
+    for g in [&g0, &g1] {
+        for b in [
+            HOST_TSO4, HOST_TSO6, GUEST_TSO4, GUEST_TSO6, CSUM, GUEST_CSUM,
+        ] {
+            assert_ne!(g.features() & (1 << b), 0, "feature bit {b} negotiated");
+        }
+    }
+    let payload: Vec<u8> = (0..60_000u32).map(|i| (i * 13 + i / 251) as u8).collect();
+    // As a guest's TCP stack sends them: partial checksum, TSO request for a 1500 MTU.
+    let cases: Vec<(bool, Vec<u8>, Vec<u8>, pkt::OffloadMeta)> = [false, true]
+        .into_iter()
+        .map(|v6| {
+            let whole = tcp_frame(v6, MAC1, MAC0, 5201, &payload);
+            let mut request = whole.clone();
+            let meta = offload::gso::tso_request(&mut request, 1500).expect("tso request");
+            (v6, whole, request, meta)
+        })
+        .collect();
+    assert_eq!(
+        (cases[0].3.gso_type, cases[0].3.gso_size),
+        (gso::TCPV4, 1460)
+    );
+    assert_eq!(
+        (cases[1].3.gso_type, cases[1].3.gso_size),
+        (gso::TCPV6, 1440)
+    );
+
+    // 1. Both sides negotiated TSO: one large frame with its request, per IP version.
+    let mut rx_bytes = 0;
+    for (v6, whole, request, meta) in &cases {
+        assert_eq!(g0.send_with(0, meta, &[request]).expect("send"), 1);
+        let got = recv_frames(&mut g1, 1);
+        assert_eq!(got.len(), 1, "one frame (v6 {v6}); {}", host.diag());
+        let (m, f) = &got[0];
+        assert_eq!(
+            (m.gso_type, m.gso_size, m.csum_start, m.csum_offset),
+            (meta.gso_type, meta.gso_size, meta.csum_start, 16),
+            "the TSO request travels with the frame (v6 {v6})"
+        );
+        assert!(
+            f[..] == request[..],
+            "the large frame arrives byte for byte (v6 {v6})"
+        );
+        let mut completed = f.clone();
+        offload::checksum::complete_partial(&mut completed, meta.csum_start.into(), 16)
+            .expect("complete");
+        assert!(
+            completed == *whole,
+            "its partial checksum completes right (v6 {v6})"
+        );
+        rx_bytes += whole.len() as u64;
+        assert_eq!(
+            host.port("vm0")["rx_bytes"].as_u64(),
+            Some(rx_bytes),
+            "the daemon took it from vm0 as one frame"
+        );
+    }
+
+    // 2. The receiver takes no TSO: MTU-sized segments with correct checksums.
+    drop(g1);
+    assert!(
+        netns::wait_for(Duration::from_secs(10), || host
+            .log()
+            .contains("guest disconnected")),
+        "{}",
+        host.diag()
+    );
+    // A small ring: the segments of one frame fill it several times over, and the rest
+    // must follow as the guest reposts buffers, with nothing more sent.
+    let small = VirtioUserOptions {
+        queue_size: 16,
+        ..VirtioUserOptions::default()
+    };
+    let mut g1 = connect_with(&host.sock("vm1"), small);
+    assert_eq!(g1.features() & (1 << GUEST_TSO4), 0);
+    for (v6, _, request, meta) in &cases {
+        assert_eq!(g0.send_with(0, meta, &[request]).expect("send"), 1);
+        let want = payload.len().div_ceil(usize::from(meta.gso_size));
+        let segs = recv_frames(&mut g1, want);
+        assert_eq!(segs.len(), want, "segments (v6 {v6}); {}", host.diag());
+        check_segments(&segs, *v6, &payload);
+    }
+    let drops = &host.port("vm1")["drops"];
+    for name in [
+        "tx_gso_unsupported",
+        "tx_gso_no_buffer",
+        "tx_bad_checksum_request",
+    ] {
+        assert_eq!(drops[name].as_u64(), Some(0), "{name}: {}", host.diag());
+    }
+}
+
+#[test]
+fn control_queue_answers_pairs_promisc_and_unknown_classes_and_pair_1_carries_frames() {
+    let host = Host::start("mq");
+    let opts = VirtioUserOptions {
+        queue_pairs: 2,
+        ..VirtioUserOptions::default()
+    };
+    let mut g0 = connect_with(&host.sock("vm0"), opts);
+    let mut g1 = connect_with(&host.sock("vm1"), opts);
+    assert_eq!(
+        g1.max_pairs(),
+        4,
+        "max_virtqueue_pairs from the config space"
+    );
+    let t = Duration::from_secs(5);
+    let ctrl = |g: &mut VirtioUser, class: u8, cmd: u8, data: &[u8]| {
+        g.ctrl(class, cmd, data, t)
+            .unwrap_or_else(|e| panic!("control command answered: {e}\n{}", host.diag()))
+    };
+    const MQ: u8 = 4;
+    const RX: u8 = 0;
+    assert_eq!(ctrl(&mut g1, MQ, 0, &2u16.to_le_bytes()), 0, "2 pairs: OK");
+    assert_eq!(
+        ctrl(&mut g1, MQ, 0, &5u16.to_le_bytes()),
+        1,
+        "5 > 4 pairs: ERR"
+    );
+    assert_eq!(ctrl(&mut g1, MQ, 0, &0u16.to_le_bytes()), 1, "0 pairs: ERR");
+    assert_eq!(ctrl(&mut g1, 0x55, 0, &[1]), 1, "unknown class: ERR");
+    assert_eq!(ctrl(&mut g1, RX, 0, &[1]), 0, "promisc on: OK");
+    assert_eq!(ctrl(&mut g1, RX, 1, &[1]), 0, "allmulti on: OK");
+    assert_eq!(ctrl(&mut g0, MQ, 0, &2u16.to_le_bytes()), 0);
+    let drops = &host.port("vm1")["drops"];
+    assert_eq!(
+        drops["ctrl_unknown_class"].as_u64(),
+        Some(1),
+        "{}",
+        host.diag()
+    );
+    assert_eq!(drops["ctrl_rejected"].as_u64(), Some(2), "{}", host.diag());
+
+    // 32 flows sent on g0's pair 1, twice each: g1 gets all, spread over both pairs,
+    // and each flow on one pair only.
+    let flows: Vec<Vec<u8>> = (0..32u16)
+        .map(|p| tcp4(MAC1, MAC0, 6000 + p, &p.to_be_bytes()))
+        .collect();
+    let mut where_: std::collections::HashMap<u16, HashSet<u16>> = Default::default();
+    for _round in 0..2 {
+        assert_eq!(
+            g0.send_with(1, &Default::default(), &flows).expect("send"),
+            32
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut total = 0;
+    while total < 64 && Instant::now() < deadline {
+        let mut n = 0;
+        for pair in 0..2u16 {
+            n += g1
+                .recv_with(pair, |_, f| {
+                    let port = u16::from_be_bytes([f[36], f[37]]);
+                    where_.entry(port).or_default().insert(pair);
+                })
+                .expect("recv");
+        }
+        total += n;
+        if n == 0 {
+            g1.wait(Duration::from_millis(20)).expect("wait");
+        }
+    }
+    assert_eq!(
+        total,
+        64,
+        "every frame sent on pair 1 arrived; {}",
+        host.diag()
+    );
+    assert_eq!(where_.len(), 32);
+    assert!(
+        where_.values().all(|p| p.len() == 1),
+        "a flow stays on one queue: {where_:?}"
+    );
+    let on: HashSet<u16> = where_.values().flatten().copied().collect();
+    assert_eq!(on.len(), 2, "flows use both receive queues: {where_:?}");
+
+    // Back to one pair: everything arrives on pair 0.
+    assert_eq!(ctrl(&mut g1, MQ, 0, &1u16.to_le_bytes()), 0);
+    assert_eq!(
+        g0.send_with(1, &Default::default(), &flows).expect("send"),
+        32
+    );
+    let mut on0 = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while on0 < 32 && Instant::now() < deadline {
+        let n = g1.recv_with(0, |_, _| {}).expect("recv");
+        assert_eq!(
+            g1.recv_with(1, |_, _| {}).expect("recv"),
+            0,
+            "nothing on pair 1"
+        );
+        on0 += n;
+        if n == 0 {
+            g1.wait(Duration::from_millis(20)).expect("wait");
+        }
+    }
+    assert_eq!(on0, 32, "{}", host.diag());
+}
+
+/// Virtio-net feature bit numbers (virtio 1.2, 5.1.3).
+mod virtio_bindings_bits {
+    pub const CSUM: u32 = 0;
+    pub const GUEST_CSUM: u32 = 1;
+    pub const GUEST_TSO4: u32 = 7;
+    pub const GUEST_TSO6: u32 = 8;
+    pub const HOST_TSO4: u32 = 11;
+    pub const HOST_TSO6: u32 = 12;
+}
+
+#[test]
+fn testpmd_virtio_user_with_two_queue_pairs_receives_flows_on_both() {
+    use std::io::Write as _;
+    let host = Host::start("tpmq");
+    assert!(
+        netns::have("dpdk-testpmd"),
+        "dpdk-testpmd is missing: scripts/setup.sh installs it (Debian package dpdk-dev)"
+    );
+    let log = host.dir.join("testpmd-mq.log");
+    let out = std::fs::File::create(&log).expect("testpmd log");
+    let err = out.try_clone().expect("log fd");
+    let vdev = format!(
+        "net_virtio_user0,path={},queues=2,queue_size=256",
+        host.sock("vm0").display()
+    );
+    let prefix = format!("vnetp-tpmq-{}", std::process::id());
+    // Interactive, receive-only: its extended statistics count frames per queue.
+    let mut child = Command::new("stdbuf")
+        .args(["-oL", "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "256"])
+        .args(["--no-shconf", "--no-pci", "--file-prefix", &prefix])
+        .args(["--log-level", "lib.eal:warning", "--vdev", &vdev])
+        .args(["--", "-i", "--forward-mode=rxonly", "--rxq=2", "--txq=2"])
+        .args(["--nb-cores=1", "--total-num-mbufs=8192"])
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start dpdk-testpmd");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let prompt = netns::wait_for(Duration::from_secs(30), || text().contains("testpmd>"));
+    let guard = KillOnDrop(child);
+    assert!(prompt, "testpmd did not start:\n{}", text());
+    writeln!(stdin, "start").expect("start forwarding");
+    assert!(
+        netns::wait_for(Duration::from_secs(10), || host
+            .log()
+            .contains("guest connected")),
+        "testpmd connected to vm0:\n{}\n{}",
+        host.log(),
+        text()
+    );
+    let mut g1 = connect(&host.sock("vm1"));
+    let flows: Vec<Vec<u8>> = (0..32u16)
+        .map(|p| tcp4(MAC0, MAC1, 6000 + p, &p.to_be_bytes()))
+        .collect();
+    // Until testpmd has both queues enabled and counts every frame (bounded rounds).
+    let mut per_queue = [0u64; 2];
+    for round in 0..20 {
+        assert_eq!(g1.send(&flows).expect("send"), 32);
+        std::thread::sleep(Duration::from_millis(200));
+        writeln!(stdin, "show port xstats 0").expect("ask for xstats");
+        let ok = netns::wait_for(Duration::from_secs(5), || {
+            text().matches("rx_q1_good_packets").count() > round
+        });
+        assert!(ok, "testpmd answered xstats:\n{}", text());
+        let t = text();
+        for (q, v) in per_queue.iter_mut().enumerate() {
+            *v = t
+                .lines()
+                .rev()
+                .find_map(|l| {
+                    l.trim()
+                        .strip_prefix(&format!("rx_q{q}_good_packets:"))
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0);
+        }
+        if per_queue.iter().sum::<u64>() >= 32 * (round as u64 + 1) {
+            break;
+        }
+    }
+    let sent = host.port("vm0")["tx_packets"].as_u64().unwrap_or(0);
+    assert_eq!(
+        per_queue.iter().sum::<u64>(),
+        sent,
+        "testpmd counted every frame vnetp delivered: {per_queue:?}\n{}",
+        text()
+    );
+    assert!(
+        per_queue[0] > 0 && per_queue[1] > 0,
+        "flows spread over both queue pairs: {per_queue:?}\n{}",
+        text()
+    );
+    let _ = writeln!(stdin, "quit");
+    drop(guard);
+}
+
+/// Kills a child process when dropped (a failed assertion must not leave it running).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

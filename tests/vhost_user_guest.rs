@@ -8,6 +8,15 @@
 //! redials the socket (`reconnect-ms`), and guest A must see the peer go away, come
 //! back, answer pings and take a second checked transfer.
 //!
+//! The guests' NICs have two queue pairs (`queues=2`, `mq=on`) and TSO: each guest
+//! switches to both pairs with `ethtool -L` (QEMU's control queue, then
+//! SET_VRING_ENABLE to us) and checks `ethtool -k` shows TCP segmentation offload on.
+//! The daemons take 64 KiB frames (`offload = true`) and the link carries them whole
+//! (`mtu = 65000`), so guest A's TSO frames reach guest B as large frames; the test
+//! checks the daemons' byte and frame counters show frames larger than the MTU. The
+//! guest has no ethtool of its own: the host's binary and its libraries are copied in
+//! and run through the dynamic loader.
+//!
 //! Needs root (namespaces) and QEMU (`sudo scripts/setup.sh` or
 //! `sudo tests/vm/harness.sh install`); builds the guest image cache when missing.
 
@@ -66,6 +75,11 @@ dev=""; for n in /sys/class/net/*; do [ "${n##*/}" != lo ] && dev=${n##*/}; done
 [ -n "$dev" ] || { echo "guest: no NIC"; exit 2; }
 ip addr add @MYIP@/24 dev $dev && ip link set $dev up || exit 2
 echo "guest-nic $dev $(cat /sys/class/net/$dev/address) driver=$(basename $(readlink /sys/class/net/$dev/device/driver))"
+# The host's ethtool, run through the dynamic loader with the libraries next to it.
+ET="/opt/ld-linux-x86-64.so.2 --library-path /opt /opt/ethtool"
+$ET -L $dev combined 2; echo "guest-ethtool-L rc=$?"
+$ET -l $dev | sed -n '/Current/,$p' | grep -i combined | sed 's/^/guest-channels /'
+echo "guest-tso $($ET -k $dev | grep '^tcp-segmentation-offload:' | tr -d ' ')"
 # wait_file FILE BYTES TENTHS: until FILE holds BYTES bytes, at most TENTHS/10 s.
 wait_file() { i=0; while [ $i -lt $3 ] && [ $(wc -c < $1) -lt $2 ]; do sleep 0.1; i=$((i+1)); done; }
 # reach TRIES: until one ping of the peer is answered.
@@ -84,6 +98,7 @@ if [ @ME@ = 2 ]; then
     [ $n = @ROUNDS@ ] && break
   done
   kill $p1 $p2 2>/dev/null
+  $ET -S $dev 2>&1 | grep -E '[rt]x[0-9]+_kicks' | tr -d ' ' | sed 's/^/guest-queue-stat /'
   exit 0
 fi
 : > /tmp/a1; : > /tmp/a2
@@ -100,6 +115,7 @@ send() {
   echo "guest-acked n=$1"
 }
 send 1
+$ET -S $dev 2>&1 | grep -E '[rt]x[0-9]+_kicks' | tr -d ' ' | sed 's/^/guest-queue-stat /'
 [ @ROUNDS@ = 1 ] && exit 0
 # The host kills B's daemon now: wait to lose the peer (bounded), then for it to return.
 i=0; while [ $i -lt 60 ] && ping -c 1 -W 1 @PEERIP@ >/dev/null 2>&1; do sleep 0.2; i=$((i+1)); done
@@ -131,10 +147,11 @@ struct Guest {
 
 impl Guest {
     fn start(ns: &Netns, dir: &Path, role: u8, side: &Side, peer: &Side, sock: &Path) -> Self {
+        // Two queue pairs: 2 * 2 + 2 MSI-X vectors (queues, config, control).
         let nic = format!(
             "-chardev socket,id=c0,path={},reconnect-ms=1000 \
-             -netdev vhost-user,id=n0,chardev=c0 \
-             -device virtio-net-pci,netdev=n0,mac={},romfile=",
+             -netdev vhost-user,id=n0,chardev=c0,queues=2 \
+             -device virtio-net-pci,netdev=n0,mac={},mq=on,vectors=6,romfile=",
             sock.display(),
             side.mac
         );
@@ -145,6 +162,7 @@ impl Guest {
         let env = [
             format!("VM_NIC={nic}"),
             "VM_MEMFD=1".to_string(),
+            format!("VM_FILES={}", ethtool_files().join(" ")),
             "VM_MEM=256".to_string(),
             "VM_TIMEOUT=150".to_string(),
             format!("VM_LOG={}", serial.display()),
@@ -193,6 +211,57 @@ impl Drop for Guest {
     }
 }
 
+/// The host's ethtool and the shared libraries it loads (as `ldd` names them), the
+/// dynamic loader included, for the guest's /opt.
+fn ethtool_files() -> Vec<String> {
+    let ethtool = ["/usr/sbin/ethtool", "/sbin/ethtool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("ethtool is missing on the host: run `sudo scripts/setup.sh`");
+    let out = Command::new("ldd")
+        .arg(ethtool)
+        .output()
+        .expect("run ldd on ethtool");
+    let mut files = vec![ethtool.to_string()];
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x...)"
+        let path = l
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(p) = path {
+            files.push(p.to_string());
+        }
+    }
+    assert!(
+        files.iter().any(|f| f.contains("ld-linux")),
+        "no dynamic loader in `ldd {ethtool}`: {files:?}"
+    );
+    files
+}
+
+/// A daemon config with TSO on the vhost-user interface (64 KiB buffers) and a link
+/// that carries 64 KiB frames whole.
+fn with_tso(cfg: String) -> String {
+    let cfg = cfg.replacen(
+        "kind = \"vhost-user\"\n",
+        "kind = \"vhost-user\"\noffload = true\n",
+        1,
+    );
+    let cfg = cfg.replacen("encap = \"vnetp\"\n", "encap = \"vnetp\"\nmtu = 65000\n", 1);
+    assert!(
+        cfg.contains("offload = true") && cfg.contains("mtu = 65000"),
+        "config layout changed: {cfg}"
+    );
+    cfg
+}
+
+/// Bytes per frame of a counter pair in a stats JSON object.
+fn per_frame(v: &serde_json::Value, bytes: &str, packets: &str) -> u64 {
+    v[bytes].as_u64().unwrap_or(0) / v[packets].as_u64().unwrap_or(0).max(1)
+}
+
 /// `key=value` from the first serial line starting with `prefix`.
 fn field(out: &str, prefix: &str, key: &str) -> Option<String> {
     let line = out.lines().find(|l| {
@@ -222,8 +291,8 @@ fn linux_guests_on_vhost_user_talk_across_the_overlay_and_survive_a_daemon_resta
     let h = TwoHosts::new(&format!("vg{INDEX}-{pid}"), INDEX, false, &dir)
         .expect("build the two hosts");
     let (sock_a, sock_b) = (dir.join("vm-a.sock"), dir.join("vm-b.sock"));
-    let cfg_a = h.vhost_user_config(&h.side_a, &h.side_b, "a", LinkEncap::Vnetp, &sock_a);
-    let cfg_b = h.vhost_user_config(&h.side_b, &h.side_a, "b", LinkEncap::Vnetp, &sock_b);
+    let cfg_a = with_tso(h.vhost_user_config(&h.side_a, &h.side_b, "a", LinkEncap::Vnetp, &sock_a));
+    let cfg_b = with_tso(h.vhost_user_config(&h.side_b, &h.side_a, "b", LinkEncap::Vnetp, &sock_b));
     let da = h
         .start_daemon(&h.a, "a", &cfg_a, exe())
         .expect("daemon a starts");
@@ -251,6 +320,8 @@ fn linux_guests_on_vhost_user_talk_across_the_overlay_and_survive_a_daemon_resta
 
     let (sa, out_a) = ga.finish(Duration::from_secs(120));
     let (sb, out_b) = gb.finish(Duration::from_secs(30));
+    let stats_a: serde_json::Value =
+        serde_json::from_str(&da.ctl("stats json").unwrap_or_default()).unwrap_or_default();
     let all = format!(
         "--- guest a ---\n{out_a}\n--- guest b ---\n{out_b}\n--- daemon a ---\n{}\n--- daemon b (after restart) ---\n{}\nstats b: {}",
         daemon_log(&da),
@@ -277,6 +348,36 @@ fn linux_guests_on_vhost_user_talk_across_the_overlay_and_survive_a_daemon_resta
         "both guests use virtio-net:\n{all}"
     );
     assert!(out_a.contains("guest-peer-lost"), "{all}");
+    // Multiqueue and TSO, as each guest's own driver reports them.
+    for (out, name) in [(&out_a, "a"), (&out_b, "b")] {
+        assert_eq!(
+            field(out, "guest-ethtool-L", "rc").as_deref(),
+            Some("0"),
+            "ethtool -L combined 2 in guest {name}:\n{all}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.contains("guest-tso tcp-segmentation-offload:on")),
+            "TSO on in guest {name}:\n{all}"
+        );
+    }
+    // Large frames crossed: guest A's interface and the link moved frames bigger than
+    // a 1500-byte MTU allows, on average (TSO frames whole, not cut to the MTU).
+    let port_a = &stats_a["interfaces"][0]["port"];
+    let link_a = &stats_a["links"][0];
+    eprintln!(
+        "bytes per frame: from guest a {}, over the link {}",
+        per_frame(port_a, "rx_bytes", "rx_packets"),
+        per_frame(link_a, "tx_bytes", "tx_packets")
+    );
+    assert!(
+        per_frame(port_a, "rx_bytes", "rx_packets") > 1514,
+        "guest a sent TSO frames: {port_a}\n{all}"
+    );
+    assert!(
+        per_frame(link_a, "tx_bytes", "tx_packets") > 1514,
+        "the link carried them whole: {link_a}\n{all}"
+    );
     for n in ["1", "2"] {
         assert_eq!(
             field(&out_a, &format!("guest-ping n={n}"), "rc").as_deref(),
@@ -309,6 +410,10 @@ fn linux_guests_on_vhost_user_talk_across_the_overlay_and_survive_a_daemon_resta
         port["tx_bytes"].as_u64().unwrap_or(0) >= u64::from(TRANSFER)
             && port["rx_packets"].as_u64().unwrap_or(0) > 0,
         "the restarted daemon b carried transfer 2 into guest b and its answers out:\n{all}"
+    );
+    assert!(
+        per_frame(port, "tx_bytes", "tx_packets") > 1514,
+        "guest b (GUEST_TSO) took large frames whole: {port}\n{all}"
     );
     drop((da, db));
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,6 +1,7 @@
 //! Guest descriptor chains and rings from arbitrary bytes: the fuzz input becomes guest
 //! memory (descriptor table, avail ring, buffers) plus ring parameters, and both queue
-//! passes run over it. Any panic, overflow or out-of-bounds access is a bug; bad input
+//! passes and the control queue run over it (TSO and MQ bits among the negotiated
+//! features, from the input). Any panic, overflow or out-of-bounds access is a bug; bad input
 //! must end in a counted drop or a "broken queue" result.
 #![no_main]
 
@@ -32,11 +33,31 @@ fuzz_target!(|data: &[u8]| {
     let desc = u64::from(u16::from_le_bytes([params[1], params[2]])) & !15;
     let avail = u64::from(u16::from_le_bytes([params[3], params[4]])) & !1;
     let used = u64::from(u16::from_le_bytes([params[5], params[6]])) & !3;
-    let neg =
-        Negotiated::from_bits(u64::from(params[7]) << 8 | u64::from(params[7]) << 28 | 1 << 32);
+    // Features: bits 8-15 (GUEST_TSO6 .. MRG_RXBUF), 28-35 (INDIRECT, EVENT_IDX,
+    // VERSION_1), and CSUM/GUEST_CSUM/GUEST_TSO4 (0, 1, 7) and CTRL_VQ/MQ (17, 22).
+    let neg = Negotiated::from_bits(
+        u64::from(params[7]) << 8
+            | u64::from(params[7]) << 28
+            | 1 << 32
+            | u64::from(params[2] & 0x83)
+            | u64::from(params[1] & 0x42) << 16,
+    );
     let Ok(pool) = Mempool::new(128, HEADROOM + 2048) else {
         return;
     };
+    // The control queue over the same memory: commands and ack buffers from the input.
+    if let Ok(mut q) = Queue::new(256) {
+        q.set_size(size);
+        q.set_desc_table_address(Some(desc as u32), Some(0));
+        q.set_avail_ring_address(Some(avail as u32), Some(0));
+        q.set_used_ring_address(Some(used as u32), Some(0));
+        q.set_ready(true);
+        let mut chain = Chain::default();
+        let mut pairs = 0u16;
+        let mut counters = virtio::ctrl::CtrlCounters::default();
+        let _ = virtio::ctrl::process(&mut q, &mem, neg, 4, &mut pairs, &mut chain, &mut counters);
+        assert!(pairs <= 4, "VQ_PAIRS_SET beyond the offered pairs");
+    }
     for rx in [false, true] {
         let Ok(mut q) = Queue::new(256) else { return };
         q.set_size(size);

@@ -22,11 +22,21 @@ struct Backend {
 fn backend() -> &'static Backend {
     static B: OnceLock<Backend> = OnceLock::new();
     B.get_or_init(|| {
-        let socket = std::env::temp_dir().join(format!("vnetp-fuzz-vhost-{}.sock", std::process::id()));
+        let socket =
+            std::env::temp_dir().join(format!("vnetp-fuzz-vhost-{}.sock", std::process::id()));
         let pool = Mempool::new(256, 2048).expect("pool");
-        let cfg = VhostUserConfig { name: "fuzz".into(), socket: socket.clone(), mac: [0x52, 0x54, 0, 0, 0, 1], mtu: 1500 };
+        let cfg = VhostUserConfig {
+            name: "fuzz".into(),
+            socket: socket.clone(),
+            mac: [0x52, 0x54, 0, 0, 0, 1],
+            mtu: 1500,
+            max_queue_pairs: 4,
+        };
         let port = VhostUserPort::listen(cfg, pool).expect("listen");
-        Backend { socket, port: Mutex::new(port) }
+        Backend {
+            socket,
+            port: Mutex::new(port),
+        }
     })
 }
 
@@ -40,7 +50,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let Some(mut s) = conn else { panic!("the backend stopped accepting connections") };
+    let Some(mut s) = conn else {
+        panic!("the backend stopped accepting connections")
+    };
     let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
     let _ = s.set_read_timeout(Some(Duration::from_millis(5)));
     let _ = s.write_all(data);

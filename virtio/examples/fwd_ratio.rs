@@ -88,6 +88,7 @@ fn ours(dir: &Path, len: usize, secs: f64) -> Result<f64, String> {
                 socket: dir.join(format!("ours-{name}.sock")),
                 mac: [0x52, 0x54, 0, 0, 0, last],
                 mtu: 1500,
+                ..Default::default()
             },
             pool.clone(),
         )

@@ -8,6 +8,24 @@
 //!   [`pkt::Port::tx_batch`]. It works on the vrings directly, taking each vring's lock
 //!   once per batch, never per frame.
 //!
+//! Queues: `pairs` receive/transmit pairs (receive queue `2p`, transmit `2p + 1`) and a
+//! control queue after them. The one data thread polls the transmit queues of every
+//! pair round-robin within a batch and picks a guest receive queue per flow by a hash of
+//! its addresses and ports, so one flow stays on one queue. Which pairs are in use: the
+//! number a `VQ_PAIRS_SET` on our control queue asked for, or, for a frontend that runs
+//! the control queue itself (QEMU, DPDK's virtio-user), the pairs it enabled with
+//! `SET_VRING_ENABLE`. The control queue is served on the vhost-user worker thread (it
+//! is rare and small), never by the data thread.
+//!
+//! Offloads: the port always takes TSO frames and partial checksums from the engine
+//! (its [`PortCaps`] say TSO4|TSO6|TX_CSUM). A guest that negotiated GUEST_TSO4/6 gets
+//! such a frame whole with its virtio-net header; for one that did not, the port cuts
+//! it into segments with `offload::gso` (full checksums), and completes partial
+//! checksums for a guest without GUEST_CSUM. HOST_TSO4/6 (the guest sends 64 KiB
+//! frames) is offered only when the packet buffers hold such a frame; the guest's TSO
+//! request becomes the frame's offload metadata, which the engine carries whole over a
+//! link that takes it or segments where needed.
+//!
 //! Hand-over: each connection gets a fresh `VhostUserDaemon`, fresh vrings and a fresh
 //! guest memory map. The worker publishes them (an `Arc`-cloned set) into `Shared::slot`
 //! and bumps `Shared::epoch`; the data side compares the epoch once per batch (one
@@ -18,7 +36,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -35,17 +53,22 @@ use vmm_sys_util::event::{
 };
 
 use crate::chain::Chain;
-use crate::dataplane::{self, DROP_NAMES, Drops, Traffic, drop};
+use crate::ctrl::{self, CtrlCounters};
+use crate::dataplane::{self, DROP_NAMES, Delivery, Drops, Traffic, drop};
 use crate::error::VirtioError;
-use crate::net::{
-    self, MAX_QUEUE_SIZE, NUM_QUEUES, Negotiated, OFFERED_FEATURES, RX_QUEUE, TX_QUEUE,
-};
+use crate::net::{self, MAX_QUEUE_PAIRS, MAX_QUEUE_SIZE, Negotiated, RX_QUEUE, TX_QUEUE};
 
 /// Guest memory as the vhost-user backend maps it.
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 
-/// `device_event` of our hand-over eventfd (`register_listener` reserves 0..=num_queues).
-const GRAB_EVENT: u64 = NUM_QUEUES as u64 + 1;
+/// Frame size (Ethernet header and one VLAN tag included) the packet buffers must hold
+/// for TSO to be offered: the largest IPv4 datagram. Linux guests keep a TSO frame, IPv6
+/// included, within 64 KiB (`gso_max_size`); a larger one is dropped as
+/// `bad_desc_too_long`, never truncated.
+pub const MAX_TSO_FRAME: usize = 65_535 + 18;
+
+/// Names of the control-queue counters reported with the drops.
+const CTRL_NAMES: [&str; 3] = ["ctrl_rejected", "ctrl_unknown_class", "ctrl_bad_chain"];
 
 /// What one connection gives the data side.
 #[derive(Clone)]
@@ -58,7 +81,15 @@ struct Conn {
 struct Shared {
     name: String,
     config: [u8; 12],
+    /// Queue pairs offered.
+    pairs: u16,
+    /// Virtio features offered.
+    features: u64,
     acked: AtomicU64,
+    /// Pairs the guest asked for on our control queue; 0 until it did (then the pairs
+    /// the frontend enabled are used).
+    ctrl_pairs: AtomicU16,
+    ctrl_counters: Mutex<CtrlCounters>,
     /// The engine's wake-up (read end of a pipe): readable after a guest kick. A pipe,
     /// not an eventfd, because the engine also polls for POLLOUT while it holds frames
     /// for the guest: an eventfd is always writable and would make it spin while the
@@ -129,7 +160,7 @@ impl VhostUserBackend for NetBackend {
     type Vring = VringRwLock;
 
     fn num_queues(&self) -> usize {
-        NUM_QUEUES
+        net::num_queues(self.shared.pairs)
     }
 
     fn max_queue_size(&self) -> usize {
@@ -137,7 +168,7 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn features(&self) -> u64 {
-        OFFERED_FEATURES
+        self.shared.features
     }
 
     fn acked_features(&self, features: u64) {
@@ -148,6 +179,7 @@ impl VhostUserBackend for NetBackend {
         VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::MQ
     }
 
     fn set_event_idx(&self, _enabled: bool) {
@@ -164,8 +196,9 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
-        // A bit mask per worker thread: one worker for both queues.
-        vec![(1u64 << NUM_QUEUES) - 1]
+        // A bit mask per worker thread: one worker for every queue. It only turns kicks
+        // into wake-ups and answers the control queue; the frames move on the data thread.
+        vec![(1u64 << net::num_queues(self.shared.pairs)) - 1]
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -179,7 +212,7 @@ impl VhostUserBackend for NetBackend {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> std::io::Result<()> {
-        if u64::from(device_event) == GRAB_EVENT {
+        if u64::from(device_event) == grab_event(self.shared.pairs) {
             Shared::drain(&self.shared.grab);
             let mem = self
                 .shared
@@ -193,11 +226,94 @@ impl VhostUserBackend for NetBackend {
                     mem,
                 }));
             }
+        } else if Some(usize::from(device_event)) == self.ctrl_index() {
+            if let Some(v) = vrings.get(usize::from(device_event)) {
+                serve_ctrl(&self.shared, v);
+            }
         } else {
-            // A kick on either queue: the engine has work (frames, or room for frames).
+            // A kick on a data queue: the engine has work (frames, or room for frames).
             self.shared.wake_engine();
         }
         Ok(())
+    }
+}
+
+impl NetBackend {
+    /// Index of the control queue for what the guest negotiated: after the offered
+    /// pairs with MQ, else 2 (virtio 1.2, 5.1.2).
+    fn ctrl_index(&self) -> Option<usize> {
+        let neg = Negotiated::from_bits(self.shared.acked.load(Ordering::Acquire));
+        match (neg.ctrl_vq, neg.mq) {
+            (false, _) => None,
+            (true, true) => Some(net::ctrl_queue(self.shared.pairs)),
+            (true, false) => Some(2),
+        }
+    }
+}
+
+/// `device_event` of our hand-over eventfd (`register_listener` reserves 0..=num_queues).
+fn grab_event(pairs: u16) -> u64 {
+    net::num_queues(pairs) as u64 + 1
+}
+
+/// Answers the commands on the control queue (vhost-user worker thread).
+fn serve_ctrl(shared: &Shared, vring: &VringRwLock) {
+    let Some(mem) = shared
+        .slot
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|c| c.mem.clone())
+    else {
+        return;
+    };
+    let neg = Negotiated::from_bits(shared.acked.load(Ordering::Acquire));
+    let mut state = vring.get_mut();
+    let mem = mem.memory();
+    if !state.get_queue().ready() || !state.is_enabled() {
+        return;
+    }
+    let mut pairs = shared.ctrl_pairs.load(Ordering::Acquire);
+    let before = pairs;
+    let mut chain = Box::<Chain>::default();
+    let mut counters = CtrlCounters::default();
+    let result = ctrl::process(
+        state.get_queue_mut(),
+        &*mem,
+        neg,
+        shared.pairs,
+        &mut pairs,
+        &mut chain,
+        &mut counters,
+    );
+    let used = match result {
+        Ok(n) => n,
+        Err(b) => {
+            tracing::warn!(interface = %shared.name, why = b.0, "control queue unusable until the guest resets it");
+            0
+        }
+    };
+    if pairs != before {
+        shared.ctrl_pairs.store(pairs, Ordering::Release);
+        tracing::info!(interface = %shared.name, pairs, "guest set its queue pairs");
+    }
+    {
+        let mut c = shared
+            .ctrl_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        c.ok += counters.ok;
+        c.rejected += counters.rejected;
+        c.unknown_class += counters.unknown_class;
+        c.bad_chain += counters.bad_chain;
+    }
+    if used > 0
+        && state
+            .get_queue_mut()
+            .needs_notification(&*mem)
+            .unwrap_or(true)
+    {
+        let _ = state.signal_used_queue();
     }
 }
 
@@ -212,6 +328,36 @@ pub struct VhostUserConfig {
     pub mac: [u8; 6],
     /// The guest MTU, announced in the config space (`VIRTIO_NET_F_MTU`).
     pub mtu: u16,
+    /// Most queue pairs the guest may use (`VIRTIO_NET_F_MQ` when above 1), 1 to
+    /// [`MAX_QUEUE_PAIRS`]; default [`net::DEFAULT_QUEUE_PAIRS`].
+    pub max_queue_pairs: u16,
+}
+
+impl Default for VhostUserConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            socket: PathBuf::new(),
+            mac: [0x52, 0x54, 0, 0, 0, 1],
+            mtu: 1500,
+            max_queue_pairs: net::DEFAULT_QUEUE_PAIRS,
+        }
+    }
+}
+
+/// What the port did with offload requests (not drops: work done for the guest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadCounters {
+    /// TSO frames the guest sent (carried on whole, with their metadata).
+    pub rx_gso_frames: u64,
+    /// TSO frames handed to the guest whole (it negotiated GUEST_TSO4/6).
+    pub tx_gso_frames: u64,
+    /// TSO frames cut into segments for a guest that takes no TSO.
+    pub tx_gso_segmented: u64,
+    /// Segments those frames became.
+    pub tx_gso_segments: u64,
+    /// Partial checksums completed for a guest without GUEST_CSUM.
+    pub tx_csum_completed: u64,
 }
 
 /// A guest's virtio-net interface over vhost-user, as a [`Port`].
@@ -221,15 +367,26 @@ pub struct VhostUserConfig {
 pub struct VhostUserPort {
     name: String,
     mtu: u16,
+    pairs: u16,
     shared: Arc<Shared>,
     pool: Mempool,
     thread: Option<JoinHandle<()>>,
     conn: Option<Conn>,
     seen_epoch: u64,
-    broken: [bool; NUM_QUEUES],
+    /// Per queue: stopped until the guest resets it (index = queue index).
+    broken: [bool; 2 * MAX_QUEUE_PAIRS as usize],
+    /// The pair whose transmit queue `rx_batch` polls first (round-robin).
+    rx_next: u16,
     chain: Box<Chain>,
+    /// Segments of a cut TSO frame still to be delivered, and the pair they go to. While
+    /// some are left, the frame they came from stays at the front of the engine's batch
+    /// (removed once its last segment is in), so the engine keeps calling `tx_batch`.
+    segs: Vec<pkt::PktBuf>,
+    segs_done: usize,
+    segs_pair: u16,
     rx: Traffic,
     tx: Traffic,
+    offload: OffloadCounters,
     drops: Drops,
 }
 
@@ -245,7 +402,9 @@ impl std::fmt::Debug for VhostUserPort {
 impl VhostUserPort {
     /// Listens on `cfg.socket` and serves one guest connection at a time, accepting the
     /// next one when a guest goes away (QEMU's `reconnect=` finds us again after a
-    /// restart). Frames from the guest are copied into buffers from `pool`.
+    /// restart). Frames from the guest are copied into buffers from `pool`; TSO
+    /// (HOST_TSO4/6, GUEST_TSO4/6) is offered when those buffers hold a
+    /// [`MAX_TSO_FRAME`] behind the virtio-net header.
     pub fn listen(cfg: VhostUserConfig, pool: Mempool) -> Result<Self, VirtioError> {
         let mtu = cfg.mtu.min(net::MAX_MTU);
         let frame_room = pool.buf_size().saturating_sub(pkt::HEADROOM);
@@ -256,6 +415,17 @@ impl VhostUserPort {
                 room: frame_room,
             });
         }
+        if !(1..=MAX_QUEUE_PAIRS).contains(&cfg.max_queue_pairs) {
+            return Err(VirtioError::QueuePairs {
+                name: cfg.name,
+                pairs: cfg.max_queue_pairs,
+                max: MAX_QUEUE_PAIRS,
+            });
+        }
+        let pairs = cfg.max_queue_pairs;
+        // The guest's TSO frame is copied into one buffer, behind the header's room.
+        let tso = pool.buf_size() >= MAX_TSO_FRAME + pkt::HEADROOM;
+        let features = net::offered_features(pairs, tso);
         let fd = || {
             eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC)
                 .map_err(|e| VirtioError::Eventfd(e.into()))
@@ -295,8 +465,12 @@ impl VhostUserPort {
         let listener = Listener::from(sock);
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
-            config: net::config_space(cfg.mac, mtu),
+            config: net::config_space(cfg.mac, mtu, pairs),
+            pairs,
+            features,
             acked: AtomicU64::new(0),
+            ctrl_pairs: AtomicU16::new(0),
+            ctrl_counters: Mutex::new(CtrlCounters::default()),
             wake,
             wake_tx,
             kicked: AtomicBool::new(false),
@@ -316,20 +490,56 @@ impl VhostUserPort {
             .name(format!("vhost-{}", cfg.name))
             .spawn(move || accept_loop(&s, listener, poll_sock, &socket))
             .map_err(VirtioError::Thread)?;
+        tracing::debug!(interface = %cfg.name, pairs, tso, "vhost-user features chosen");
         Ok(Self {
             name: cfg.name,
             mtu,
+            pairs,
             shared,
             pool,
             thread: Some(thread),
             conn: None,
             seen_epoch: 0,
-            broken: [false; NUM_QUEUES],
+            broken: [false; 2 * MAX_QUEUE_PAIRS as usize],
+            rx_next: 0,
             chain: Box::default(),
+            // Enough for a 64 KiB frame cut at a 1,200-byte MSS without growing.
+            segs: Vec::with_capacity(64),
+            segs_done: 0,
+            segs_pair: 0,
             rx: Traffic::default(),
             tx: Traffic::default(),
+            offload: OffloadCounters::default(),
             drops: [0; DROP_NAMES.len()],
         })
+    }
+
+    /// Virtio features this port offers.
+    pub fn offered_features(&self) -> u64 {
+        self.shared.features
+    }
+
+    /// Virtio features the current (or last) guest acknowledged.
+    pub fn acked_features(&self) -> u64 {
+        self.shared.acked.load(Ordering::Acquire)
+    }
+
+    /// What the port did with offload requests.
+    pub fn offload_counters(&self) -> OffloadCounters {
+        OffloadCounters {
+            rx_gso_frames: self.rx.gso,
+            tx_gso_frames: self.tx.gso,
+            ..self.offload
+        }
+    }
+
+    /// Control-queue commands: answered OK, rejected, unknown class, malformed.
+    pub fn ctrl_counters(&self) -> CtrlCounters {
+        *self
+            .shared
+            .ctrl_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Connections accepted so far (a reconnect counts again).
@@ -349,8 +559,285 @@ impl VhostUserPort {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
-            self.broken = [false; NUM_QUEUES];
+            self.broken = [false; 2 * MAX_QUEUE_PAIRS as usize];
+            self.rx_next = 0;
+            // Segments for a guest that went away are of no use to the next one.
+            self.segs.clear();
+            self.segs_done = 0;
         }
+    }
+
+    /// Pairs whose queues may carry frames now: 1 without MQ, else what the guest set
+    /// on the control queue, else all offered (the frontend's enable state decides).
+    fn pair_limit(&self, neg: Negotiated) -> u16 {
+        if !neg.mq {
+            return 1;
+        }
+        match self.shared.ctrl_pairs.load(Ordering::Relaxed) {
+            0 => self.pairs,
+            n => n.min(self.pairs),
+        }
+    }
+
+    /// Drops every frame in `batch` and every pending segment, counted under `reason`
+    /// (a cut frame counts by its segments).
+    fn drop_all(&mut self, batch: &mut Batch, reason: usize) {
+        let left = self.segs.len() - self.segs_done;
+        let held = usize::from(left > 0 && !batch.is_empty());
+        self.drops[reason] += (batch.len() - held + left) as u64;
+        batch.clear();
+        self.segs.clear();
+        self.segs_done = 0;
+    }
+
+    /// Moves frames from the guest's transmit queue `q` into `batch`.
+    fn rx_queue(&mut self, q: usize, neg: Negotiated, batch: &mut Batch) -> usize {
+        let Some((vring, mem)) = usable(&self.conn, q) else {
+            return 0;
+        };
+        let mut state = vring.get_mut();
+        // The memory snapshot is taken under the vring lock: one taken before it could
+        // predate the guest's memory table while the queue, set up meanwhile, is ready.
+        let mem = mem.memory();
+        if !state.get_queue().ready() || !state.is_enabled() {
+            drop(state);
+            self.broken[q] = false;
+            return 0;
+        }
+        if self.broken[q] {
+            return 0;
+        }
+        let before = batch.len();
+        let result = dataplane::guest_tx(
+            state.get_queue_mut(),
+            &*mem,
+            neg,
+            &self.pool,
+            batch,
+            &mut self.chain,
+            &mut self.rx,
+            &mut self.drops,
+        );
+        let pass = match result {
+            Ok(p) => p,
+            Err(b) => {
+                let rings = ring_addrs(state.get_queue());
+                drop(state);
+                self.mark_broken(q, b.0, rings);
+                return batch.len() - before;
+            }
+        };
+        if pass.used > 0
+            && state
+                .get_queue_mut()
+                .needs_notification(&*mem)
+                .unwrap_or(true)
+        {
+            let _ = state.signal_used_queue();
+        }
+        pass.frames
+    }
+
+    /// Delivers `batch` (and any segments still pending) into the guest's usable receive
+    /// queues, each frame to the queue of its flow; returns the frames removed.
+    fn deliver(&mut self, conn: &Conn, neg: Negotiated, limit: u16, batch: &mut Batch) -> usize {
+        let n = batch.len();
+        // Lock every usable receive queue once for the batch (ascending order, as
+        // nothing else holds two vring locks), then deliver in order, each frame to the
+        // queue of its flow.
+        let mut guards: [Option<_>; MAX_QUEUE_PAIRS as usize] = std::array::from_fn(|_| None);
+        let mut usable = [0u16; MAX_QUEUE_PAIRS as usize];
+        let mut nq = 0usize;
+        let mut any_broken = false;
+        for p in 0..limit {
+            let q = 2 * usize::from(p) + RX_QUEUE;
+            let Some(v) = conn.vrings.get(q) else { break };
+            let state = v.get_mut();
+            let ready = state.get_queue().ready();
+            if !ready {
+                self.broken[q] = false;
+                continue;
+            }
+            if self.broken[q] {
+                any_broken = true;
+                continue;
+            }
+            if state.is_enabled() {
+                guards[usize::from(p)] = Some(state);
+                usable[nq] = p;
+                nq += 1;
+            }
+        }
+        if nq == 0 {
+            let reason = if any_broken {
+                drop::QUEUE_BROKEN
+            } else {
+                drop::TX_NO_GUEST
+            };
+            drop(guards);
+            self.drop_all(batch, reason);
+            return n;
+        }
+        // The memory snapshot is taken under the vring locks: one taken before them could
+        // predate the guest's memory table while a queue, set up meanwhile, is ready.
+        let mem = conn.mem.memory();
+        let mut used = [0usize; MAX_QUEUE_PAIRS as usize];
+        let mut rechecked = [false; MAX_QUEUE_PAIRS as usize];
+        let mut consumed = 0;
+        let mut blocked = false;
+        let mut broken: Option<(u16, &'static str)> = None;
+        'work: loop {
+            // Segments of a cut frame go first, to the pair of their flow; the frame
+            // itself is at `consumed` until they are all in.
+            let cut = self.segs_done < self.segs.len();
+            while self.segs_done < self.segs.len() {
+                let mut p = self.segs_pair;
+                if guards[usize::from(p)].is_none() {
+                    // Its queue went away: the flow moves to a queue that is there.
+                    p = usable[self.segs_done % nq];
+                    self.segs_pair = p;
+                }
+                let Some(state) = guards[usize::from(p)].as_mut() else {
+                    break 'work;
+                };
+                let seg = &mut self.segs[self.segs_done];
+                match dataplane::deliver_frame(
+                    state.get_queue_mut(),
+                    &*mem,
+                    neg,
+                    seg,
+                    &mut self.chain,
+                    &mut rechecked[usize::from(p)],
+                    &mut self.tx,
+                    &mut self.drops,
+                ) {
+                    Ok(Delivery::Delivered(u)) => used[usize::from(p)] += u,
+                    Ok(Delivery::Dropped) => {}
+                    Ok(Delivery::NoRoom) => {
+                        blocked = true;
+                        break 'work;
+                    }
+                    Err(b) => {
+                        broken = Some((p, b.0));
+                        break 'work;
+                    }
+                }
+                self.segs_done += 1;
+            }
+            self.segs.clear();
+            self.segs_done = 0;
+            if cut && consumed < batch.len() {
+                consumed += 1;
+            }
+            let Some(buf) = batch.as_mut_slice().get_mut(consumed) else {
+                break;
+            };
+            let p = if nq == 1 {
+                usable[0]
+            } else {
+                usable[dataplane::flow_hash(buf.data()) as usize % nq]
+            };
+            let gso = buf.meta.offload.gso_type;
+            if gso != offload::vnet_hdr::gso::NONE && !neg.guest_takes_gso(gso) {
+                // The guest takes no TSO of this kind: cut the frame here, at the
+                // sender's segment size or what the guest's MTU holds if smaller.
+                let data = buf.data();
+                let hdrs = offload::gso::l3l4_header_len(data).unwrap_or(0);
+                let fit = usize::from(self.mtu).saturating_sub(hdrs);
+                let mss = usize::from(buf.meta.offload.gso_size).min(fit.max(1));
+                let segs = &mut self.segs;
+                match offload::gso::segment_tcp(data, mss, &self.pool, |s| segs.push(s)) {
+                    Ok(k) => {
+                        self.offload.tx_gso_segmented += 1;
+                        self.offload.tx_gso_segments += k as u64;
+                    }
+                    Err(offload::gso::GsoError::NoBuffer) => {
+                        self.drops[drop::TX_GSO_NO_BUFFER] += 1;
+                    }
+                    Err(_) => self.drops[drop::TX_GSO_UNSUPPORTED] += 1,
+                }
+                self.segs_pair = p;
+                if self.segs.is_empty() {
+                    consumed += 1;
+                }
+                continue;
+            }
+            let partial = buf.meta.offload.flags & offload::vnet_hdr::NEEDS_CSUM != 0;
+            let Some(state) = guards[usize::from(p)].as_mut() else {
+                break;
+            };
+            match dataplane::deliver_frame(
+                state.get_queue_mut(),
+                &*mem,
+                neg,
+                buf,
+                &mut self.chain,
+                &mut rechecked[usize::from(p)],
+                &mut self.tx,
+                &mut self.drops,
+            ) {
+                Ok(Delivery::Delivered(u)) => {
+                    used[usize::from(p)] += u;
+                    self.offload.tx_csum_completed += u64::from(partial && !neg.guest_csum);
+                }
+                Ok(Delivery::Dropped) => {}
+                Ok(Delivery::NoRoom) => {
+                    blocked = true;
+                    break;
+                }
+                Err(b) => {
+                    broken = Some((p, b.0));
+                    break;
+                }
+            }
+            consumed += 1;
+        }
+        for p in 0..usize::from(limit) {
+            let Some(state) = guards[p].as_mut() else {
+                continue;
+            };
+            if used[p] == 0 {
+                continue;
+            }
+            if !blocked {
+                // Delivered everything: no kick needed for more buffers.
+                let _ = state.get_queue_mut().disable_notification(&*mem);
+            }
+            if state
+                .get_queue_mut()
+                .needs_notification(&*mem)
+                .unwrap_or(true)
+            {
+                let _ = state.signal_used_queue();
+            }
+        }
+        let rings = broken.and_then(|(p, _)| {
+            guards[usize::from(p)]
+                .as_ref()
+                .map(|s| ring_addrs(s.get_queue()))
+        });
+        drop(guards);
+        batch.consume_front(consumed);
+        if let (Some((p, why)), Some(rings)) = (broken, rings) {
+            self.mark_broken(2 * usize::from(p) + RX_QUEUE, why, rings);
+            // The frame (or cut frame) that broke the queue is dropped with it; the rest
+            // wait for another queue or are dropped on the next call if none is left.
+            if self.segs_done < self.segs.len() {
+                self.drops[drop::QUEUE_BROKEN] += (self.segs.len() - self.segs_done) as u64;
+                self.segs.clear();
+                self.segs_done = 0;
+                // The frame they were cut from.
+                if !batch.is_empty() {
+                    batch.consume_front(1);
+                    consumed += 1;
+                }
+            } else if !batch.is_empty() {
+                batch.consume_front(1);
+                self.drops[drop::QUEUE_BROKEN] += 1;
+                consumed += 1;
+            }
+        }
+        consumed
     }
 
     fn mark_broken(&mut self, q: usize, why: &'static str, rings: [u64; 3]) {
@@ -386,129 +873,55 @@ impl Port for VhostUserPort {
     }
 
     fn rx_batch(&mut self, batch: &mut Batch) -> usize {
-        // Clear the wake-up before looking at the ring: a kick that lands after this
+        // Clear the wake-up before looking at the rings: a kick that lands after this
         // leaves the poll fd readable, so the engine cannot sleep on a chain the guest
-        // published after our last look (the ring check below comes after the clear).
+        // published after our last look (the ring checks below come after the clear).
         self.shared.clear_wake();
         self.refresh();
         let neg = Negotiated::from_bits(self.shared.acked.load(Ordering::Acquire));
-        let Some((vring, mem)) = usable(&self.conn, TX_QUEUE) else {
-            return 0;
-        };
-        let mut state = vring.get_mut();
-        // The memory snapshot is taken under the vring lock: one taken before it could
-        // predate the guest's memory table while the queue, set up meanwhile, is ready.
-        let mem = mem.memory();
-        if !state.get_queue().ready() || !state.is_enabled() {
-            drop(state);
-            self.broken[TX_QUEUE] = false;
-            return 0;
-        }
-        if self.broken[TX_QUEUE] {
-            return 0;
-        }
-        let before = batch.len();
-        let result = dataplane::guest_tx(
-            state.get_queue_mut(),
-            &*mem,
-            neg,
-            &self.pool,
-            batch,
-            &mut self.chain,
-            &mut self.rx,
-            &mut self.drops,
-        );
-        let pass = match result {
-            Ok(p) => p,
-            Err(b) => {
-                let rings = ring_addrs(state.get_queue());
-                drop(state);
-                self.mark_broken(TX_QUEUE, b.0, rings);
-                return batch.len() - before;
+        // Every pair the guest may transmit on: a frontend may still drain a pair it is
+        // turning off, so transmit queues are polled up to the offered pairs with MQ.
+        let pairs = if neg.mq { self.pairs } else { 1 };
+        let start = self.rx_next % pairs;
+        self.rx_next = (start + 1) % pairs;
+        let mut frames = 0;
+        for k in 0..pairs {
+            if batch.is_full() {
+                break;
             }
-        };
-        if pass.used > 0
-            && state
-                .get_queue_mut()
-                .needs_notification(&*mem)
-                .unwrap_or(true)
-        {
-            let _ = state.signal_used_queue();
+            let q = 2 * usize::from((start + k) % pairs) + TX_QUEUE;
+            frames += self.rx_queue(q, neg, batch);
         }
-        pass.frames
+        frames
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> usize {
-        if batch.is_empty() {
+        if batch.is_empty() && self.segs_done == self.segs.len() {
             return 0;
         }
         self.refresh();
         let neg = Negotiated::from_bits(self.shared.acked.load(Ordering::Acquire));
         let n = batch.len();
-        let Some((vring, mem)) = usable(&self.conn, RX_QUEUE) else {
-            self.drops[drop::TX_NO_GUEST] += n as u64;
-            batch.clear();
+        let limit = self.pair_limit(neg);
+        // Taken out for the batch (no clone: the vring locks borrow from it).
+        let Some(conn) = self.conn.take() else {
+            self.drop_all(batch, drop::TX_NO_GUEST);
             return n;
         };
-        let mut state = vring.get_mut();
-        // The memory snapshot is taken under the vring lock: one taken before it could
-        // predate the guest's memory table while the queue, set up meanwhile, is ready.
-        let mem = mem.memory();
-        if !state.get_queue().ready() || !state.is_enabled() || self.broken[RX_QUEUE] {
-            let ready = state.get_queue().ready();
-            drop(state);
-            if !ready {
-                self.broken[RX_QUEUE] = false;
-            }
-            let reason = if self.broken[RX_QUEUE] {
-                drop::QUEUE_BROKEN
-            } else {
-                drop::TX_NO_GUEST
-            };
-            self.drops[reason] += n as u64;
-            batch.clear();
-            return n;
-        }
-        let result = dataplane::guest_rx(
-            state.get_queue_mut(),
-            &*mem,
-            neg,
-            batch,
-            &mut self.chain,
-            &mut self.tx,
-            &mut self.drops,
-        );
-        match result {
-            Ok(pass) => {
-                if pass.used > 0
-                    && state
-                        .get_queue_mut()
-                        .needs_notification(&*mem)
-                        .unwrap_or(true)
-                {
-                    let _ = state.signal_used_queue();
-                }
-                pass.frames
-            }
-            Err(b) => {
-                let rings = ring_addrs(state.get_queue());
-                drop(state);
-                self.mark_broken(RX_QUEUE, b.0, rings);
-                let left = batch.len();
-                self.drops[drop::QUEUE_BROKEN] += left as u64;
-                batch.clear();
-                n
-            }
-        }
+        let done = self.deliver(&conn, neg, limit, batch);
+        self.conn = Some(conn);
+        done
     }
 
     fn caps(&self) -> PortCaps {
         PortCaps {
             kind: PortKind::Ethernet,
             mtu: usize::from(self.mtu),
-            rx_queues: 1,
-            tx_queues: 1,
-            offloads: Offloads::TX_CSUM,
+            rx_queues: self.pairs,
+            tx_queues: self.pairs,
+            // Whatever the guest negotiated: the port cuts TSO frames and completes
+            // checksums itself for a guest that takes neither.
+            offloads: Offloads::TX_CSUM | Offloads::TSO4 | Offloads::TSO6,
         }
     }
 
@@ -518,14 +931,23 @@ impl Port for VhostUserPort {
             rx_bytes: self.rx.bytes,
             tx_packets: self.tx.packets,
             tx_bytes: self.tx.bytes,
-            drops: DROP_NAMES
-                .iter()
-                .zip(self.drops.iter())
-                .map(|(name, count)| DropCounter {
-                    name,
-                    count: *count,
-                })
-                .collect(),
+            drops: {
+                let c = self.ctrl_counters();
+                DROP_NAMES
+                    .iter()
+                    .zip(self.drops.iter())
+                    .map(|(name, count)| DropCounter {
+                        name,
+                        count: *count,
+                    })
+                    .chain(
+                        CTRL_NAMES
+                            .iter()
+                            .zip([c.rejected, c.unknown_class, c.bad_chain])
+                            .map(|(name, count)| DropCounter { name, count }),
+                    )
+                    .collect()
+            },
         }
     }
 
@@ -595,14 +1017,19 @@ fn serve_one(shared: &Arc<Shared>, listener: &mut Listener) -> Result<(), String
     let mut daemon = VhostUserDaemon::new(shared.name.clone(), backend, mem.clone())
         .map_err(|e| format!("starting the vhost-user handler: {e}"))?;
     shared.acked.store(0, Ordering::Release);
+    shared.ctrl_pairs.store(0, Ordering::Release);
     *shared
         .pending_mem
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(mem);
     let handlers = daemon.get_epoll_handlers();
     for h in &handlers {
-        h.register_listener(shared.grab.as_raw_fd(), EventSet::IN, GRAB_EVENT)
-            .map_err(|e| format!("registering the hand-over event: {e}"))?;
+        h.register_listener(
+            shared.grab.as_raw_fd(),
+            EventSet::IN,
+            grab_event(shared.pairs),
+        )
+        .map_err(|e| format!("registering the hand-over event: {e}"))?;
     }
     Shared::poke(&shared.grab);
     // The data side must see this connection's vrings before the guest can finish its
@@ -636,7 +1063,11 @@ fn serve_one(shared: &Arc<Shared>, listener: &mut Listener) -> Result<(), String
         .unwrap_or_else(PoisonError::into_inner) = None;
     shared.publish(None);
     for h in &handlers {
-        let _ = h.unregister_listener(shared.grab.as_raw_fd(), EventSet::IN, GRAB_EVENT);
+        let _ = h.unregister_listener(
+            shared.grab.as_raw_fd(),
+            EventSet::IN,
+            grab_event(shared.pairs),
+        );
         h.send_exit_event();
     }
     drop(handlers);

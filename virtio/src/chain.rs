@@ -86,7 +86,11 @@ impl ChainError {
 #[derive(Debug, Clone, Copy)]
 pub struct WalkRules {
     /// `true` for device-writable buffers (a receive queue), `false` for readable (transmit).
+    /// Ignored when `mixed` is set.
     pub writable: bool,
+    /// Readable buffers followed by writable ones (a control queue command and its ack,
+    /// virtio 1.2, 5.1.6.5); a readable buffer after a writable one is `WrongDirection`.
+    pub mixed: bool,
     /// Whether `VIRTIO_F_RING_INDIRECT_DESC` was negotiated.
     pub indirect: bool,
     /// Most bytes the chain may hold in total.
@@ -99,6 +103,7 @@ pub struct Chain {
     segs: [Seg; MAX_SEGS],
     n: usize,
     total: u64,
+    readable: usize,
 }
 
 impl Default for Chain {
@@ -107,6 +112,7 @@ impl Default for Chain {
             segs: [Seg::default(); MAX_SEGS],
             n: 0,
             total: 0,
+            readable: 0,
         }
     }
 }
@@ -122,6 +128,17 @@ impl Chain {
         self.total
     }
 
+    /// Of a chain walked with `mixed` rules: the leading readable segments (the rest are
+    /// writable). Otherwise 0 for a writable chain and all segments for a readable one.
+    pub fn readable(&self) -> usize {
+        self.readable
+    }
+
+    /// The segments after the readable ones (a `mixed` chain's writable part).
+    pub fn writable_segs(&self) -> &[Seg] {
+        &self.segs[self.readable..self.n]
+    }
+
     /// Walks the chain starting at descriptor `head` of the table at `table` (with
     /// `queue_size` entries), replacing this chain's contents. On error the contents are
     /// unspecified.
@@ -135,6 +152,8 @@ impl Chain {
     ) -> Result<(), ChainError> {
         self.n = 0;
         self.total = 0;
+        self.readable = 0;
+        let mut seen_write = false;
         let mut table = table;
         let mut size = u32::from(queue_size);
         let mut idx = u32::from(head);
@@ -186,7 +205,13 @@ impl Chain {
             if len == 0 {
                 return Err(ChainError::ZeroLength);
             }
-            if desc.is_write_only() != rules.writable {
+            let write = desc.is_write_only();
+            if rules.mixed {
+                if !write && seen_write {
+                    return Err(ChainError::WrongDirection);
+                }
+                seen_write |= write;
+            } else if write != rules.writable {
                 return Err(ChainError::WrongDirection);
             }
             if self.n == MAX_SEGS {
@@ -196,7 +221,7 @@ impl Chain {
             if self.total > rules.max_total {
                 return Err(ChainError::TooLong);
             }
-            let perm = if rules.writable {
+            let perm = if write {
                 Permissions::Write
             } else {
                 Permissions::Read
@@ -209,6 +234,9 @@ impl Chain {
                 len,
             };
             self.n += 1;
+            if !write {
+                self.readable = self.n;
+            }
             if !desc.has_next() {
                 return Ok(());
             }

@@ -23,7 +23,7 @@ use crate::net::Negotiated;
 pub const MAX_MERGE: usize = 64;
 
 /// Named drop counters of a guest port, in [`Drops`] order.
-pub const DROP_NAMES: [&str; 17] = [
+pub const DROP_NAMES: [&str; 19] = [
     "bad_desc_index",
     "bad_desc_loop",
     "bad_desc_indirect",
@@ -41,6 +41,8 @@ pub const DROP_NAMES: [&str; 17] = [
     "tx_gso_unsupported",
     "tx_bad_checksum_request",
     "queue_broken",
+    "rx_bad_gso",
+    "tx_gso_no_buffer",
 ];
 
 /// Indices into [`DROP_NAMES`] for the non-descriptor drops.
@@ -55,6 +57,8 @@ pub mod drop {
     pub const TX_GSO_UNSUPPORTED: usize = 14;
     pub const TX_BAD_CHECKSUM_REQUEST: usize = 15;
     pub const QUEUE_BROKEN: usize = 16;
+    pub const RX_BAD_GSO: usize = 17;
+    pub const TX_GSO_NO_BUFFER: usize = 18;
 }
 
 /// Drop counts, indexed like [`DROP_NAMES`].
@@ -67,6 +71,8 @@ pub struct Traffic {
     pub packets: u64,
     /// Bytes moved (frames without the virtio-net header).
     pub bytes: u64,
+    /// Of `packets`, frames moved whole with a segmentation offload request (TSO).
+    pub gso: u64,
 }
 
 /// The queue can no longer be trusted (bad ring index, bad receive chain, ring memory
@@ -85,7 +91,7 @@ pub struct Pass {
 }
 
 /// Takes the next available head index, or `None` when the ring is empty.
-fn pop_head<M: GuestMemory>(q: &mut Queue, mem: &M) -> Result<Option<u16>, Broken> {
+pub(crate) fn pop_head<M: GuestMemory>(q: &mut Queue, mem: &M) -> Result<Option<u16>, Broken> {
     let avail = q
         .avail_idx(mem, Ordering::Acquire)
         .map_err(|_| Broken("avail ring unreadable"))?;
@@ -158,6 +164,7 @@ pub fn guest_tx<M: GuestMemory>(
         let space = buf.reset_for_rx(HEADROOM - hdr_len);
         let rules = WalkRules {
             writable: false,
+            mixed: false,
             indirect: neg.indirect,
             max_total: space.len() as u64,
         };
@@ -177,6 +184,7 @@ pub fn guest_tx<M: GuestMemory>(
             Ok(()) => {
                 traffic.packets += 1;
                 traffic.bytes += buf.len() as u64;
+                traffic.gso += u64::from(buf.meta.offload.gso_type != vnet_hdr::gso::NONE);
                 pass.frames += 1;
                 // Cannot fail: the loop runs only while the batch has room.
                 let _ = batch.push(buf);
@@ -200,8 +208,8 @@ fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Resul
     let hdr = VirtioNetHdr::read_from_bytes(&raw).map_err(|_| drop::RX_BAD_VNET_HDR)?;
     hdr.validate().map_err(|_| drop::RX_BAD_VNET_HDR)?;
     let mut meta = hdr.to_meta();
-    if meta.gso_type != vnet_hdr::gso::NONE {
-        // We do not offer HOST_TSO*/HOST_UFO: a GSO frame breaks the negotiation.
+    if !neg.host_takes_gso(meta.gso_type) {
+        // Only what we offered: HOST_TSO4/6 (and then neither ECN, UFO nor USO).
         return Err(drop::RX_GSO_NOT_NEGOTIATED);
     }
     // DATA_VALID means nothing on transmit (virtio 1.2, 5.1.6.2).
@@ -210,6 +218,16 @@ fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Resul
         return Err(drop::RX_BAD_VNET_HDR);
     }
     buf.strip_front(hdr_len).map_err(|_| drop::RX_RUNT)?;
+    let frame_len = buf.len();
+    if meta.flags != 0 {
+        let field = usize::from(meta.csum_start) + usize::from(meta.csum_offset) + 2;
+        if field > frame_len {
+            return Err(drop::RX_BAD_VNET_HDR);
+        }
+    }
+    if meta.gso_type != vnet_hdr::gso::NONE {
+        check_tx_gso(buf.data(), &meta)?;
+    }
     buf.meta = pkt::Meta {
         addr: None,
         offload: meta,
@@ -217,9 +235,148 @@ fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Resul
     Ok(())
 }
 
+/// A guest's TSO request must be one we can carry and cut: a partial TCP checksum
+/// (virtio 1.2, 5.1.6.2: segmentation implies it), headers that lie inside the frame,
+/// and Ethernet + IPv4/IPv6 + TCP whose lengths agree with the frame.
+fn check_tx_gso(frame: &[u8], meta: &pkt::OffloadMeta) -> Result<(), usize> {
+    if meta.flags & vnet_hdr::NEEDS_CSUM == 0 || usize::from(meta.hdr_len) > frame.len() {
+        return Err(drop::RX_BAD_GSO);
+    }
+    let hdrs = offload::gso::l3l4_header_len(frame).map_err(|_| drop::RX_BAD_GSO)?;
+    if usize::from(meta.csum_start) + 16 + 2 > frame.len() || hdrs < 40 {
+        return Err(drop::RX_BAD_GSO);
+    }
+    Ok(())
+}
+
+/// What [`deliver_frame`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Copied into the guest's receive queue, taking this many used entries.
+    Delivered(usize),
+    /// Dropped for a reason that will not change (counted).
+    Dropped,
+    /// The guest has no receive buffers now: try again after its next kick.
+    NoRoom,
+}
+
+/// Copies one frame into the guest's receive queue `q`, with a virtio-net header for
+/// its offload metadata. A GSO frame the guest cannot take whole is dropped
+/// (`tx_gso_unsupported`): the caller segments those first. A partial checksum is
+/// completed first when the guest did not negotiate `GUEST_CSUM`. `rechecked` is the
+/// queue's "asked for a kick and looked again" flag for this pass.
+#[allow(clippy::too_many_arguments)]
+pub fn deliver_frame<M: GuestMemory>(
+    q: &mut Queue,
+    mem: &M,
+    neg: Negotiated,
+    buf: &mut pkt::PktBuf,
+    chain: &mut Chain,
+    rechecked: &mut bool,
+    traffic: &mut Traffic,
+    drops: &mut Drops,
+) -> Result<Delivery, Broken> {
+    let hdr_len = neg.hdr_len;
+    let table = GuestAddress(q.desc_table());
+    let size = q.size();
+    let rules = WalkRules {
+        writable: true,
+        mixed: false,
+        indirect: neg.indirect,
+        max_total: u64::from(u32::MAX),
+    };
+    let mut meta = buf.meta.offload;
+    if !neg.guest_takes_gso(meta.gso_type) {
+        drops[drop::TX_GSO_UNSUPPORTED] += 1;
+        return Ok(Delivery::Dropped);
+    }
+    // Settle the checksum once: a retried frame must not be summed twice.
+    if !neg.guest_csum {
+        if offload::checksum::complete_if_needed(buf.data_mut(), &mut meta).is_err() {
+            drops[drop::TX_BAD_CHECKSUM_REQUEST] += 1;
+            return Ok(Delivery::Dropped);
+        }
+        meta.flags = 0;
+        buf.meta.offload = meta;
+    }
+    let mut hdr = [0u8; vnet_hdr::LEN];
+    // Cannot fail: `hdr` is exactly LEN bytes.
+    let _ = vnet_hdr::emit(&meta, 1, &mut hdr);
+    let data = buf.data();
+    let need = hdr_len + data.len();
+    let saved = q.next_avail();
+    let mut heads = [(0u16, 0u32); MAX_MERGE];
+    let mut first = [Seg::default(); vnet_hdr::LEN];
+    let mut first_n = 0;
+    let mut k = 0;
+    let mut done = 0usize;
+    while done < need {
+        let Some(head) = pop_head(q, mem)? else {
+            q.set_next_avail(saved);
+            if !*rechecked
+                && q.enable_notification(mem)
+                    .map_err(|_| Broken("used ring unwritable"))?
+            {
+                // A buffer raced with the request for a kick: look once more.
+                *rechecked = true;
+                done = 0;
+                k = 0;
+                continue;
+            }
+            return Ok(Delivery::NoRoom);
+        };
+        if let Err(e) = chain.walk(mem, table, size, head, rules) {
+            drops[e.index()] += 1;
+            return Err(Broken("malformed receive chain"));
+        }
+        let cap = chain.total() as usize;
+        if (k == 0 && cap < hdr_len) || (!neg.mrg_rxbuf && cap < need) || k == MAX_MERGE {
+            q.set_next_avail(saved);
+            drops[drop::TX_GUEST_BUFFER_TOO_SMALL] += 1;
+            return Ok(Delivery::Dropped);
+        }
+        if k == 0 {
+            first_n = chain.segs().len().min(first.len());
+            first[..first_n].copy_from_slice(&chain.segs()[..first_n]);
+        }
+        let n = cap.min(need - done);
+        let end = done + n;
+        let mut ok = true;
+        if done < hdr_len {
+            let h_end = end.min(hdr_len);
+            ok &= chain.write_at(mem, 0, &hdr[done..h_end]) == Some(h_end - done);
+        }
+        if end > hdr_len {
+            let d_start = done.max(hdr_len);
+            let bytes = &data[d_start - hdr_len..end - hdr_len];
+            ok &= chain.write_at(mem, (d_start - done) as u64, bytes) == Some(bytes.len());
+        }
+        if !ok {
+            return Err(Broken("guest memory refused a write"));
+        }
+        heads[k] = (head, n as u32);
+        k += 1;
+        done = end;
+    }
+    if neg.mrg_rxbuf && hdr_len == vnet_hdr::LEN {
+        let nb = (k as u16).to_le_bytes();
+        if write_segs(mem, &first[..first_n], 10, &nb) != Some(2) {
+            return Err(Broken("guest memory refused a write"));
+        }
+    }
+    for &(head, len) in &heads[..k] {
+        add_used(q, mem, head, len)?;
+    }
+    traffic.packets += 1;
+    traffic.bytes += data.len() as u64;
+    traffic.gso += u64::from(meta.gso_type != vnet_hdr::gso::NONE);
+    Ok(Delivery::Delivered(k))
+}
+
 /// Copies frames from the front of `batch` into the guest's receive queue and removes
-/// them; frames that cannot be delivered for a reason that will not change are dropped
-/// and counted. Stops, leaving the rest in `batch`, when the guest has no buffers.
+/// them ([`deliver_frame`] for each); frames that cannot be delivered for a reason that
+/// will not change are dropped and counted. Stops, leaving the rest in `batch`, when
+/// the guest has no buffers.
 pub fn guest_rx<M: GuestMemory>(
     q: &mut Queue,
     mem: &M,
@@ -230,103 +387,15 @@ pub fn guest_rx<M: GuestMemory>(
     drops: &mut Drops,
 ) -> Result<Pass, Broken> {
     let mut pass = Pass::default();
-    let hdr_len = neg.hdr_len;
-    let table = GuestAddress(q.desc_table());
-    let size = q.size();
-    let rules = WalkRules {
-        writable: true,
-        indirect: neg.indirect,
-        max_total: u64::from(u32::MAX),
-    };
-    let mut heads = [(0u16, 0u32); MAX_MERGE];
     let mut consumed = 0;
     let mut rechecked = false;
-    'frames: while consumed < batch.len() {
+    while consumed < batch.len() {
         let buf = &mut batch.as_mut_slice()[consumed];
-        let mut meta = buf.meta.offload;
-        // Settle the checksum once: a retried frame must not be summed twice.
-        if meta.gso_type != vnet_hdr::gso::NONE && !neg.guest_tso {
-            drops[drop::TX_GSO_UNSUPPORTED] += 1;
-            consumed += 1;
-            continue;
+        match deliver_frame(q, mem, neg, buf, chain, &mut rechecked, traffic, drops)? {
+            Delivery::Delivered(used) => pass.used += used,
+            Delivery::Dropped => {}
+            Delivery::NoRoom => break,
         }
-        if !neg.guest_csum {
-            if offload::checksum::complete_if_needed(buf.data_mut(), &mut meta).is_err() {
-                drops[drop::TX_BAD_CHECKSUM_REQUEST] += 1;
-                consumed += 1;
-                continue;
-            }
-            meta.flags = 0;
-            buf.meta.offload = meta;
-        }
-        let mut hdr = [0u8; vnet_hdr::LEN];
-        // Cannot fail: `hdr` is exactly LEN bytes.
-        let _ = vnet_hdr::emit(&meta, 1, &mut hdr);
-        let data = buf.data();
-        let need = hdr_len + data.len();
-        let saved = q.next_avail();
-        let mut first = [Seg::default(); vnet_hdr::LEN];
-        let mut first_n = 0;
-        let mut k = 0;
-        let mut done = 0usize;
-        while done < need {
-            let Some(head) = pop_head(q, mem)? else {
-                q.set_next_avail(saved);
-                if !rechecked
-                    && q.enable_notification(mem)
-                        .map_err(|_| Broken("used ring unwritable"))?
-                {
-                    rechecked = true;
-                    continue 'frames;
-                }
-                break 'frames;
-            };
-            if let Err(e) = chain.walk(mem, table, size, head, rules) {
-                drops[e.index()] += 1;
-                return Err(Broken("malformed receive chain"));
-            }
-            let cap = chain.total() as usize;
-            if (k == 0 && cap < hdr_len) || (!neg.mrg_rxbuf && cap < need) || k == MAX_MERGE {
-                q.set_next_avail(saved);
-                drops[drop::TX_GUEST_BUFFER_TOO_SMALL] += 1;
-                consumed += 1;
-                continue 'frames;
-            }
-            if k == 0 {
-                first_n = chain.segs().len().min(first.len());
-                first[..first_n].copy_from_slice(&chain.segs()[..first_n]);
-            }
-            let n = cap.min(need - done);
-            let end = done + n;
-            let mut ok = true;
-            if done < hdr_len {
-                let h_end = end.min(hdr_len);
-                ok &= chain.write_at(mem, 0, &hdr[done..h_end]) == Some(h_end - done);
-            }
-            if end > hdr_len {
-                let d_start = done.max(hdr_len);
-                let bytes = &data[d_start - hdr_len..end - hdr_len];
-                ok &= chain.write_at(mem, (d_start - done) as u64, bytes) == Some(bytes.len());
-            }
-            if !ok {
-                return Err(Broken("guest memory refused a write"));
-            }
-            heads[k] = (head, n as u32);
-            k += 1;
-            done = end;
-        }
-        if neg.mrg_rxbuf && hdr_len == vnet_hdr::LEN {
-            let nb = (k as u16).to_le_bytes();
-            if write_segs(mem, &first[..first_n], 10, &nb) != Some(2) {
-                return Err(Broken("guest memory refused a write"));
-            }
-        }
-        for &(head, len) in &heads[..k] {
-            add_used(q, mem, head, len)?;
-        }
-        pass.used += k;
-        traffic.packets += 1;
-        traffic.bytes += data.len() as u64;
         consumed += 1;
     }
     if pass.used > 0 && consumed == batch.len() {
@@ -336,6 +405,51 @@ pub fn guest_rx<M: GuestMemory>(
     batch.consume_front(consumed);
     pass.frames = consumed;
     Ok(pass)
+}
+
+/// A hash of a frame's flow (IP addresses, protocol, TCP/UDP ports; the MAC addresses
+/// for anything else), to keep a flow on one receive queue. Cheap, not keyed: it
+/// spreads flows, it does not defend against anyone.
+pub fn flow_hash(frame: &[u8]) -> u32 {
+    let get = |at: usize, n: usize| frame.get(at..at + n);
+    let mix = |h: u64, bytes: &[u8]| {
+        bytes.chunks(8).fold(h, |h, c| {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            (h ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29)
+        })
+    };
+    let mut l3 = 14;
+    let mut ethertype = get(12, 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    if ethertype == Some(0x8100) {
+        ethertype = get(16, 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        l3 = 18;
+    }
+    let (addrs, proto, l4) = match ethertype {
+        Some(0x0800) => {
+            let ihl = frame.get(l3).map_or(0, |v| usize::from(v & 0x0f) * 4);
+            // Fragments after the first carry no ports.
+            let frag =
+                get(l3 + 6, 2).is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x1fff != 0);
+            let l4 = (!frag && ihl >= 20).then_some(l3 + ihl);
+            (get(l3 + 12, 8), frame.get(l3 + 9).copied(), l4)
+        }
+        Some(0x86dd) => (get(l3 + 8, 32), frame.get(l3 + 6).copied(), Some(l3 + 40)),
+        _ => (None, None, None),
+    };
+    let h = match (addrs, proto) {
+        (Some(a), Some(p)) => {
+            let h = mix(u64::from(p), a);
+            match (p, l4.and_then(|at| get(at, 4))) {
+                (6 | 17, Some(ports)) => mix(h, ports),
+                _ => h,
+            }
+        }
+        _ => mix(0, get(0, 12).unwrap_or(frame)),
+    };
+    (h ^ (h >> 32)) as u32
 }
 
 /// Writes `bytes` into `segs` from byte `offset` on; returns the bytes written.

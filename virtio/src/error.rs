@@ -27,6 +27,16 @@ pub enum VirtioError {
         /// Bytes a buffer holds after its headroom.
         room: usize,
     },
+    /// The queue pair count is out of range.
+    #[error("interface {name}: {pairs} queue pairs asked for; use 1 to {max}")]
+    QueuePairs {
+        /// Interface name.
+        name: String,
+        /// Requested pairs.
+        pairs: u16,
+        /// Most pairs supported.
+        max: u16,
+    },
     /// An eventfd, pipe or epoll instance could not be created.
     #[error("cannot create an eventfd or pipe: {0} (raise the open-files limit?)")]
     Eventfd(std::io::Error),

@@ -12,11 +12,12 @@
 
 pub mod backend;
 pub mod chain;
+pub mod ctrl;
 pub mod dataplane;
 pub mod error;
 pub mod frontend;
 pub mod net;
 
-pub use backend::{VhostUserConfig, VhostUserPort};
+pub use backend::{OffloadCounters, VhostUserConfig, VhostUserPort};
 pub use error::VirtioError;
 pub use frontend::VirtioUser;

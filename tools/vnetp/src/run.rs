@@ -209,6 +209,7 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
                     socket: socket.clone(),
                     mac: i.mac.0,
                     mtu: u16::try_from(i.mtu).unwrap_or(u16::MAX),
+                    ..Default::default()
                 },
                 pool.clone(),
             )

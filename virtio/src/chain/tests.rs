@@ -25,6 +25,7 @@ fn d(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
 
 const TX: WalkRules = WalkRules {
     writable: false,
+    mixed: false,
     indirect: true,
     max_total: 65_536,
 };
@@ -246,4 +247,40 @@ fn read_and_write_cross_segment_boundaries() {
     let mut out = [0u8; 8];
     assert_eq!(c.read_at(&m, 0, &mut out), Some(8));
     assert_eq!(&out, b"\0abcdefg");
+}
+
+#[test]
+fn mixed_chain_splits_at_the_first_writable_buffer_and_refuses_reading_after_writing() {
+    let m = mem();
+    let q = MockSplitQueue::new(&m, QSIZE);
+    let ctrl = WalkRules { mixed: true, ..TX };
+    store(
+        &q,
+        &[
+            d(0x1_0000, 2, NEXT, 1),
+            d(0x2_0000, 2, NEXT, 2),
+            d(0x3_0000, 1, WRITE, 0),
+        ],
+    );
+    let c = walk(&m, &q, 0, ctrl).expect("command then ack");
+    assert_eq!(c.readable(), 2);
+    assert_eq!(
+        c.writable_segs(),
+        &[Seg {
+            addr: 0x3_0000,
+            len: 1
+        }]
+    );
+    store(
+        &q,
+        &[
+            d(0x1_0000, 2, NEXT, 1),
+            d(0x3_0000, 1, WRITE | NEXT, 2),
+            d(0x2_0000, 2, 0, 0),
+        ],
+    );
+    assert_eq!(
+        walk(&m, &q, 0, ctrl).unwrap_err(),
+        ChainError::WrongDirection
+    );
 }

@@ -101,7 +101,8 @@ fn transmit_frame_arrives_whole_and_a_looping_chain_is_counted_without_stopping(
         traffic,
         Traffic {
             packets: 2,
-            bytes: 160
+            bytes: 160,
+            gso: 0
         }
     );
     // Every chain, the bad one included, went back to the guest.
@@ -340,4 +341,182 @@ fn partial_checksum_is_completed_for_a_guest_without_guest_csum() {
         [10, 0, 0, 2].into(),
         udp
     ));
+}
+
+/// An IPv4/TCP frame 10.0.0.1:40000 -> 10.0.0.2:5201 with `payload` bytes and the
+/// checksum field holding the pseudo-header sum (as a TSO sender leaves it).
+fn tcp4(payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + payload];
+    f[..6].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    let total = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+    f[46] = 0x50;
+    f[47] = 0x18;
+    for (i, b) in f[54..].iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    f
+}
+
+fn tso_hdr(gso_size: u16, hdr_len: u16, flags: u8) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[0] = flags;
+    h[1] = offload::vnet_hdr::gso::TCPV4;
+    h[2..4].copy_from_slice(&hdr_len.to_le_bytes());
+    h[4..6].copy_from_slice(&gso_size.to_le_bytes());
+    h[6..8].copy_from_slice(&34u16.to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    h
+}
+
+fn tso_neg() -> Negotiated {
+    Negotiated::from_bits(crate::net::offered_features(1, true))
+}
+
+#[test]
+fn a_negotiated_tso_frame_from_the_guest_keeps_its_request_and_bad_ones_are_counted() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    let f = tcp4(3000);
+    let cases: [([u8; 12], usize); 4] = [
+        (tso_hdr(1448, 54, 1), 0),     // good
+        (tso_hdr(1448, 54, 0), 0),     // no NEEDS_CSUM
+        (tso_hdr(1448, 60_000, 1), 0), // hdr_len past the frame
+        (tso_hdr(0, 54, 1), 0),        // gso_size 0
+    ];
+    let mut at = 0x1_0000u64;
+    for (i, (h, _)) in cases.iter().enumerate() {
+        let mut chain = h.to_vec();
+        chain.extend_from_slice(&f);
+        m.write_slice(&chain, GuestAddress(at)).expect("frame");
+        mq.desc_table()
+            .store(i as u16, d(at, chain.len() as u32, 0, 0))
+            .expect("d");
+        at += 0x1_0000;
+    }
+    // A non-TCP frame asking for TSO.
+    let mut udp = tso_hdr(1448, 54, 1).to_vec();
+    let mut g = tcp4(100);
+    g[23] = 17;
+    udp.extend_from_slice(&g);
+    m.write_slice(&udp, GuestAddress(at)).expect("frame");
+    mq.desc_table()
+        .store(4, d(at, udp.len() as u32, 0, 0))
+        .expect("d");
+    make_avail(&mq, &[0, 1, 2, 3, 4]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let pool = Mempool::new(16, 8192).expect("pool");
+    let (mut batch, mut chain) = (Batch::new(), Chain::default());
+    let (mut traffic, mut drops) = (Traffic::default(), [0; DROP_NAMES.len()]);
+    let pass = guest_tx(
+        &mut q,
+        &m,
+        tso_neg(),
+        &pool,
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    assert_eq!(pass, Pass { frames: 1, used: 5 });
+    let got = &batch.as_slice()[0];
+    assert_eq!(got.data(), &f[..]);
+    assert_eq!(got.meta.offload.gso_type, offload::vnet_hdr::gso::TCPV4);
+    assert_eq!(got.meta.offload.gso_size, 1448);
+    assert_eq!(traffic.gso, 1);
+    assert_eq!(
+        drops[drop::RX_BAD_GSO],
+        3,
+        "no NEEDS_CSUM, hdr_len, not TCP"
+    );
+    assert_eq!(drops[drop::RX_BAD_VNET_HDR], 1, "gso_size 0");
+}
+
+#[test]
+fn a_tso_frame_reaches_a_tso_guest_whole_with_its_header() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    for i in 0..8u16 {
+        mq.desc_table()
+            .store(i, d(0x1_0000 + u64::from(i) * 1024, 1024, WRITE, 0))
+            .expect("d");
+    }
+    make_avail(&mq, &[0, 1, 2, 3, 4, 5, 6, 7]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let pool = Mempool::new(4, 8192).expect("pool");
+    let f = tcp4(4000);
+    let mut b = pool.alloc().expect("buf");
+    b.reset_for_rx(pkt::HEADROOM);
+    b.extend_from_slice(&f).expect("fill");
+    b.meta.offload = offload::vnet_hdr::parse(&tso_hdr(1448, 54, 1))
+        .expect("hdr")
+        .0;
+    let (mut chain, mut traffic, mut drops) =
+        (Chain::default(), Traffic::default(), [0; DROP_NAMES.len()]);
+    let mut rechecked = false;
+    let r = deliver_frame(
+        &mut q,
+        &m,
+        tso_neg(),
+        &mut b,
+        &mut chain,
+        &mut rechecked,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    let need = 12 + f.len();
+    assert_eq!(r, Delivery::Delivered(need.div_ceil(1024)));
+    let mut got = vec![0u8; need];
+    m.read_slice(&mut got, GuestAddress(0x1_0000)).expect("r");
+    let mut want_hdr = tso_hdr(1448, 54, 1);
+    want_hdr[10] = need.div_ceil(1024) as u8;
+    assert_eq!(&got[..12], &want_hdr);
+    assert!(got[12..] == f[..], "the frame arrives whole");
+    assert_eq!(traffic.gso, 1);
+    // The same frame for a guest without TSO is refused here (the port cuts it first).
+    let no_tso = Negotiated {
+        guest_tso4: false,
+        ..tso_neg()
+    };
+    let r = deliver_frame(
+        &mut q,
+        &m,
+        no_tso,
+        &mut b,
+        &mut chain,
+        &mut rechecked,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    assert_eq!(r, Delivery::Dropped);
+    assert_eq!(drops[drop::TX_GSO_UNSUPPORTED], 1);
+}
+
+#[test]
+fn flow_hash_keeps_a_flow_and_tells_flows_apart() {
+    let a = tcp4(10);
+    let mut a_big = tcp4(1000);
+    a_big[18..20].copy_from_slice(&[0x12, 0x34]); // another IP ID: same flow
+    assert_eq!(flow_hash(&a), flow_hash(&a_big));
+    let spread: std::collections::HashSet<u32> = (0..64u16)
+        .map(|port| {
+            let mut f = tcp4(10);
+            f[34..36].copy_from_slice(&(40000 + port).to_be_bytes());
+            flow_hash(&f) % 4
+        })
+        .collect();
+    assert_eq!(spread.len(), 4, "64 flows use all 4 queues");
+    assert_eq!(flow_hash(&[0u8; 3]), flow_hash(&[0u8; 3]));
 }
