@@ -134,6 +134,18 @@ fn run_guest(
     host: &UdpSocket,
     payload: &Path,
     args: &[&str],
+    on_frame: impl FnMut(&[u8]) -> Vec<Vec<u8>>,
+) -> GuestRun {
+    run_guest_in("pf-vfio", &[], host, payload, args, on_frame)
+}
+
+/// [`run_guest`] in harness mode `mode`, with extra harness environment `env`.
+fn run_guest_in(
+    mode: &str,
+    env: &[(&str, &str)],
+    host: &UdpSocket,
+    payload: &Path,
+    args: &[&str],
     mut on_frame: impl FnMut(&[u8]) -> Vec<Vec<u8>>,
 ) -> GuestRun {
     let host_port = host.local_addr().expect("host addr").port();
@@ -149,9 +161,10 @@ fn run_guest(
     ));
     let mut child = Command::new(harness())
         .arg("run")
-        .arg("pf-vfio")
+        .arg(mode)
         .arg(payload)
         .args(args)
+        .envs(env.iter().copied())
         .env("VM_NIC", nic)
         .env("VM_TIMEOUT", "120")
         .env("VM_LOG", &log)
@@ -499,4 +512,308 @@ fn msix_vector_0_is_routed_to_its_eventfd() {
         line.contains("before=0") && line.contains("routed=true") && !line.contains("triggered=0"),
         "{out}"
     );
+}
+
+/// The MAC of the VF in the SR-IOV runs (tests/vm/igb_guest.rs `VF_MAC`).
+const VF_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x10];
+
+/// Checks one frame of the test pattern from `src`; returns its sequence number.
+fn test_frame_seq(f: &[u8], src: [u8; 6]) -> Option<u32> {
+    let s = f.get(22..26)?;
+    let s = u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+    (s < FRAMES && f == build(HOST_MAC, src, GUEST_MAGIC, s).as_slice()).then_some(s)
+}
+
+/// Host side of a frame exchange with a guest port whose MAC is `guest_mac`: records
+/// the test frames, answers with ours once all arrived, answers ARP for 10.9.0.1 from
+/// `arp_from`, and counts everything else.
+struct HostPeer {
+    guest_mac: [u8; 6],
+    from_guest: Vec<Option<usize>>,
+    replied: bool,
+    arp_requests: u32,
+    other: u32,
+}
+
+impl HostPeer {
+    fn new(guest_mac: [u8; 6]) -> Self {
+        Self {
+            guest_mac,
+            from_guest: vec![None; FRAMES as usize],
+            replied: false,
+            arp_requests: 0,
+            other: 0,
+        }
+    }
+
+    fn on_frame(&mut self, f: &[u8]) -> Vec<Vec<u8>> {
+        if let Some(s) = test_frame_seq(f, self.guest_mac) {
+            self.from_guest[s as usize] = Some(f.len());
+        } else if let Some(reply) = arp_reply(f) {
+            self.arp_requests += 1;
+            return vec![reply];
+        } else {
+            self.other += 1;
+        }
+        if !self.replied && self.from_guest.iter().all(Option::is_some) {
+            self.replied = true;
+            return (0..FRAMES)
+                .map(|s| build(self.guest_mac, HOST_MAC, HOST_MAGIC, s))
+                .collect();
+        }
+        Vec::new()
+    }
+
+    fn check(&self, out: &str) {
+        let got: Vec<usize> = self.from_guest.iter().flatten().copied().collect();
+        assert_eq!(
+            got.len(),
+            FRAMES as usize,
+            "host saw {} of {FRAMES} guest frames:\n{out}",
+            got.len()
+        );
+        let want_bytes: u64 = (0..FRAMES).map(|s| frame_len(s) as u64).sum();
+        assert_eq!(
+            got.iter().map(|&l| l as u64).sum::<u64>(),
+            want_bytes,
+            "{out}"
+        );
+        assert_eq!(
+            result_field(out, "tx_frames"),
+            Some(u64::from(FRAMES)),
+            "{out}"
+        );
+        assert_eq!(result_field(out, "tx_bytes"), Some(want_bytes), "{out}");
+        assert_eq!(
+            result_field(out, "rx_frames"),
+            Some(u64::from(FRAMES)),
+            "{out}"
+        );
+        assert_eq!(result_field(out, "rx_bytes"), Some(want_bytes), "{out}");
+        assert!(
+            !out.contains("DMAR: ["),
+            "IOMMU faults in the guest:\n{out}"
+        );
+        assert!(
+            !out.contains("vtd_iommu_translate"),
+            "QEMU saw translation failures:\n{out}"
+        );
+    }
+}
+
+/// The ARP reply for 10.9.0.1 (HOST_MAC) to an ARP request for it; None otherwise.
+fn arp_reply(f: &[u8]) -> Option<Vec<u8>> {
+    const HOST_IP: [u8; 4] = [10, 9, 0, 1];
+    if f.len() < 42 || f[12..14] != [0x08, 0x06] || f[20..22] != [0, 1] || f[38..42] != HOST_IP {
+        return None;
+    }
+    let (sha, spa) = (&f[22..28], &f[28..32]);
+    let mut r = Vec::with_capacity(42);
+    r.extend_from_slice(sha);
+    r.extend_from_slice(&HOST_MAC);
+    r.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+    r.extend_from_slice(&HOST_MAC);
+    r.extend_from_slice(&HOST_IP);
+    r.extend_from_slice(sha);
+    r.extend_from_slice(spa);
+    Some(r)
+}
+
+/// `key=value` from the first line containing `tag`.
+fn tagged_field<'a>(output: &'a str, tag: &str, key: &str) -> Option<&'a str> {
+    let line = output.lines().find(|l| l.contains(tag))?;
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
+#[test]
+fn igb_vf_driver_on_vfio_exchanges_frames_while_linux_igb_owns_the_pf() {
+    vm_ready();
+    let payload = guest_payload();
+    let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
+    let mut peer = HostPeer::new(VF_MAC);
+    let n = FRAMES.to_string();
+    let run = run_guest_in(
+        "vf-vfio",
+        &[("VM_NUMVFS", "1")],
+        &host,
+        &payload,
+        &["--vf", "--frames", &n, "--host-frames", &n],
+        |f| peer.on_frame(f),
+    );
+    let out = &run.output;
+    for l in out.lines().filter(|l| l.contains("guest")) {
+        eprintln!("{l}");
+    }
+    assert_eq!(run.status, Some(0), "guest run failed:\n{out}");
+    // Linux igb speaks only the base mailbox API: our API 1.1 request was NACKed.
+    assert!(out.contains("mailbox API 0"), "{out}");
+    peer.check(out);
+}
+
+#[test]
+fn linux_igbvf_works_against_our_userspace_pf_mailbox() {
+    vm_ready();
+    let payload = guest_payload();
+    let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
+    let mut peer = HostPeer::new(GUEST_MAC);
+    let n = FRAMES.to_string();
+    // Two vCPUs: igbvf busy-waits for mailbox replies with its lock held, so the
+    // userspace PF must run on the other one.
+    let run = run_guest_in(
+        "pf-vfio",
+        &[
+            ("VM_VFIO_SRIOV", "1"),
+            ("VM_SMP", "2"),
+            ("VM_TIMEOUT", "150"),
+        ],
+        &host,
+        &payload,
+        &["--pf-sriov", "--frames", &n, "--host-frames", &n],
+        |f| {
+            // ARP from the VF counts only when it comes from the VF's MAC.
+            if f.get(6..12) == Some(VF_MAC.as_slice()) || f.get(6..12) == Some(GUEST_MAC.as_slice())
+            {
+                peer.on_frame(f)
+            } else {
+                peer.other += 1;
+                Vec::new()
+            }
+        },
+    );
+    let out = &run.output;
+    for l in out.lines().filter(|l| l.contains("guest")) {
+        eprintln!("{l}");
+    }
+    eprintln!(
+        "host: ARP requests from the VF {}, other frames {}",
+        peer.arp_requests, peer.other
+    );
+    assert_eq!(run.status, Some(0), "guest run failed:\n{out}");
+    // igbvf's reset handshake got its MAC from our PF, and the netdev came up.
+    assert_eq!(
+        tagged_field(out, "guest-sriov ", "carrier"),
+        Some("1"),
+        "{out}"
+    );
+    assert_eq!(
+        tagged_field(out, "guest-sriov ", "mac"),
+        Some("52:54:00:12:34:10"),
+        "{out}"
+    );
+    assert_eq!(
+        tagged_field(out, "guest-mbx ", "vf0_cts"),
+        Some("true"),
+        "{out}"
+    );
+    let acked: u64 = tagged_field(out, "guest-mbx ", "mbx_acked")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(acked >= 2, "VF_RESET and SET_MAC_ADDR at least:\n{out}");
+    // Frames from igbvf reach the wire, and our ARP replies reach igbvf.
+    assert!(
+        peer.arp_requests >= 1,
+        "no ARP request from the VF on the wire:\n{out}"
+    );
+    let replies: u32 = tagged_field(out, "guest-sriov ", "arp_replies")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(replies >= 1, "igbvf saw no ARP reply:\n{out}");
+    // The PF itself still moves frames on its own pool (queue 1: its own requester ID).
+    peer.check(out);
+}
+
+/// The guest script of the daemon SR-IOV test: VF 0 exists before `vnetp run` claims
+/// the PF with a `vf` interface for it; then Linux igbvf takes the VF and ARPs for the
+/// host through the NIC, while vnetp's poll loop answers the VF's mailbox.
+const DAEMON_VF_SCRIPT: &str = r#"
+pf=/sys/bus/pci/devices/$VFIO_BDF
+echo 1 > $pf/sriov_numvfs || { echo "guest-sriov error=numvfs"; exit 3; }
+vf=$(basename $(readlink $pf/virtfn0))
+cat > /tmp/h.toml <<CFG
+[host]
+name = "h"
+underlay = { kind = "vfio", pci = "$VFIO_BDF", ip = "10.0.0.1", port = 9000 }
+control = "/tmp/h.sock"
+
+[[interface]]
+name = "guestvf"
+kind = "vf"
+pci = "$vf"
+mac = "52:54:00:12:34:10"
+CFG
+ip link set lo up
+RUST_LOG=info /opt/vnetp run --config /tmp/h.toml > /tmp/vnetp.log 2>&1 &
+i=0; while [ $i -lt 100 ] && [ ! -S /tmp/h.sock ]; do sleep 0.1; i=$((i+1)); done
+[ -S /tmp/h.sock ] || { cat /tmp/vnetp.log; echo "guest-sriov error=daemon"; exit 5; }
+echo igbvf > /sys/bus/pci/devices/$vf/driver_override
+if [ -e /sys/bus/pci/devices/$vf/driver ]; then echo $vf > /sys/bus/pci/devices/$vf/driver/unbind; fi
+echo $vf > /sys/bus/pci/drivers_probe
+i=0; while [ $i -lt 50 ] && ! ls /sys/bus/pci/devices/$vf/net >/dev/null 2>&1; do sleep 0.2; i=$((i+1)); done
+n=$(ls /sys/bus/pci/devices/$vf/net 2>/dev/null | head -1)
+[ -n "$n" ] || { cat /tmp/vnetp.log; echo "guest-sriov error=no-netdev"; exit 4; }
+ip link set $n up
+ip addr add 10.9.0.2/24 dev $n
+i=0; while [ $i -lt 100 ] && [ "$(cat /sys/class/net/$n/carrier 2>/dev/null)" != 1 ]; do sleep 0.2; i=$((i+1)); done
+out=$(arping -c 3 -w 10 -I $n 10.9.0.1 2>&1)
+replies=$(echo "$out" | sed -n 's/^Received \([0-9]*\) .*/\1/p')
+echo "guest-sriov netdev=$n carrier=$(cat /sys/class/net/$n/carrier) mac=$(cat /sys/class/net/$n/address) arp_replies=${replies:-0}"
+/opt/vnetp ctl --socket /tmp/h.sock stats | grep -E 'mbx|vf_' | sed 's/^/guest-stats: /'
+sed 's/^/guest-vnetp: /' /tmp/vnetp.log | grep -v ' TRACE ' | tail -20
+[ "${replies:-0}" -ge 1 ]
+"#;
+
+#[test]
+fn vnetp_run_with_a_vf_interface_serves_linux_igbvf() {
+    vm_ready();
+    let vnetp = guest_vnetp();
+    let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
+    let mut arp_requests = 0;
+    let files = vnetp.display().to_string();
+    let run = run_guest_in(
+        "pf-vfio",
+        &[
+            ("VM_VFIO_SRIOV", "1"),
+            ("VM_SMP", "2"),
+            ("VM_TIMEOUT", "150"),
+            ("VM_FILES", &files),
+        ],
+        &host,
+        Path::new(&format!("sh:{DAEMON_VF_SCRIPT}")),
+        &[],
+        |f| {
+            if f.get(6..12) != Some(VF_MAC.as_slice()) {
+                return Vec::new();
+            }
+            match arp_reply(f) {
+                Some(r) => {
+                    arp_requests += 1;
+                    vec![r]
+                }
+                None => Vec::new(),
+            }
+        },
+    );
+    let _ = std::fs::remove_dir_all(vnetp.parent().unwrap_or(Path::new("/nonexistent")));
+    let out = &run.output;
+    for l in out.lines().filter(|l| l.contains("guest")) {
+        eprintln!("{l}");
+    }
+    assert_eq!(run.status, Some(0), "guest run failed:\n{out}");
+    assert_eq!(
+        tagged_field(out, "guest-sriov ", "carrier"),
+        Some("1"),
+        "{out}"
+    );
+    assert_eq!(
+        tagged_field(out, "guest-sriov ", "mac"),
+        Some("52:54:00:12:34:10"),
+        "the MAC of the vf interface in vnetp's config:\n{out}"
+    );
+    assert!(arp_requests >= 1, "no ARP request from the VF:\n{out}");
+    assert!(
+        out.contains("mbx_acked"),
+        "vnetp's stats show the mailbox:\n{out}"
+    );
+    assert!(!out.contains("DMAR: ["), "IOMMU faults:\n{out}");
 }

@@ -2,6 +2,10 @@
 //! `tx_batch` (reclaim, descriptor writes, one doorbell) and `rx_batch` (write-back
 //! checks, buffer swap, re-arm, one doorbell) per batch of 64 frames.
 //!
+//! `mailbox` times the PF side of the SR-IOV mailbox: the pure message handler on a
+//! SET_MULTICAST of 30 hashes, and an idle poll of the service (what every
+//! `poll_every`-th `rx_batch` pays when no VF is talking).
+//!
 //! The model's own work (fetching TX descriptors, writing RX frames) happens outside
 //! the timed section. Register accesses go through the model's mutex, which costs
 //! more than the real MMIO write on x86 would only for the doorbell (one per batch).
@@ -91,5 +95,30 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn mailbox(c: &mut Criterion) {
+    use nicdrv::igb::mailbox::{VfPolicy, VfState, handle_message, msg};
+    use nicdrv::igb::sriov::{PfSriov, SriovConfig};
+    let mut g = c.benchmark_group("igb_mailbox");
+    let policy = VfPolicy::fixed_mac([0x52, 0x54, 0, 0, 0x10, 1]);
+    let mut vf = VfState::new(policy.clone());
+    let mut reset = [0u32; 16];
+    reset[0] = msg::VF_RESET;
+    handle_message(&mut vf, &reset);
+    let mut mc = [0x0abc_0123u32; 16];
+    mc[0] = msg::SET_MULTICAST | 30 << msg::INFO_SHIFT;
+    g.bench_function("handle_set_multicast_30", |b| {
+        b.iter(|| handle_message(&mut vf, std::hint::black_box(&mc)))
+    });
+    let model = IgbModel::new();
+    let mut pf = PfSriov::new(&SriovConfig {
+        vfs: vec![policy],
+        poll_every: 1,
+    })
+    .expect("sriov");
+    pf.program_device(&model, MODEL_MAC, 1522);
+    g.bench_function("service_idle", |b| b.iter(|| pf.service(&model)));
+    g.finish();
+}
+
+criterion_group!(benches, bench, mailbox);
 criterion_main!(benches);

@@ -816,6 +816,14 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 format!("MAC {} is already used by another interface", ic.mac),
             ));
         }
+        if matches!(ic.kind, InterfaceKind::Vf { .. })
+            && !matches!(underlay, UnderlayConfig::Vfio { .. })
+        {
+            return Err(cx.err(
+                i.get_ref().kind.span(),
+                "interface kind \"vf\" needs underlay kind \"vfio\": the VF belongs to the PF that vnetp claims, which sets its MAC and VLAN",
+            ));
+        }
         let dev = match &ic.kind {
             InterfaceKind::Tap { ifname } => format!("tap {ifname}"),
             InterfaceKind::VhostUser { socket } => format!("socket {}", socket.display()),
@@ -842,6 +850,18 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             return Err(cx.err(
                 to_span,
                 format!("route destination {} is not defined", spec.to),
+            ));
+        }
+        let is_vf = |e: &EndpointRef| match e {
+            EndpointRef::Interface(n) => interfaces
+                .iter()
+                .any(|i| &i.name == n && matches!(i.kind, InterfaceKind::Vf { .. })),
+            EndpointRef::Link(_) => false,
+        };
+        if is_vf(&spec.to) || spec.from.as_ref().is_some_and(is_vf) {
+            return Err(cx.err(
+                r.span(),
+                "routes cannot use a \"vf\" interface: the NIC switches a VF's frames in hardware, outside vnetp's routes; remove this route",
             ));
         }
         if let Some(f) = &spec.from
@@ -929,3 +949,44 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod vf_kind_tests {
+    use super::*;
+
+    const VFIO_HOST: &str = "[host]\nname = \"a\"\nunderlay = { kind = \"vfio\", pci = \"0000:01:00.0\", ip = \"10.0.0.1\" }\n\n[[interface]]\nname = \"g0\"\nkind = \"vf\"\npci = \"0000:01:10.0\"\nmac = \"52:54:00:12:34:10\"\nvlan = 100\n";
+
+    #[test]
+    fn vf_interface_on_a_vfio_underlay_parses_with_mac_and_vlan() {
+        let c = parse("h.toml", VFIO_HOST).expect("parses");
+        assert_eq!(
+            c.interfaces[0].kind,
+            InterfaceKind::Vf {
+                pci: "0000:01:10.0".into(),
+                vlan: Some(100)
+            }
+        );
+    }
+
+    #[test]
+    fn vf_interface_needs_a_vfio_underlay_and_no_routes() {
+        let udp = VFIO_HOST.replace(
+            "{ kind = \"vfio\", pci = \"0000:01:00.0\", ip = \"10.0.0.1\" }",
+            "{ kind = \"udp\", bind = \"10.0.0.1:9000\" }",
+        );
+        let e = parse("h.toml", &udp).expect_err("udp underlay");
+        assert!(
+            e.to_string().contains("needs underlay kind \"vfio\""),
+            "{e}"
+        );
+        let routed = format!(
+            "{VFIO_HOST}\n[[route]]\nsrc = \"any\"\ndst = \"any\"\nto = {{ interface = \"g0\" }}\n"
+        );
+        let e = parse("h.toml", &routed).expect_err("route to a VF");
+        assert!(
+            e.to_string()
+                .contains("routes cannot use a \"vf\" interface"),
+            "{e}"
+        );
+    }
+}

@@ -21,6 +21,8 @@
 #   VM_MEM       guest RAM in MiB (default 512)
 #   VM_MEMFD=1   guest RAM in a shared memfd (needed by vhost-user NICs in VM_NIC)
 #   VM_VFIO_PFS  pf-vfio: bind only the first N PFs;  VM_NUMVFS: VFs per PF (default 2)
+#   VM_VFIO_SRIOV=1  load vfio-pci with enable_sriov=1 (a vfio-owned PF may create VFs)
+#   VM_SMP       guest vCPUs (default 1)
 #   VM_ALLOW_DMAR=1  do not fail the run when the guest logged IOMMU (DMAR) faults
 #   VM_FILES     host files (space-separated) copied to the guest's /opt
 #   VM_KPKG      guest kernel package for `cache` (default: newest linux-image-amd64)
@@ -35,8 +37,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 VM_CACHE=${VM_CACHE:-$REPO/.cache/vm}
 # Modules the guest loads, in dependency order computed by `modprobe --show-depends`.
-# virtio_net (with virtio_pci) serves the vhost-user guests of tests/vhost_user_guest.rs.
-GUEST_MODULES=(igb vfio_iommu_type1 vfio-pci tun virtio_pci virtio_net)
+# virtio_net (with virtio_pci) serves the vhost-user guests of tests/vhost_user_guest.rs;
+# igbvf is the Linux VF driver that talks to vnetp's userspace PF (tests/vfio_vm.rs).
+GUEST_MODULES=(igb igbvf vfio_iommu_type1 vfio-pci tun virtio_pci virtio_net)
 DEFAULT_NIC=(-device pcie-root-port,id=rp0,chassis=1,slot=1 -netdev user,id=n0
     -device igb,bus=rp0,netdev=n0,mac=52:54:00:12:34:01)
 
@@ -88,13 +91,17 @@ cmd_install() {
 }
 
 cmd_cache() {
+    # Test processes run in parallel and may all ask for the cache at once: one builds
+    # it, the others wait for it under this lock and then find it ready.
+    mkdir -p "$VM_CACHE"
+    exec 9>"$VM_CACHE/.lock"
+    flock 9
     if [ -f "$VM_CACHE/base.cpio.gz" ] && [ -f "$VM_CACHE/vmlinuz" ] &&
         [ "$(cat "$VM_CACHE/modules" 2>/dev/null)" = "${GUEST_MODULES[*]}" ]; then
         echo "vm-harness: cache ok in $VM_CACHE (kernel $(cat "$VM_CACHE/kver"))"
         return
     fi
     command -v busybox >/dev/null || fail "busybox missing: run sudo $0 install"
-    mkdir -p "$VM_CACHE"
     local work pkg suite=""
     work=$(mktemp -d "$VM_CACHE/build.XXXXXX")
     # shellcheck disable=SC2064 # expand now: the path is fixed
@@ -146,7 +153,11 @@ guest_init() {
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 . /run.conf
-for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "harness: insmod $m failed"; done
+for m in $(cat /lib/modules/order); do
+    margs=""
+    if [ "$m" = vfio-pci.ko ] && [ "$VFIO_SRIOV" = 1 ]; then margs="enable_sriov=1"; fi
+    insmod /lib/modules/$m $margs || echo "harness: insmod $m failed"
+done
 VFIO_BDFS=""
 bind_vfio() {
     echo vfio-pci > /sys/bus/pci/devices/$1/driver_override
@@ -183,7 +194,7 @@ if [ -x /payload ]; then /payload $(cat /payload.args); else sh /payload.sh; fi
 rc=$?
 echo "harness: payload exit $rc"
 [ $rc -gt 120 ] && rc=121
-dmesg | grep -E 'DMAR: \[|DMAR: DRHD: handling|vfio|igb.*([Ee]rror|[Ff]ail|[Hh]ang)' | sed 's/^/guest-dmesg: /'
+dmesg | grep -E 'DMAR: \[|DMAR: DRHD: handling|vfio|igbvf|igb.*([Ee]rror|[Ff]ail|[Hh]ang|VF)' | sed 's/^/guest-dmesg: /'
 # isa-debug-exit at port 0xf4: writing v makes QEMU exit with status (v << 1) | 1.
 printf "\\$(printf %o $rc)" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
 poweroff -f
@@ -204,7 +215,7 @@ cmd_run() {
     mkdir "$t/root"
     guest_init >"$t/root/init"
     chmod 755 "$t/root/init"
-    printf 'MODE=%s\nNUMVFS=%s\nVFIO_PFS=%s\n' "$mode" "${VM_NUMVFS:-2}" "${VM_VFIO_PFS:-99}" >"$t/root/run.conf"
+    printf 'MODE=%s\nNUMVFS=%s\nVFIO_PFS=%s\nVFIO_SRIOV=%s\n' "$mode" "${VM_NUMVFS:-2}" "${VM_VFIO_PFS:-99}" "${VM_VFIO_SRIOV:-0}" >"$t/root/run.conf"
     if [[ $payload == sh:* ]]; then
         printf '%s\n' "${payload#sh:}" >"$t/root/payload.sh"
     else
@@ -231,8 +242,9 @@ cmd_run() {
     local nic=("${DEFAULT_NIC[@]}")
     # shellcheck disable=SC2206 # VM_NIC is a list of QEMU words on purpose
     [ -n "${VM_NIC:-}" ] && nic=(${VM_NIC})
-    local mem=${VM_MEM:-512} memory=()
+    local mem=${VM_MEM:-512} memory=() smp=${VM_SMP:-1}
     [[ $mem =~ ^[0-9]+$ ]] || fail "VM_MEM must be a number of MiB"
+    [[ $smp =~ ^[1-8]$ ]] || fail "VM_SMP must be 1..8"
     # A vhost-user backend maps guest RAM itself: it must be a shared, passable fd.
     if [ "${VM_MEMFD:-0}" = 1 ]; then
         memory=(-object "memory-backend-memfd,id=mem0,size=${mem}M,share=on" -numa node,memdev=mem0)
@@ -245,7 +257,7 @@ cmd_run() {
         rc=0
         : >"$log"
         timeout --kill-after=5 "${VM_TIMEOUT:-120}" qemu-system-x86_64 \
-            -accel tcg -M q35 -cpu max -smp 1 -m "$mem" "${memory[@]}" -nodefaults -display none -no-reboot \
+            -accel tcg -M q35 -cpu max -smp "$smp" -m "$mem" "${memory[@]}" -nodefaults -display none -no-reboot \
             -serial "file:$log" -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
             -device intel-iommu,intremap=on,caching-mode=on \
             "${nic[@]}" \

@@ -11,25 +11,34 @@
 //! in [`model`]) and [`Dma`] (descriptor ring memory and the IOVA of pool buffers).
 //! [`open_vfio`] builds the real thing.
 //!
-//! Not yet: multiple queues and RSS, checksum/VLAN offloads, interrupts, the VF driver
-//! and the PF side of the PF/VF mailbox.
+//! With [`IgbConfig::sriov`] the PF also serves SR-IOV virtual functions: VMDq pools,
+//! anti-spoofing, and the PF end of the PF/VF mailbox, polled from `rx_batch`
+//! ([`sriov`], [`mailbox`]). [`vf`] is the driver for one VF.
+//!
+//! Not yet: multiple queues and RSS, checksum/VLAN offloads, interrupts.
 
+pub mod mailbox;
 pub mod model;
+mod queue;
 pub mod regs;
 pub mod ring;
+pub mod sriov;
+pub mod vf;
 mod vfio_glue;
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use pkt::{
-    Batch, DropCounter, HEADROOM, Mempool, Offloads, PktBuf, Port, PortCaps, PortKind, PortStats,
-};
+use pkt::{Batch, DropCounter, HEADROOM, Mempool, Offloads, Port, PortCaps, PortKind, PortStats};
 
 use pkt::wire::MacAddr;
+use queue::QueuePair;
+pub use queue::QueueRegs;
 pub use ring::RingMemory;
-use ring::{RxRing, RxWriteBack, TxRing, read_barrier, write_barrier};
-pub use vfio_glue::{VfioDma, open_vfio};
+use ring::RxRing;
+pub use sriov::SriovConfig;
+pub use vf::{IgbVfConfig, IgbVfPort};
+pub use vfio_glue::{VfioDma, open_vf_vfio, open_vfio};
 
 /// 32-bit register access to the device's BAR0, by byte offset.
 pub trait Registers: Send {
@@ -104,6 +113,36 @@ pub enum IgbError {
     /// The configuration is out of range.
     #[error("igb: bad configuration: {0}")]
     Config(String),
+    /// The device is not an 82576 VF.
+    #[error(
+        "{bdf} is {vendor:04x}:{device:04x}, not an Intel 82576 VF (8086:10ca): pick a VF (`ls /sys/bus/pci/devices/<pf>/virtfn*`)"
+    )]
+    NotIgbVf {
+        /// The device.
+        bdf: String,
+        /// PCI vendor ID.
+        vendor: u16,
+        /// PCI device ID.
+        device: u16,
+    },
+    /// The VF's mailbox exchange with the PF failed.
+    #[error(
+        "82576 VF mailbox, {step}: {detail}: is the PF driver up? (Linux igb answers only while the PF's netdev is up: `ip link set <pf> up`; vnetp's PF needs SR-IOV in its configuration)"
+    )]
+    VfMailbox {
+        /// The message or step.
+        step: &'static str,
+        /// What happened.
+        detail: String,
+    },
+    /// The PF refused a VF request.
+    #[error("82576 VF: the PF refused {what}: {detail}")]
+    VfRefused {
+        /// The message.
+        what: &'static str,
+        /// Why, and what to do.
+        detail: String,
+    },
 }
 
 /// Models the 82576 devices we accept: PF device IDs of the family.
@@ -125,6 +164,9 @@ pub struct IgbConfig {
     /// Read the link state every this many `tx_batch` calls (a register read costs
     /// about a microsecond on PCIe, too much per batch).
     pub link_check_every: u32,
+    /// Serve SR-IOV virtual functions (the VFs must be enabled with `sriov_numvfs`,
+    /// before or after). `None`: the PF alone, queue 0.
+    pub sriov: Option<SriovConfig>,
 }
 
 impl Default for IgbConfig {
@@ -135,6 +177,7 @@ impl Default for IgbConfig {
             mtu: 1500,
             promiscuous: false,
             link_check_every: 1024,
+            sriov: None,
         }
     }
 }
@@ -149,18 +192,6 @@ pub fn pool_buffer_size(mtu: usize) -> usize {
 /// (without FCS, which the device strips on receive and appends on transmit).
 const FRAME_OVERHEAD: usize = 14 + 4;
 
-/// Drop counters, in the order `stats()` reports them.
-#[derive(Debug, Default, Clone, Copy)]
-struct Drops {
-    rx_no_buffer: u64,
-    rx_bad_descriptor: u64,
-    rx_frame_errors: u64,
-    rx_unposted_dd: u64,
-    tx_link_down: u64,
-    tx_bad_length: u64,
-    tx_no_buffer: u64,
-}
-
 /// Counters read from the device's clear-on-read statistics registers, accumulated.
 #[derive(Debug, Default, Clone, Copy)]
 struct HwStats {
@@ -172,7 +203,7 @@ struct HwStats {
     good_tx: u64,
 }
 
-/// The 82576 PF as a [`Port`]: queue 0 for receive and transmit.
+/// The 82576 PF as a [`Port`]: one queue pair (queue 0, or the PF's pool under SR-IOV).
 pub struct IgbPort<R: Registers, D: Dma> {
     name: String,
     regs: R,
@@ -180,19 +211,10 @@ pub struct IgbPort<R: Registers, D: Dma> {
     pool: Mempool,
     cfg: IgbConfig,
     mac: [u8; 6],
-    max_frame: usize,
-    rx: RxRing,
-    tx: TxRing,
-    /// Frames that did not fit the TX ring, handed back to the caller's batch.
-    spill: Batch,
+    q: QueuePair,
     link_up: bool,
     tx_calls: u32,
-    rx_packets: u64,
-    rx_bytes: u64,
-    tx_packets: u64,
-    tx_bytes: u64,
-    tx_copied: u64,
-    drops: Drops,
+    sriov: Option<sriov::PfSriov>,
     hw: Cell<HwStats>,
 }
 
@@ -238,38 +260,9 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         pool: Mempool,
         cfg: IgbConfig,
     ) -> Result<Self, IgbError> {
-        for (what, n) in [("rx_ring", cfg.rx_ring), ("tx_ring", cfg.tx_ring)] {
-            if !(8..=4096).contains(&n) || !n.is_multiple_of(8) {
-                return Err(IgbError::Config(format!(
-                    "{what} = {n}: use a multiple of 8 in 8..=4096"
-                )));
-            }
-        }
-        if !(68..=9216).contains(&cfg.mtu) {
-            return Err(IgbError::Config(format!(
-                "mtu = {}: use 68..=9216",
-                cfg.mtu
-            )));
-        }
-        let max_frame = cfg.mtu + FRAME_OVERHEAD;
-        let space = pool.buf_size() - HEADROOM;
-        let bsize_kb = (space / 1024).min(regs::SRRCTL_BSIZEPACKET_MASK as usize);
-        if bsize_kb * 1024 < max_frame {
-            return Err(IgbError::Pool(format!(
-                "buffers of {} bytes leave {space} bytes after the {HEADROOM}-byte headroom; the device writes whole KiB and a {max_frame}-byte frame needs {} KiB: create the pool with buffers of at least {} bytes",
-                pool.buf_size(),
-                max_frame.div_ceil(1024),
-                max_frame.div_ceil(1024) * 1024 + HEADROOM
-            )));
-        }
-        if pool.capacity() < cfg.rx_ring + 2 * pkt::BATCH_MAX {
-            return Err(IgbError::Pool(format!(
-                "{} buffers cannot fill a {}-slot receive ring and leave room for batches in flight: create it with at least {}",
-                pool.capacity(),
-                cfg.rx_ring,
-                cfg.rx_ring + 2 * pkt::BATCH_MAX
-            )));
-        }
+        let (max_frame, bsize_kb) = QueuePair::check(cfg.rx_ring, cfg.tx_ring, cfg.mtu, &pool)?;
+        let sriov = cfg.sriov.as_ref().map(sriov::PfSriov::new).transpose()?;
+        let queue = sriov.as_ref().map_or(0, |s| s.pf_pool());
 
         // Interrupts During Initialization: mask everything, before and after reset.
         regs.write(regs::IMC, u32::MAX);
@@ -332,6 +325,10 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         for i in 0..regs::MTA_LEN {
             regs.write(regs::MTA + 4 * i, 0);
         }
+        // Virtualization: pools before any queue is enabled.
+        if let Some(s) = &sriov {
+            s.program_device(&regs, mac, max_frame as u32 + 4);
+        }
         let mut rctl = regs::RCTL_BAM | regs::RCTL_SECRC;
         if cfg.promiscuous {
             rctl |= regs::RCTL_UPE | regs::RCTL_MPE;
@@ -342,75 +339,29 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         }
         regs.write(regs::RCTL, rctl);
         regs.write(regs::RXCSUM, 0);
-        let rx_mem = dma.alloc_ring(cfg.rx_ring * ring::DESC_BYTES)?;
-        let mut rx = RxRing {
-            mem: rx_mem,
-            bufs: (0..cfg.rx_ring).map(|_| None).collect(),
-            iovas: vec![0; cfg.rx_ring],
-            next: 0,
-            tail: cfg.rx_ring - 1,
-        };
-        for slot in 0..cfg.rx_ring {
-            let mut buf = pool.alloc().ok_or_else(|| {
-                IgbError::Pool("ran out of buffers filling the receive ring".into())
-            })?;
-            let p = buf.reset_for_rx(HEADROOM).as_ptr();
-            rx.iovas[slot] = dma
-                .iova_of(p)
-                .ok_or_else(|| IgbError::Pool("the pool is not mapped for DMA".into()))?;
-            rx.bufs[slot] = Some(buf);
-            rx.arm(slot);
-        }
-        let base = rx.mem.iova();
-        regs.write(regs::RXDCTL0, 0);
-        regs.write(regs::RDBAL0, base as u32);
-        regs.write(regs::RDBAH0, (base >> 32) as u32);
-        regs.write(regs::RDLEN0, (cfg.rx_ring * ring::DESC_BYTES) as u32);
-        regs.write(
-            regs::SRRCTL0,
-            bsize_kb as u32 | regs::SRRCTL_DESCTYPE_ADV_ONEBUF | regs::SRRCTL_DROP_EN,
-        );
-        regs.write(regs::RDH0, 0);
-        regs.write(regs::RDT0, 0);
-        regs.write(regs::RXDCTL0, regs::XDCTL_ENABLE);
-        poll(
-            || regs.read(regs::RXDCTL0) & regs::XDCTL_ENABLE != 0,
-            "receive queue enable",
-            Duration::from_millis(100),
-        )?;
-        write_barrier();
-        regs.write(regs::RDT0, rx.tail as u32);
-        regs.write(regs::RCTL, rctl | regs::RCTL_RXEN);
-
-        // Transmit Initialization.
+        // Transmit Initialization (global part; the queue follows with receive's).
         regs.write(
             regs::TCTL,
             regs::TCTL_PSP | regs::TCTL_CT_15 | regs::TCTL_COLD_FD,
         );
-        let tx_mem = dma.alloc_ring(cfg.tx_ring * ring::DESC_BYTES)?;
-        let tx = TxRing {
-            mem: tx_mem,
-            bufs: (0..cfg.tx_ring).map(|_| None).collect(),
-            clean: 0,
-            tail: 0,
-        };
-        let base = tx.mem.iova();
-        regs.write(regs::TXDCTL0, 0);
-        regs.write(regs::TDBAL0, base as u32);
-        regs.write(regs::TDBAH0, (base >> 32) as u32);
-        regs.write(regs::TDLEN0, (cfg.tx_ring * ring::DESC_BYTES) as u32);
-        regs.write(regs::TDH0, 0);
-        regs.write(regs::TDT0, 0);
-        regs.write(regs::TXDCTL0, regs::XDCTL_ENABLE);
-        poll(
-            || regs.read(regs::TXDCTL0) & regs::XDCTL_ENABLE != 0,
-            "transmit queue enable",
-            Duration::from_millis(100),
+        let q = QueuePair::setup(
+            QueueRegs::pf(queue),
+            &regs,
+            &mut dma,
+            &pool,
+            cfg.rx_ring,
+            cfg.tx_ring,
+            max_frame,
+            bsize_kb,
         )?;
+        regs.write(regs::RCTL, rctl | regs::RCTL_RXEN);
         regs.write(regs::TCTL, regs.read(regs::TCTL) | regs::TCTL_EN);
+        if let Some(s) = &sriov {
+            s.announce_reset_done(&regs);
+        }
 
         let link_up = regs.read(regs::STATUS) & regs::STATUS_LU != 0;
-        tracing::info!(port = name, mac = ?mac, link_up, rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82576 initialised");
+        tracing::info!(port = name, mac = ?mac, link_up, queue, vfs = sriov.as_ref().map_or(0, |s| s.vfs().len()), rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82576 initialised");
         Ok(Self {
             name: name.to_owned(),
             regs,
@@ -418,20 +369,26 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
             pool,
             cfg,
             mac,
-            max_frame,
-            rx,
-            tx,
-            spill: Batch::new(),
+            q,
             link_up,
             tx_calls: 0,
-            rx_packets: 0,
-            rx_bytes: 0,
-            tx_packets: 0,
-            tx_bytes: 0,
-            tx_copied: 0,
-            drops: Drops::default(),
+            sriov,
             hw: Cell::new(HwStats::default()),
         })
+    }
+
+    /// Services the SR-IOV mailbox now (it is also polled from `rx_batch`); returns the
+    /// messages answered. 0 without SR-IOV.
+    pub fn service_mailbox(&mut self) -> usize {
+        match &mut self.sriov {
+            Some(s) => s.service(&self.regs),
+            None => 0,
+        }
+    }
+
+    /// The SR-IOV side (VF states and mailbox counters), when configured.
+    pub fn sriov(&self) -> Option<&sriov::PfSriov> {
+        self.sriov.as_ref()
     }
 
     /// The MAC address the device came up with (RAL0/RAH0, from its EEPROM).
@@ -459,17 +416,17 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
 
     /// Frames from other pools that `tx_batch` copied into this port's pool.
     pub fn tx_copied(&self) -> u64 {
-        self.tx_copied
+        self.q.tx_copied
     }
 
     /// Frames posted for transmit whose descriptors the device has not completed.
     pub fn tx_in_flight(&self) -> usize {
-        self.tx.in_flight()
+        self.q.tx.in_flight()
     }
 
     /// Releases transmitted frames the device is done with; returns how many.
     pub fn reclaim_tx(&mut self) -> usize {
-        self.tx.reclaim()
+        self.q.tx.reclaim()
     }
 
     /// The register block (for diagnostics and tests).
@@ -479,28 +436,26 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
 
     /// Receive descriptor ring (for tests of device misbehaviour).
     pub fn rx_ring(&self) -> &RxRing {
-        &self.rx
+        &self.q.rx
     }
 
     fn drop_counters(&self) -> Vec<DropCounter> {
-        let d = self.drops;
         let hw = self.read_hw_stats();
-        [
-            ("rx_no_buffer", d.rx_no_buffer),
-            ("rx_bad_descriptor", d.rx_bad_descriptor),
-            ("rx_frame_errors", d.rx_frame_errors),
-            ("rx_unposted_dd", d.rx_unposted_dd),
-            ("tx_link_down", d.tx_link_down),
-            ("tx_bad_length", d.tx_bad_length),
-            ("tx_no_buffer", d.tx_no_buffer),
-            ("hw_rx_missed", hw.missed),
-            ("hw_rx_no_descriptor", hw.no_descriptor),
-            ("hw_rx_crc_errors", hw.crc_errors),
-            ("hw_rx_oversize", hw.oversize),
-        ]
-        .into_iter()
-        .map(|(name, count)| DropCounter { name, count })
-        .collect()
+        let mut v: Vec<DropCounter> = self.q.drop_counters().into();
+        v.extend(
+            [
+                ("hw_rx_missed", hw.missed),
+                ("hw_rx_no_descriptor", hw.no_descriptor),
+                ("hw_rx_crc_errors", hw.crc_errors),
+                ("hw_rx_oversize", hw.oversize),
+            ]
+            .into_iter()
+            .map(|(name, count)| DropCounter { name, count }),
+        );
+        if let Some(s) = &self.sriov {
+            v.extend(s.counters());
+        }
+        v
     }
 
     /// Accumulates the device's clear-on-read statistics registers.
@@ -521,17 +476,6 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
     pub fn hw_good_frames(&self) -> (u64, u64) {
         let s = self.read_hw_stats();
         (s.good_rx, s.good_tx)
-    }
-
-    /// Takes a frame from another pool into one of ours (the device can reach only
-    /// our mapping).
-    #[cold]
-    fn copy_into_pool(&mut self, buf: &PktBuf) -> Option<PktBuf> {
-        let mut own = self.pool.alloc()?;
-        own.extend_from_slice(buf.data()).ok()?;
-        own.meta = buf.meta;
-        self.tx_copied += 1;
-        Some(own)
     }
 }
 
@@ -580,70 +524,13 @@ impl<R: Registers, D: Dma> Port for IgbPort<R, D> {
     }
 
     fn rx_batch(&mut self, batch: &mut Batch) -> usize {
-        let size = self.rx.size();
-        let mut got = 0;
-        let mut armed_any = false;
-        // The slot at the tail is ours, not posted: a DD there is the device writing
-        // where it was not allowed to. Count it and re-arm the slot.
-        if RxWriteBack::from_qword(self.rx.mem.read(self.rx.tail, 1)).done() {
-            self.drops.rx_unposted_dd += 1;
-            self.rx.arm(self.rx.tail);
+        if let Some(s) = &mut self.sriov {
+            s.tick(&self.regs);
         }
-        let room = batch.room();
-        while self.rx.next != self.rx.tail && got < room {
-            let slot = self.rx.next;
-            let wb = RxWriteBack::from_qword(self.rx.mem.read(slot, 1));
-            if !wb.done() {
-                break;
-            }
-            read_barrier();
-            let len = usize::from(wb.length);
-            let eop = wb.status_error & regs::desc::RX_STATUS_EOP != 0;
-            let space = self.rx.bufs[slot]
-                .as_ref()
-                .map_or(0, |b| b.capacity() - HEADROOM);
-            if !eop || len == 0 || len > space || len > self.max_frame {
-                // A frame spread over buffers (the device ignored BSIZEPACKET), or a
-                // length the buffer cannot hold: never read past the buffer.
-                self.drops.rx_bad_descriptor += 1;
-            } else if wb.status_error & regs::desc::RX_ERR_FRAME != 0 {
-                self.drops.rx_frame_errors += 1;
-            } else if let Some(mut fresh) = self.pool.alloc() {
-                let p = fresh.reset_for_rx(HEADROOM).as_ptr();
-                match self.dma.iova_of(p) {
-                    Some(iova) => {
-                        if let Some(mut full) = self.rx.bufs[slot].replace(fresh) {
-                            // Cannot fail: `len <= space` was checked above.
-                            let _ = full.set_len(len);
-                            let _ = batch.push(full);
-                            self.rx.iovas[slot] = iova;
-                            self.rx_packets += 1;
-                            self.rx_bytes += len as u64;
-                            got += 1;
-                        }
-                    }
-                    // Not reachable with a pool mapped whole; keep the old buffer.
-                    None => self.drops.rx_no_buffer += 1,
-                }
-            } else {
-                self.drops.rx_no_buffer += 1;
-            }
-            self.rx.arm(slot);
-            armed_any = true;
-            self.rx.next = (slot + 1) % size;
-        }
-        if armed_any {
-            // The slot before `next` becomes the one we keep; the old tail slot,
-            // re-armed long ago, goes back to the device.
-            self.rx.tail = (self.rx.next + size - 1) % size;
-            write_barrier();
-            self.regs.write(regs::RDT0, self.rx.tail as u32);
-        }
-        got
+        self.q.rx_batch(&self.regs, &self.dma, &self.pool, batch)
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> usize {
-        self.tx.reclaim();
         self.tx_calls = self.tx_calls.wrapping_add(1);
         if self
             .tx_calls
@@ -653,60 +540,11 @@ impl<R: Registers, D: Dma> Port for IgbPort<R, D> {
             self.refresh_link();
         }
         if !self.link_up {
-            self.drops.tx_link_down += batch.len() as u64;
-            batch.clear();
+            self.q.tx.reclaim();
+            self.q.drop_link_down(batch);
             return 0;
         }
-        let mut free = self.tx.free();
-        let mut sent = 0;
-        let mut spill = std::mem::replace(&mut self.spill, Batch::unallocated());
-        for buf in batch.drain() {
-            // Once one frame waits, every later one waits too: order is kept.
-            if free == 0 || !spill.is_empty() {
-                let _ = spill.push(buf);
-                continue;
-            }
-            let len = buf.len();
-            if len == 0 || len > self.max_frame {
-                self.drops.tx_bad_length += 1;
-                continue;
-            }
-            let (buf, iova) = match self.dma.iova_of(buf.data().as_ptr()) {
-                Some(iova) => (buf, iova),
-                None => match self.copy_into_pool(&buf) {
-                    Some(own) => match self.dma.iova_of(own.data().as_ptr()) {
-                        Some(iova) => (own, iova),
-                        None => {
-                            self.drops.tx_no_buffer += 1;
-                            continue;
-                        }
-                    },
-                    None => {
-                        self.drops.tx_no_buffer += 1;
-                        continue;
-                    }
-                },
-            };
-            let need = TxRing::slots_for(iova, len);
-            if need > free {
-                let _ = spill.push(buf);
-                continue;
-            }
-            self.tx.post(iova, len, buf);
-            self.tx_packets += 1;
-            self.tx_bytes += len as u64;
-            free -= need;
-            sent += 1;
-        }
-        if sent > 0 {
-            write_barrier();
-            self.regs.write(regs::TDT0, self.tx.tail as u32);
-        }
-        // Frames that did not fit go back to the caller, in order; the drained batch
-        // (empty, storage kept) becomes the next spill buffer.
-        std::mem::swap(batch, &mut spill);
-        self.spill = spill;
-        sent
+        self.q.tx_batch(&self.regs, &self.dma, &self.pool, batch)
     }
 
     fn caps(&self) -> PortCaps {
@@ -722,21 +560,21 @@ impl<R: Registers, D: Dma> Port for IgbPort<R, D> {
     fn stats(&self) -> PortStats {
         tracing::debug!(
             port = %self.name,
-            rdh = self.regs.read(regs::RDH0),
-            rdt = self.regs.read(regs::RDT0),
-            rx_next = self.rx.next,
-            tdh = self.regs.read(regs::TDH0),
-            tdt = self.regs.read(regs::TDT0),
-            tx_clean = self.tx.clean,
+            rdh = self.regs.read(self.q.regs.rdh),
+            rdt = self.regs.read(self.q.regs.rdt),
+            rx_next = self.q.rx.next,
+            tdh = self.regs.read(self.q.regs.tdh),
+            tdt = self.regs.read(self.q.regs.tdt),
+            tx_clean = self.q.tx.clean,
             status = format_args!("{:#x}", self.regs.read(regs::STATUS)),
             rctl = format_args!("{:#x}", self.regs.read(regs::RCTL)),
             "82576 ring state"
         );
         PortStats {
-            rx_packets: self.rx_packets,
-            rx_bytes: self.rx_bytes,
-            tx_packets: self.tx_packets,
-            tx_bytes: self.tx_bytes,
+            rx_packets: self.q.rx_packets,
+            rx_bytes: self.q.rx_bytes,
+            tx_packets: self.q.tx_packets,
+            tx_bytes: self.q.tx_bytes,
             drops: self.drop_counters(),
         }
     }
@@ -751,10 +589,11 @@ impl<R: Registers, D: Dma> Drop for IgbPort<R, D> {
         // Stop the device before the rings and buffers it may still access are freed.
         self.regs.write(regs::RCTL, 0);
         self.regs.write(regs::TCTL, 0);
-        self.regs.write(regs::RXDCTL0, 0);
-        self.regs.write(regs::TXDCTL0, 0);
+        self.q.stop(&self.regs);
     }
 }
 
+#[cfg(test)]
+mod sriov_tests;
 #[cfg(test)]
 mod tests;

@@ -10,8 +10,16 @@
 //! with an advanced write-back. DMA goes through an IOMMU-like check: an address
 //! outside the registered regions touches nothing and counts as a fault.
 //!
-//! What it leaves out: interrupts, multiple queues, VMDq/SR-IOV, offloads, flow
-//! control, descriptor prefetch and write-back thresholds, timing. What it says about
+//! SR-IOV, as far as the PF and VF drivers use it: every queue (0..=15) transmits on
+//! its TDT write, VMDq pools pick receive queues (receive addresses with pool select,
+//! broadcast to VMOLR.BAM pools, the default pool, VFRE), VFTE gates transmit, MAC
+//! anti-spoofing (DTXSWC) drops frames whose source is not the pool's address, and the
+//! PF/VF mailbox has the device's semantics (VMBMEM, PFMailbox/VFMailbox lock bits,
+//! MBVFICR and VFLRE write-1-to-clear, RSTI/RSTD, clear-on-read VF bits). [`IgbModel::vf`]
+//! gives VF n's own BAR0, mapped onto the PF's registers as the device does.
+//!
+//! What it leaves out: interrupts, RSS, offloads, VLAN filtering, flow control,
+//! descriptor prefetch and write-back thresholds, timing. What it says about
 //! real hardware is only what the datasheet says; QEMU's igb model (in the VM tests) is
 //! the second opinion.
 
@@ -21,7 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pkt::Mempool;
 
-use super::regs::{self, desc, stats};
+use super::queue::QueueRegs;
+use super::regs::{self, desc, stats, vf};
 use super::{Dma, IgbError, Registers, RingMemory};
 
 const BAR_BYTES: usize = 128 * 1024;
@@ -50,6 +59,16 @@ pub struct ModelState {
     /// Leave descriptors for [`IgbModel::process_tx`] instead of fetching them on the
     /// TDT write (benchmarks time the driver alone this way).
     pub defer_tx: bool,
+    /// Frames the transmit MAC anti-spoofing check dropped.
+    pub spoofed: u64,
+    /// Good frames received per pool (what VFGPRC counts).
+    pub pool_rx: [u32; 8],
+    /// Good frames transmitted per pool (VFGPTC).
+    pub pool_tx: [u32; 8],
+    /// Each VF's VFMailbox bits.
+    vf_mbx: [u32; 8],
+    /// Each VF's PFMailbox bits (VFU/PFU as the PF reads them).
+    pf_mbx: [u32; 8],
     link_up: bool,
 }
 
@@ -79,6 +98,126 @@ impl ModelState {
             u32::from_le_bytes([m[4], m[5], 0, 0]) | regs::RAH_AV,
         );
         self.link_up = false;
+        // Until the PF driver sets CTRL_EXT.PFRSTD, VFs see "PF reset in progress".
+        self.vf_mbx = [vf::MAILBOX_RSTI; 8];
+        self.pf_mbx = [0; 8];
+        self.pool_rx = [0; 8];
+        self.pool_tx = [0; 8];
+    }
+
+    fn vmdq(&self) -> bool {
+        self.reg(regs::MRQC) & 1 != 0
+    }
+
+    /// Whether pool `pool` may send a frame with source `src` (MAC anti-spoofing).
+    fn source_allowed(&self, pool: u32, src: &[u8]) -> bool {
+        if self.reg(regs::DTXSWC) >> (regs::DTXSWC_MAC_SPOOF_SHIFT + pool) & 1 == 0 {
+            return true;
+        }
+        (0..16).any(|n| {
+            let (ral, rah) = (self.reg(regs::ral(n)), self.reg(regs::rah(n)));
+            rah & regs::RAH_AV != 0
+                && rah >> (regs::RAH_POOL_SHIFT + pool) & 1 != 0
+                && src[..4] == ral.to_le_bytes()
+                && src[4..6] == rah.to_le_bytes()[..2]
+        })
+    }
+
+    /// The pools a received frame goes to in VMDq mode.
+    fn pools_for(&self, dst: &[u8]) -> u32 {
+        let mut pools = 0;
+        if dst == [0xff; 6] {
+            for p in 0..8 {
+                if self.reg(regs::VMOLR0 + 4 * p) & regs::VMOLR_BAM != 0 {
+                    pools |= 1 << p;
+                }
+            }
+        } else {
+            for n in 0..16 {
+                let (ral, rah) = (self.reg(regs::ral(n)), self.reg(regs::rah(n)));
+                if rah & regs::RAH_AV != 0
+                    && dst[..4] == ral.to_le_bytes()
+                    && dst[4..6] == rah.to_le_bytes()[..2]
+                {
+                    pools |= (rah >> regs::RAH_POOL_SHIFT) & 0xff;
+                }
+            }
+            let vt = self.reg(regs::VT_CTL);
+            if pools == 0 && dst[0] & 1 == 0 && vt & regs::VT_CTL_DISABLE_DEF_POOL == 0 {
+                pools = 1 << ((vt >> regs::VT_CTL_DEFAULT_POOL_SHIFT) & 7);
+            }
+        }
+        pools & self.reg(regs::VFRE)
+    }
+
+    /// VF n wrote VTCTRL.RST: its queues stop, its pool is disabled, the PF sees VFLRE.
+    fn vf_reset(&mut self, n: u32) {
+        for q in [n, n + 8] {
+            let qr = QueueRegs::pf(q);
+            let (rx, tx) = (self.reg(qr.rxdctl), self.reg(qr.txdctl));
+            self.set(qr.rxdctl, rx & !regs::XDCTL_ENABLE);
+            self.set(qr.txdctl, tx & !regs::XDCTL_ENABLE);
+        }
+        let bit = 1 << n;
+        let (vfre, vfte, lre) = (
+            self.reg(regs::VFRE),
+            self.reg(regs::VFTE),
+            self.reg(regs::VFLRE),
+        );
+        self.set(regs::VFRE, vfre & !bit);
+        self.set(regs::VFTE, vfte & !bit);
+        self.set(regs::VFLRE, lre | bit);
+    }
+
+    /// A write to VF n's VFMailbox.
+    fn vf_mailbox_write(&mut self, n: usize, v: u32) {
+        let icr = self.reg(regs::MBVFICR);
+        if v & vf::MAILBOX_REQ != 0 {
+            self.set(
+                regs::MBVFICR,
+                icr | 1 << (regs::MBVFICR_VFREQ_SHIFT + n as u32),
+            );
+        }
+        let icr = self.reg(regs::MBVFICR);
+        if v & vf::MAILBOX_ACK != 0 {
+            self.set(
+                regs::MBVFICR,
+                icr | 1 << (regs::MBVFICR_VFACK_SHIFT + n as u32),
+            );
+        }
+        // The buffer: taken only while the PF does not hold it; released otherwise.
+        if v & vf::MAILBOX_VFU != 0 {
+            if self.pf_mbx[n] & regs::PFMAILBOX_PFU == 0 {
+                self.vf_mbx[n] |= vf::MAILBOX_VFU;
+                self.pf_mbx[n] |= regs::PFMAILBOX_VFU;
+            }
+        } else {
+            self.vf_mbx[n] &= !vf::MAILBOX_VFU;
+            self.pf_mbx[n] &= !regs::PFMAILBOX_VFU;
+        }
+    }
+
+    /// A write to the PF's PFMailbox\[n\].
+    fn pf_mailbox_write(&mut self, n: usize, v: u32) {
+        if v & regs::PFMAILBOX_STS != 0 {
+            self.vf_mbx[n] |= vf::MAILBOX_PFSTS;
+        }
+        if v & regs::PFMAILBOX_ACK != 0 {
+            self.vf_mbx[n] |= vf::MAILBOX_PFACK;
+        }
+        if v & regs::PFMAILBOX_PFU != 0 {
+            if self.pf_mbx[n] & regs::PFMAILBOX_VFU == 0 {
+                self.pf_mbx[n] |= regs::PFMAILBOX_PFU;
+                self.vf_mbx[n] |= vf::MAILBOX_PFU;
+            }
+        } else {
+            self.pf_mbx[n] &= !regs::PFMAILBOX_PFU;
+            self.vf_mbx[n] &= !vf::MAILBOX_PFU;
+        }
+        if v & regs::PFMAILBOX_RVFU != 0 {
+            self.vf_mbx[n] &= !vf::MAILBOX_VFU;
+            self.pf_mbx[n] &= !regs::PFMAILBOX_VFU;
+        }
     }
 
     /// A pointer to `len` bytes at `iova`, if all of them lie in one region.
@@ -110,25 +249,28 @@ impl ModelState {
         }
     }
 
-    fn tx_enabled(&self) -> bool {
+    fn tx_enabled(&self, q: u32) -> bool {
         self.reg(regs::TCTL) & regs::TCTL_EN != 0
-            && self.reg(regs::TXDCTL0) & regs::XDCTL_ENABLE != 0
+            && self.reg(QueueRegs::pf(q).txdctl) & regs::XDCTL_ENABLE != 0
+            && (!self.vmdq() || self.reg(regs::VFTE) & 1 << (q % 8) != 0)
             && self.link_up
     }
 
-    /// Processes descriptors from TDH to TDT, as the device does after a TDT write.
-    fn transmit(&mut self) {
-        if !self.tx_enabled() {
+    /// Processes queue `q`'s descriptors from TDH to TDT, as the device does after a
+    /// TDT write.
+    fn transmit(&mut self, q: u32) {
+        if !self.tx_enabled(q) {
             return;
         }
-        let n = (self.reg(regs::TDLEN0) as usize / 16) as u32;
-        let base = u64::from(self.reg(regs::TDBAL0)) | u64::from(self.reg(regs::TDBAH0)) << 32;
+        let qr = QueueRegs::pf(q);
+        let n = (self.reg(qr.tdlen) as usize / 16) as u32;
+        let base = u64::from(self.reg(qr.tdbal)) | u64::from(self.reg(qr.tdbah)) << 32;
         if n == 0 {
             return;
         }
         let mut frame = Vec::new();
-        while self.reg(regs::TDH0) != self.reg(regs::TDT0) && self.reg(regs::TDT0) < n {
-            let head = self.reg(regs::TDH0);
+        while self.reg(qr.tdh) != self.reg(qr.tdt) && self.reg(qr.tdt) < n {
+            let head = self.reg(qr.tdh);
             let d = base + u64::from(head) * 16;
             let (Some(addr), Some(q1)) = (self.dma_read_u64(d), self.dma_read_u64(d + 8)) else {
                 return;
@@ -147,7 +289,15 @@ impl ModelState {
                     None => frame.clear(),
                 }
                 if cmd & desc::TX_CMD_EOP != 0 {
+                    let spoofed = self.vmdq()
+                        && frame.len() >= 12
+                        && !self.source_allowed(q % 8, &frame[6..12]);
+                    if spoofed {
+                        self.spoofed += 1;
+                        frame.clear();
+                    }
                     if !frame.is_empty() {
+                        self.pool_tx[(q % 8) as usize] += 1;
                         self.add(stats::GPTC, 1);
                         self.add(stats::GOTCL, frame.len() as u32 + 4);
                         if self.keep_wire {
@@ -161,8 +311,50 @@ impl ModelState {
                 let status = (q1 >> 32) as u32 | desc::TX_STATUS_DD;
                 self.dma_write_u64(d + 8, u64::from(cmd) | u64::from(status) << 32);
             }
-            self.set(regs::TDH0, (head + 1) % n);
+            self.set(qr.tdh, (head + 1) % n);
         }
+    }
+
+    /// Writes `frame` into queue `q`'s next receive descriptor.
+    fn deliver(&mut self, q: u32, frame: &[u8]) -> RxOutcome {
+        let qr = QueueRegs::pf(q);
+        if self.reg(qr.rxdctl) & regs::XDCTL_ENABLE == 0 {
+            return RxOutcome::Filtered;
+        }
+        let n = self.reg(qr.rdlen) / 16;
+        let (head, tail) = (self.reg(qr.rdh), self.reg(qr.rdt));
+        if n == 0 || head == tail || tail >= n {
+            self.add(stats::RNBC, 1);
+            return RxOutcome::NoDescriptor;
+        }
+        let bufsize = (self.reg(qr.srrctl) & regs::SRRCTL_BSIZEPACKET_MASK) as usize * 1024;
+        let max = if self.reg(regs::RCTL) & regs::RCTL_LPE != 0 {
+            self.reg(regs::RLPML) as usize - 4
+        } else {
+            1518
+        };
+        if frame.len() > bufsize || frame.len() > max {
+            self.add(stats::ROC, 1);
+            return RxOutcome::Oversize;
+        }
+        let base = u64::from(self.reg(qr.rdbal)) | u64::from(self.reg(qr.rdbah)) << 32;
+        let d = base + u64::from(head) * 16;
+        let Some(addr) = self.dma_read_u64(d) else {
+            return RxOutcome::Fault;
+        };
+        let Some(p) = self.dma(addr, frame.len()) else {
+            return RxOutcome::Fault;
+        };
+        // SAFETY: `dma` checked the destination lies in a registered region; the frame
+        // is a separate Rust slice, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), p, frame.len()) };
+        self.dma_write_u64(d, 0);
+        let status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP;
+        self.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
+        self.set(qr.rdh, (head + 1) % n);
+        self.add(stats::GPRC, 1);
+        self.add(stats::GORCL, frame.len() as u32);
+        RxOutcome::Delivered
     }
 
     fn accepts(&self, frame: &[u8]) -> bool {
@@ -224,6 +416,11 @@ impl IgbModel {
             cable: true,
             keep_wire: true,
             defer_tx: false,
+            spoofed: 0,
+            pool_rx: [0; 8],
+            pool_tx: [0; 8],
+            vf_mbx: [0; 8],
+            pf_mbx: [0; 8],
             link_up: false,
         };
         st.reset();
@@ -252,51 +449,33 @@ impl IgbModel {
         self.state().regions.push((start as u64, len as u64));
     }
 
-    /// Offers a frame from the wire to receive queue 0.
+    /// Offers a frame from the wire: to receive queue 0, or under VMDq to the queue of
+    /// every pool that takes it.
     pub fn receive(&self, frame: &[u8]) -> RxOutcome {
         let mut st = self.state();
-        if st.reg(regs::RCTL) & regs::RCTL_RXEN == 0
-            || st.reg(regs::RXDCTL0) & regs::XDCTL_ENABLE == 0
-            || !st.link_up
-            || frame.len() < 14
-            || !st.accepts(frame)
-        {
+        if st.reg(regs::RCTL) & regs::RCTL_RXEN == 0 || !st.link_up || frame.len() < 14 {
             return RxOutcome::Filtered;
         }
-        let n = st.reg(regs::RDLEN0) / 16;
-        let (head, tail) = (st.reg(regs::RDH0), st.reg(regs::RDT0));
-        if n == 0 || head == tail || tail >= n {
-            st.add(stats::RNBC, 1);
-            return RxOutcome::NoDescriptor;
+        if !st.vmdq() {
+            if !st.accepts(frame) {
+                return RxOutcome::Filtered;
+            }
+            return st.deliver(0, frame);
         }
-        let bufsize = (st.reg(regs::SRRCTL0) & regs::SRRCTL_BSIZEPACKET_MASK) as usize * 1024;
-        let max = if st.reg(regs::RCTL) & regs::RCTL_LPE != 0 {
-            st.reg(regs::RLPML) as usize - 4
-        } else {
-            1518
-        };
-        if frame.len() > bufsize || frame.len() > max {
-            st.add(stats::ROC, 1);
-            return RxOutcome::Oversize;
+        let pools = st.pools_for(&frame[..6]);
+        let mut outcome = RxOutcome::Filtered;
+        for p in 0..8 {
+            if pools & 1 << p != 0 {
+                let o = st.deliver(p, frame);
+                if o == RxOutcome::Delivered {
+                    st.pool_rx[p as usize] += 1;
+                }
+                if outcome != RxOutcome::Delivered {
+                    outcome = o;
+                }
+            }
         }
-        let base = u64::from(st.reg(regs::RDBAL0)) | u64::from(st.reg(regs::RDBAH0)) << 32;
-        let d = base + u64::from(head) * 16;
-        let Some(addr) = st.dma_read_u64(d) else {
-            return RxOutcome::Fault;
-        };
-        let Some(p) = st.dma(addr, frame.len()) else {
-            return RxOutcome::Fault;
-        };
-        // SAFETY: `dma` checked the destination lies in a registered region; the frame
-        // is a separate Rust slice, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), p, frame.len()) };
-        st.dma_write_u64(d, 0);
-        let status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP;
-        st.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
-        st.set(regs::RDH0, (head + 1) % n);
-        st.add(stats::GPRC, 1);
-        st.add(stats::GORCL, frame.len() as u32);
-        RxOutcome::Delivered
+        outcome
     }
 
     /// Writes qword 1 of receive descriptor `slot` as the device would on write-back:
@@ -310,9 +489,18 @@ impl IgbModel {
         );
     }
 
-    /// Fetches and sends the descriptors posted so far (with [`ModelState::defer_tx`]).
+    /// Fetches and sends the descriptors posted so far on queue 0 (with
+    /// [`ModelState::defer_tx`]).
     pub fn process_tx(&self) {
-        self.state().transmit();
+        self.state().transmit(0);
+    }
+
+    /// VF `n`'s own BAR0 (0..=7), sharing this device.
+    pub fn vf(&self, n: u32) -> VfModel {
+        VfModel {
+            model: self.clone(),
+            n: n % 8,
+        }
     }
 
     /// Takes the frames transmitted so far.
@@ -345,6 +533,9 @@ impl Registers for IgbModel {
                 st.set(offset, 0);
                 v
             }
+            o if (regs::PFMAILBOX0..regs::PFMAILBOX0 + 32).contains(&o) => {
+                st.pf_mbx[((o - regs::PFMAILBOX0) / 4) as usize]
+            }
             _ => st.reg(offset),
         }
     }
@@ -374,19 +565,115 @@ impl Registers for IgbModel {
                 }
                 st.set(regs::MDIC, v);
             }
-            regs::TDT0 => {
-                st.set(regs::TDT0, value & 0xffff);
+            o if queue_of(o, regs::TDT0).is_some() => {
+                st.set(o, value & 0xffff);
                 st.tx_doorbells += 1;
                 if !st.defer_tx {
-                    st.transmit();
+                    st.transmit(queue_of(o, regs::TDT0).unwrap_or(0));
                 }
             }
-            regs::RDT0 => {
-                st.set(regs::RDT0, value & 0xffff);
+            o if queue_of(o, regs::RDT0).is_some() => {
+                st.set(o, value & 0xffff);
                 st.rx_doorbells += 1;
             }
-            regs::RDLEN0 | regs::TDLEN0 => st.set(offset, value & 0xf_ff80),
+            o if queue_of(o, regs::RDLEN0).is_some() || queue_of(o, regs::TDLEN0).is_some() => {
+                st.set(o, value & 0xf_ff80)
+            }
+            o if (regs::PFMAILBOX0..regs::PFMAILBOX0 + 32).contains(&o) => {
+                st.pf_mailbox_write(((o - regs::PFMAILBOX0) / 4) as usize, value)
+            }
+            regs::MBVFICR | regs::VFLRE => {
+                let cur = st.reg(offset);
+                st.set(offset, cur & !value);
+            }
+            regs::CTRL_EXT => {
+                st.set(offset, value);
+                if value & regs::CTRL_EXT_PFRSTD != 0 {
+                    for m in st.vf_mbx.iter_mut() {
+                        *m = (*m & !vf::MAILBOX_RSTI) | vf::MAILBOX_RSTD;
+                    }
+                }
+            }
             _ => st.set(offset, value),
+        }
+    }
+}
+
+/// The queue index when `off` is `base` + 0x40*q for a queue 0..=15.
+fn queue_of(off: u32, base: u32) -> Option<u32> {
+    let d = off.checked_sub(base)?;
+    (d % 0x40 == 0 && d / 0x40 < 16).then_some(d / 0x40)
+}
+
+/// VF n's BAR0 in the model: VF register offsets mapped onto the PF's per-pool copies
+/// (queue 0 of the VF is PF queue n), the VF side of the mailbox, and VTCTRL.RST.
+#[derive(Debug, Clone)]
+pub struct VfModel {
+    model: IgbModel,
+    n: u32,
+}
+
+impl VfModel {
+    /// The PF register behind VF register `off`, for queue and mailbox-memory offsets.
+    fn pf_offset(&self, off: u32) -> Option<u32> {
+        let q = QueueRegs::pf(self.n);
+        let v = QueueRegs::vf();
+        let pairs = [
+            (v.rdbal, q.rdbal),
+            (v.rdbah, q.rdbah),
+            (v.rdlen, q.rdlen),
+            (v.srrctl, q.srrctl),
+            (v.rdh, q.rdh),
+            (v.rdt, q.rdt),
+            (v.rxdctl, q.rxdctl),
+            (v.tdbal, q.tdbal),
+            (v.tdbah, q.tdbah),
+            (v.tdlen, q.tdlen),
+            (v.tdh, q.tdh),
+            (v.tdt, q.tdt),
+            (v.txdctl, q.txdctl),
+        ];
+        if let Some(&(_, pf)) = pairs.iter().find(|(vf, _)| *vf == off) {
+            return Some(pf);
+        }
+        (vf::VMBMEM..vf::VMBMEM + 0x40)
+            .contains(&off)
+            .then(|| regs::VMBMEM0 + 0x40 * self.n + (off - vf::VMBMEM))
+    }
+}
+
+impl Registers for VfModel {
+    fn read(&self, offset: u32) -> u32 {
+        match offset {
+            vf::STATUS => self.model.read(regs::STATUS),
+            vf::MAILBOX => {
+                let mut st = self.model.state();
+                let v = st.vf_mbx[self.n as usize];
+                st.vf_mbx[self.n as usize] &= !vf::MAILBOX_R2C;
+                v
+            }
+            vf::GPRC => self.model.state().pool_rx[self.n as usize],
+            vf::GPTC => self.model.state().pool_tx[self.n as usize],
+            o => match self.pf_offset(o) {
+                Some(pf) => self.model.read(pf),
+                None => 0,
+            },
+        }
+    }
+
+    fn write(&self, offset: u32, value: u32) {
+        match offset {
+            vf::CTRL => {
+                if value & vf::CTRL_RST != 0 {
+                    self.model.state().vf_reset(self.n);
+                }
+            }
+            vf::MAILBOX => self.model.state().vf_mailbox_write(self.n as usize, value),
+            o => {
+                if let Some(pf) = self.pf_offset(o) {
+                    self.model.write(pf, value);
+                }
+            }
         }
     }
 }

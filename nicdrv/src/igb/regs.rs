@@ -57,6 +57,17 @@ pub const BMCR_AN_ENABLE: u16 = 1 << 12;
 pub const IMC: u32 = 0x150c;
 /// Extended Interrupt Mask Clear - EIMC (0x01528).
 pub const EIMC: u32 = 0x1528;
+/// General Purpose Interrupt Enable - GPIE (0x01514).
+pub const GPIE: u32 = 0x1514;
+/// GPIE.NSICR: reading ICR clears it regardless of the interrupt state.
+pub const GPIE_NSICR: u32 = 1 << 0;
+/// GPIE.Multiple_MSIX: MSI-X mode, one vector per cause group. SR-IOV needs it: the
+/// VFs' interrupts are MSI-X vectors the device raises only in this mode.
+pub const GPIE_MSIX_MODE: u32 = 1 << 4;
+/// GPIE.EIAME: extended interrupt auto-mask enable.
+pub const GPIE_EIAME: u32 = 1 << 30;
+/// GPIE.PBA_support: MSI-X pending bits in the PBA.
+pub const GPIE_PBA: u32 = 1 << 31;
 /// Interrupt Cause Read - ICR (0x01500), clear on read.
 pub const ICR: u32 = 0x1500;
 
@@ -188,4 +199,190 @@ pub mod desc {
     pub const TX_PAYLEN_SHIFT: u32 = 14;
     /// TX write-back STA.DD: the descriptor is done.
     pub const TX_STATUS_DD: u32 = 1 << 0;
+}
+
+/// Extended Device Control Register - CTRL_EXT (0x00018).
+pub const CTRL_EXT: u32 = 0x0018;
+/// CTRL_EXT.PFRSTD: the PF driver finished its reset; VFs see RSTD in their mailbox.
+pub const CTRL_EXT_PFRSTD: u32 = 1 << 14;
+
+/// RCTL.VFE: VLAN filter enable (VFTA/VLVF).
+pub const RCTL_VFE: u32 = 1 << 18;
+
+/// Per-queue register block of queue `n` (0..=15): the 82576 maps all sixteen queues
+/// at 0x0C000/0x0E000 + 0x40*n (datasheet 8.10 and 8.12, "n" index).
+pub const fn queue_reg(rx_base: u32, n: u32) -> u32 {
+    rx_base + 0x40 * n
+}
+
+/// Multiple Receive Queues Command - MRQC (0x05818).
+pub const MRQC: u32 = 0x5818;
+/// MRQC.Multiple Receive Queues Enable = 011b: VMDq (pools selected by the MAC/VLAN
+/// filters), the mode SR-IOV needs.
+pub const MRQC_ENABLE_VMDQ: u32 = 0x3;
+/// VMDq Control - VT_CTL (0x0581C).
+pub const VT_CTL: u32 = 0x581c;
+/// VT_CTL.DEF_PL, bits 9:7: the pool that gets unicast frames no filter matched.
+pub const VT_CTL_DEFAULT_POOL_SHIFT: u32 = 7;
+/// VT_CTL.Dis_Def_Pool: drop unmatched unicast frames instead.
+pub const VT_CTL_DISABLE_DEF_POOL: u32 = 1 << 29;
+/// VT_CTL.Rpl_En: replicate broadcast/multicast to every pool that accepts them.
+pub const VT_CTL_VM_REPL_EN: u32 = 1 << 30;
+
+/// VF Receive Enable - VFRE (0x00C8C): bit n lets pool n receive.
+pub const VFRE: u32 = 0x0c8c;
+/// VF Transmit Enable - VFTE (0x00C90): bit n lets pool n transmit.
+pub const VFTE: u32 = 0x0c90;
+/// DMA Tx Switch Control - DTXSWC (0x03500).
+pub const DTXSWC: u32 = 0x3500;
+/// DTXSWC.MACAS, bits 7:0: MAC anti-spoofing for pool n (drop frames whose source MAC
+/// is not one of the pool's receive addresses).
+pub const DTXSWC_MAC_SPOOF_SHIFT: u32 = 0;
+/// DTXSWC.VLANAS, bits 15:8: VLAN anti-spoofing for pool n.
+pub const DTXSWC_VLAN_SPOOF_SHIFT: u32 = 8;
+/// DTXSWC.Loopback_en: switch VM-to-VM traffic inside the device.
+pub const DTXSWC_VMDQ_LOOPBACK_EN: u32 = 1 << 31;
+
+/// VM Offload Register - VMOLR\[n\] (0x05AD0 + 4*n).
+pub const VMOLR0: u32 = 0x5ad0;
+/// VMOLR.RLPML, bits 13:0: the pool's longest frame when LPE is set.
+pub const VMOLR_RLPML_MASK: u32 = 0x3fff;
+/// VMOLR.LPE: long packets for this pool.
+pub const VMOLR_LPE: u32 = 1 << 16;
+/// VMOLR.AUPE: accept untagged frames.
+pub const VMOLR_AUPE: u32 = 1 << 24;
+/// VMOLR.ROMPE: accept multicast frames that hit the MTA.
+pub const VMOLR_ROMPE: u32 = 1 << 25;
+/// VMOLR.ROPE: accept unicast frames that hit the UTA (unicast promiscuous).
+pub const VMOLR_ROPE: u32 = 1 << 26;
+/// VMOLR.BAM: accept broadcast.
+pub const VMOLR_BAM: u32 = 1 << 27;
+/// VMOLR.MPME: multicast promiscuous.
+pub const VMOLR_MPME: u32 = 1 << 28;
+/// VMOLR.STRVLAN: strip the VLAN tag on receive.
+pub const VMOLR_STRVLAN: u32 = 1 << 30;
+/// VMOLR.STRCRC: strip the CRC on receive.
+pub const VMOLR_STRCRC: u32 = 1 << 31;
+
+/// VM VLAN Insert Register - VMVIR\[n\] (0x03700 + 4*n).
+pub const VMVIR0: u32 = 0x3700;
+/// VMVIR.VLANA = 01b: always insert the default VLAN (port VLAN).
+pub const VMVIR_VLANA_DEFAULT: u32 = 1 << 30;
+/// VLAN VM Filter - VLVF\[n\] (0x05D00 + 4*n), 32 entries.
+pub const VLVF0: u32 = 0x5d00;
+/// Entries of VLVF.
+pub const VLVF_LEN: u32 = 32;
+/// VLVF.POOLSEL, bits 19:12: pools that belong to this VLAN.
+pub const VLVF_POOLSEL_SHIFT: u32 = 12;
+/// VLVF.VI_En: the entry is valid.
+pub const VLVF_VLANID_ENABLE: u32 = 1 << 31;
+/// VLAN Filter Table Array - VFTA\[127:0\] (0x05600 + 4*n).
+pub const VFTA: u32 = 0x5600;
+
+/// RAH.POOLSEL, bits 25:18: the pools a receive address belongs to.
+pub const RAH_POOL_SHIFT: u32 = 18;
+/// Receive Address Low of entry `n` (0..=15): RAL\[n\] at 0x05400 + 8*n.
+pub const fn ral(n: u32) -> u32 {
+    RAL0 + 8 * n
+}
+/// Receive Address High of entry `n` (0..=15).
+pub const fn rah(n: u32) -> u32 {
+    RAH0 + 8 * n
+}
+
+/// PF Mailbox - PFMailbox\[n\] (0x00C00 + 4*n), the PF's side of VF n's mailbox.
+pub const PFMAILBOX0: u32 = 0x0c00;
+/// PFMailbox.STS: status/command from the PF is ready (raises PFSTS at the VF).
+pub const PFMAILBOX_STS: u32 = 1 << 0;
+/// PFMailbox.ACK: the PF read the VF's message (raises PFACK at the VF).
+pub const PFMAILBOX_ACK: u32 = 1 << 1;
+/// PFMailbox.VFU: the VF holds the buffer (read only).
+pub const PFMAILBOX_VFU: u32 = 1 << 2;
+/// PFMailbox.PFU: the PF holds the buffer (set only while VFU is clear).
+pub const PFMAILBOX_PFU: u32 = 1 << 3;
+/// PFMailbox.RVFU: take the buffer back from a VF that holds it.
+pub const PFMAILBOX_RVFU: u32 = 1 << 4;
+/// Virtualization Mailbox Memory - VMBMEM\[n\] (0x00800 + 0x40*n): 16 words per VF.
+pub const VMBMEM0: u32 = 0x0800;
+/// Words in one mailbox buffer.
+pub const MAILBOX_WORDS: usize = 16;
+/// Mailbox VF Interrupt Cause - MBVFICR (0x00C80), write 1 to clear.
+pub const MBVFICR: u32 = 0x0c80;
+/// MBVFICR.VFREQ, bits 7:0: VF n sent a message.
+pub const MBVFICR_VFREQ_SHIFT: u32 = 0;
+/// MBVFICR.VFACK, bits 23:16: VF n acknowledged a PF message.
+pub const MBVFICR_VFACK_SHIFT: u32 = 16;
+/// Mailbox VF Interrupt Mask - MBVFIMR (0x00C84).
+pub const MBVFIMR: u32 = 0x0c84;
+/// VF Function Level Reset Events - VFLRE (0x00C88), write 1 to clear.
+pub const VFLRE: u32 = 0x0c88;
+/// The 82576 has eight pools: up to seven VFs plus the PF.
+pub const MAX_POOLS: u32 = 8;
+
+/// Registers of the 82576 virtual function's own BAR0 (datasheet 8.22 "Virtual
+/// Function Device Registers"): the device maps them onto the PF's per-pool copies.
+pub mod vf {
+    /// VF Control - VTCTRL (0x00000).
+    pub const CTRL: u32 = 0x0000;
+    /// VTCTRL.RST: reset the VF's queues and interrupts (self-clearing); the PF sees it
+    /// in VFLRE.
+    pub const CTRL_RST: u32 = 1 << 26;
+    /// VF Status - VTSTATUS (0x00008): the port's STATUS (LU = link up).
+    pub const STATUS: u32 = 0x0008;
+    /// VF Extended Interrupt Mask Clear - VTEIMC (0x01528).
+    pub const EIMC: u32 = 0x1528;
+    /// VF Extended Interrupt Cause - VTEICR (0x01580).
+    pub const EICR: u32 = 0x1580;
+    /// VF-to-PF Mailbox - VFMailbox (0x00C40).
+    pub const MAILBOX: u32 = 0x0c40;
+    /// VFMailbox.REQ: the VF's message is ready (raises VFREQ at the PF).
+    pub const MAILBOX_REQ: u32 = 1 << 0;
+    /// VFMailbox.ACK: the VF read the PF's message.
+    pub const MAILBOX_ACK: u32 = 1 << 1;
+    /// VFMailbox.VFU: the VF holds the buffer.
+    pub const MAILBOX_VFU: u32 = 1 << 2;
+    /// VFMailbox.PFU: the PF holds the buffer.
+    pub const MAILBOX_PFU: u32 = 1 << 3;
+    /// VFMailbox.PFSTS: the PF wrote a message (clears on read).
+    pub const MAILBOX_PFSTS: u32 = 1 << 4;
+    /// VFMailbox.PFACK: the PF read our message (clears on read).
+    pub const MAILBOX_PFACK: u32 = 1 << 5;
+    /// VFMailbox.RSTI: the PF is resetting; the mailbox is not usable.
+    pub const MAILBOX_RSTI: u32 = 1 << 6;
+    /// VFMailbox.RSTD: the PF finished a reset (clears on read).
+    pub const MAILBOX_RSTD: u32 = 1 << 7;
+    /// Bits of VFMailbox that clear when read.
+    pub const MAILBOX_R2C: u32 = MAILBOX_PFSTS | MAILBOX_PFACK | MAILBOX_RSTD;
+    /// VF Mailbox Memory - VMBMEM (0x00800), 16 words.
+    pub const VMBMEM: u32 = 0x0800;
+    /// VF queue 0 receive registers (0x02800 block).
+    pub const RDBAL: u32 = 0x2800;
+    /// RDBAH.
+    pub const RDBAH: u32 = 0x2804;
+    /// RDLEN.
+    pub const RDLEN: u32 = 0x2808;
+    /// SRRCTL.
+    pub const SRRCTL: u32 = 0x280c;
+    /// RDH.
+    pub const RDH: u32 = 0x2810;
+    /// RDT.
+    pub const RDT: u32 = 0x2818;
+    /// RXDCTL.
+    pub const RXDCTL: u32 = 0x2828;
+    /// VF queue 0 transmit registers (0x03800 block).
+    pub const TDBAL: u32 = 0x3800;
+    /// TDBAH.
+    pub const TDBAH: u32 = 0x3804;
+    /// TDLEN.
+    pub const TDLEN: u32 = 0x3808;
+    /// TDH.
+    pub const TDH: u32 = 0x3810;
+    /// TDT.
+    pub const TDT: u32 = 0x3818;
+    /// TXDCTL.
+    pub const TXDCTL: u32 = 0x3828;
+    /// Good Packets Received Count - VFGPRC (0x00F10), not cleared on read.
+    pub const GPRC: u32 = 0x0f10;
+    /// Good Packets Transmitted Count - VFGPTC (0x00F14), not cleared on read.
+    pub const GPTC: u32 = 0x0f14;
 }

@@ -1,11 +1,13 @@
 //! The 82576 over VFIO: [`open_vfio`] claims the PF, maps BAR0 and the packet pool,
-//! and hands them to [`IgbPort::new`].
+//! and hands them to [`IgbPort::new`]; [`open_vf_vfio`] does the same for a VF.
 
 use std::ptr::NonNull;
 
 use pkt::Mempool;
 
-use super::{Dma, IGB_PF_DEVICE_IDS, IgbConfig, IgbError, IgbPort, RingMemory};
+use super::{
+    Dma, IGB_PF_DEVICE_IDS, IgbConfig, IgbError, IgbPort, IgbVfConfig, IgbVfPort, RingMemory,
+};
 
 /// [`Dma`] through a VFIO container: rings in memfd memory mapped at fresh IOVAs, and
 /// the packet pool mapped whole.
@@ -74,4 +76,38 @@ pub fn open_vfio(
         _device: device,
     };
     IgbPort::new(&name, bar, dma, pool, cfg)
+}
+
+/// PCI device ID of the 82576 virtual function.
+pub const IGB_VF_DEVICE_ID: u16 = 0x10ca;
+
+/// Claims the 82576 VF at `bdf` (bound to vfio-pci; its PF driven by Linux igb with the
+/// netdev up, or by vnetp with SR-IOV configured) and brings it up as a port.
+pub fn open_vf_vfio(
+    bdf: &str,
+    pool: Mempool,
+    cfg: IgbVfConfig,
+) -> Result<IgbVfPort<vfio::MappedBar, VfioDma>, IgbError> {
+    let container = vfio::Container::new()?;
+    let device = container.open_device(bdf)?;
+    let (vendor, dev_id) = device.ids()?;
+    if vendor != 0x8086 || dev_id != IGB_VF_DEVICE_ID {
+        return Err(IgbError::NotIgbVf {
+            bdf: bdf.to_owned(),
+            vendor,
+            device: dev_id,
+        });
+    }
+    // No function reset here: VTCTRL.RST in the init sequence resets the VF's queues,
+    // and the PF learns of it through VFLRE either way.
+    device.enable_bus_master()?;
+    let bar = device.map_bar(0)?;
+    let pool_map = container.map_pool(&pool)?;
+    let name = format!("igbvf:{}", device.address());
+    let dma = VfioDma {
+        container,
+        pool: pool_map,
+        _device: device,
+    };
+    IgbVfPort::new(&name, bar, dma, pool, cfg)
 }

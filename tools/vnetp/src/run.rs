@@ -115,7 +115,7 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             gateway,
         } => {
             // An Intel 82576 PF bound to vfio-pci; its queues carry the underlay.
-            let mut nic = nicdrv::igb::open_vfio(pci, pool.clone(), Default::default())
+            let mut nic = nicdrv::igb::open_vfio(pci, pool.clone(), igb_config(pci, &cfg)?)
                 .with_context(|| format!("underlay vfio {pci}"))?;
             if !nic.wait_link(std::time::Duration::from_secs(5)) {
                 tracing::warn!(pci = %pci, "link still down after 5 s; frames are dropped until it is up");
@@ -137,6 +137,11 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     };
     let mut engine = Engine::new(&cfg.host.name, pool.clone(), underlay, cfg.host.dispatch)?;
     for i in &cfg.interfaces {
+        if let InterfaceKind::Vf { pci, .. } = &i.kind {
+            // The NIC switches the VF's frames; the PF driver set its MAC and VLAN.
+            tracing::info!(interface = %i.name, pci = %pci, mac = %i.mac, "SR-IOV VF handed to a guest");
+            continue;
+        }
         let port = interface_port(i, &pool)?;
         engine.add_configured_interface(i, port)?;
     }
@@ -215,11 +220,39 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
             )
             .with_context(|| format!("interface {} (vhost-user {})", i.name, socket.display()))?,
         ),
-        other => bail!(
-            "interface {}: kind {:?} is not available in this build yet: use kind = \"tap\" or \"vhost-user\"",
-            i.name,
-            other.kind_name()
+        InterfaceKind::Vf { pci, .. } => bail!(
+            "interface {} (vf {pci}): SR-IOV VFs are set up when the PF is claimed, at start; `ctl reload` cannot add one: restart vnetp",
+            i.name
         ),
+    })
+}
+
+/// The 82576 settings for the vfio underlay: SR-IOV pools when `vf` interfaces name
+/// VFs of this PF.
+fn igb_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> {
+    let vfs: Vec<nicdrv::igb::sriov::VfAssignment> = cfg
+        .interfaces
+        .iter()
+        .filter_map(|i| match &i.kind {
+            InterfaceKind::Vf { pci, vlan } => Some(nicdrv::igb::sriov::VfAssignment {
+                pci: pci.clone(),
+                mac: i.mac.0,
+                vlan: *vlan,
+            }),
+            _ => None,
+        })
+        .collect();
+    let sriov = if vfs.is_empty() {
+        None
+    } else {
+        Some(
+            nicdrv::igb::sriov::config_from_sysfs(pf, &vfs)
+                .with_context(|| format!("SR-IOV on {pf}"))?,
+        )
+    };
+    Ok(nicdrv::igb::IgbConfig {
+        sriov,
+        ..Default::default()
     })
 }
 

@@ -1,0 +1,410 @@
+//! One receive and one transmit queue on advanced descriptors, shared by the PF and VF
+//! drivers: setup in the datasheet's order and the batch paths. The two functions
+//! differ only in where the queue's registers sit ([`QueueRegs`]).
+
+use std::time::Duration;
+
+use pkt::{Batch, DropCounter, HEADROOM, Mempool, PktBuf};
+
+use super::ring::{self, RxRing, RxWriteBack, TxRing, read_barrier, write_barrier};
+use super::{Dma, IgbError, Registers, poll, regs};
+
+/// Byte offsets of one queue's registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRegs {
+    /// RDBAL.
+    pub rdbal: u32,
+    /// RDBAH.
+    pub rdbah: u32,
+    /// RDLEN.
+    pub rdlen: u32,
+    /// SRRCTL.
+    pub srrctl: u32,
+    /// RDH.
+    pub rdh: u32,
+    /// RDT.
+    pub rdt: u32,
+    /// RXDCTL.
+    pub rxdctl: u32,
+    /// TDBAL.
+    pub tdbal: u32,
+    /// TDBAH.
+    pub tdbah: u32,
+    /// TDLEN.
+    pub tdlen: u32,
+    /// TDH.
+    pub tdh: u32,
+    /// TDT.
+    pub tdt: u32,
+    /// TXDCTL.
+    pub txdctl: u32,
+}
+
+impl QueueRegs {
+    /// PF queue `n` (0..=15) in the 0x0C000/0x0E000 blocks.
+    pub fn pf(n: u32) -> Self {
+        let q = |base| regs::queue_reg(base, n);
+        Self {
+            rdbal: q(regs::RDBAL0),
+            rdbah: q(regs::RDBAH0),
+            rdlen: q(regs::RDLEN0),
+            srrctl: q(regs::SRRCTL0),
+            rdh: q(regs::RDH0),
+            rdt: q(regs::RDT0),
+            rxdctl: q(regs::RXDCTL0),
+            tdbal: q(regs::TDBAL0),
+            tdbah: q(regs::TDBAH0),
+            tdlen: q(regs::TDLEN0),
+            tdh: q(regs::TDH0),
+            tdt: q(regs::TDT0),
+            txdctl: q(regs::TXDCTL0),
+        }
+    }
+
+    /// Queue 0 of a VF, in the VF's own BAR0.
+    pub const fn vf() -> Self {
+        use regs::vf;
+        Self {
+            rdbal: vf::RDBAL,
+            rdbah: vf::RDBAH,
+            rdlen: vf::RDLEN,
+            srrctl: vf::SRRCTL,
+            rdh: vf::RDH,
+            rdt: vf::RDT,
+            rxdctl: vf::RXDCTL,
+            tdbal: vf::TDBAL,
+            tdbah: vf::TDBAH,
+            tdlen: vf::TDLEN,
+            tdh: vf::TDH,
+            tdt: vf::TDT,
+            txdctl: vf::TXDCTL,
+        }
+    }
+}
+
+/// Drop counters of the batch paths, in the order [`QueuePair::drop_counters`] lists them.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Drops {
+    pub rx_no_buffer: u64,
+    pub rx_bad_descriptor: u64,
+    pub rx_frame_errors: u64,
+    pub rx_unposted_dd: u64,
+    pub tx_link_down: u64,
+    pub tx_bad_length: u64,
+    pub tx_no_buffer: u64,
+}
+
+/// The queue pair's rings, frames and counters.
+pub(super) struct QueuePair {
+    pub regs: QueueRegs,
+    pub rx: RxRing,
+    pub tx: TxRing,
+    /// Frames that did not fit the TX ring, handed back to the caller's batch.
+    spill: Batch,
+    pub max_frame: usize,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_copied: u64,
+    pub drops: Drops,
+}
+
+impl QueuePair {
+    /// Checks ring sizes and the pool against `mtu`; returns (max frame, SRRCTL
+    /// buffer size in KiB).
+    pub fn check(
+        rx_ring: usize,
+        tx_ring: usize,
+        mtu: usize,
+        pool: &Mempool,
+    ) -> Result<(usize, usize), IgbError> {
+        for (what, n) in [("rx_ring", rx_ring), ("tx_ring", tx_ring)] {
+            if !(8..=4096).contains(&n) || !n.is_multiple_of(8) {
+                return Err(IgbError::Config(format!(
+                    "{what} = {n}: use a multiple of 8 in 8..=4096"
+                )));
+            }
+        }
+        if !(68..=9216).contains(&mtu) {
+            return Err(IgbError::Config(format!("mtu = {mtu}: use 68..=9216")));
+        }
+        let max_frame = mtu + super::FRAME_OVERHEAD;
+        let space = pool.buf_size() - HEADROOM;
+        let bsize_kb = (space / 1024).min(regs::SRRCTL_BSIZEPACKET_MASK as usize);
+        if bsize_kb * 1024 < max_frame {
+            return Err(IgbError::Pool(format!(
+                "buffers of {} bytes leave {space} bytes after the {HEADROOM}-byte headroom; the device writes whole KiB and a {max_frame}-byte frame needs {} KiB: create the pool with buffers of at least {} bytes",
+                pool.buf_size(),
+                max_frame.div_ceil(1024),
+                max_frame.div_ceil(1024) * 1024 + HEADROOM
+            )));
+        }
+        if pool.capacity() < rx_ring + 2 * pkt::BATCH_MAX {
+            return Err(IgbError::Pool(format!(
+                "{} buffers cannot fill a {rx_ring}-slot receive ring and leave room for batches in flight: create it with at least {}",
+                pool.capacity(),
+                rx_ring + 2 * pkt::BATCH_MAX
+            )));
+        }
+        Ok((max_frame, bsize_kb))
+    }
+
+    /// Fills and enables the receive queue (datasheet "Receive Initialization", the
+    /// per-queue steps), then the transmit queue. The caller enables the receiver and
+    /// transmitter (RCTL/TCTL) where the function has them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn setup<R: Registers, D: Dma>(
+        qr: QueueRegs,
+        r: &R,
+        dma: &mut D,
+        pool: &Mempool,
+        rx_ring: usize,
+        tx_ring: usize,
+        max_frame: usize,
+        bsize_kb: usize,
+    ) -> Result<Self, IgbError> {
+        let rx_mem = dma.alloc_ring(rx_ring * ring::DESC_BYTES)?;
+        let mut rx = RxRing {
+            mem: rx_mem,
+            bufs: (0..rx_ring).map(|_| None).collect(),
+            iovas: vec![0; rx_ring],
+            next: 0,
+            tail: rx_ring - 1,
+        };
+        for slot in 0..rx_ring {
+            let mut buf = pool.alloc().ok_or_else(|| {
+                IgbError::Pool("ran out of buffers filling the receive ring".into())
+            })?;
+            let p = buf.reset_for_rx(HEADROOM).as_ptr();
+            rx.iovas[slot] = dma
+                .iova_of(p)
+                .ok_or_else(|| IgbError::Pool("the pool is not mapped for DMA".into()))?;
+            rx.bufs[slot] = Some(buf);
+            rx.arm(slot);
+        }
+        let base = rx.mem.iova();
+        r.write(qr.rxdctl, 0);
+        r.write(qr.rdbal, base as u32);
+        r.write(qr.rdbah, (base >> 32) as u32);
+        r.write(qr.rdlen, (rx_ring * ring::DESC_BYTES) as u32);
+        r.write(
+            qr.srrctl,
+            bsize_kb as u32 | regs::SRRCTL_DESCTYPE_ADV_ONEBUF | regs::SRRCTL_DROP_EN,
+        );
+        r.write(qr.rdh, 0);
+        r.write(qr.rdt, 0);
+        r.write(qr.rxdctl, regs::XDCTL_ENABLE);
+        poll(
+            || r.read(qr.rxdctl) & regs::XDCTL_ENABLE != 0,
+            "receive queue enable",
+            Duration::from_millis(100),
+        )?;
+        write_barrier();
+        r.write(qr.rdt, rx.tail as u32);
+
+        let tx_mem = dma.alloc_ring(tx_ring * ring::DESC_BYTES)?;
+        let tx = TxRing {
+            mem: tx_mem,
+            bufs: (0..tx_ring).map(|_| None).collect(),
+            clean: 0,
+            tail: 0,
+        };
+        let base = tx.mem.iova();
+        r.write(qr.txdctl, 0);
+        r.write(qr.tdbal, base as u32);
+        r.write(qr.tdbah, (base >> 32) as u32);
+        r.write(qr.tdlen, (tx_ring * ring::DESC_BYTES) as u32);
+        r.write(qr.tdh, 0);
+        r.write(qr.tdt, 0);
+        r.write(qr.txdctl, regs::XDCTL_ENABLE);
+        poll(
+            || r.read(qr.txdctl) & regs::XDCTL_ENABLE != 0,
+            "transmit queue enable",
+            Duration::from_millis(100),
+        )?;
+        Ok(Self {
+            regs: qr,
+            rx,
+            tx,
+            spill: Batch::new(),
+            max_frame,
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            tx_copied: 0,
+            drops: Drops::default(),
+        })
+    }
+
+    /// Stops both queues (before their memory is freed).
+    pub fn stop<R: Registers>(&self, r: &R) {
+        r.write(self.regs.rxdctl, 0);
+        r.write(self.regs.txdctl, 0);
+    }
+
+    /// The drop counters with their names.
+    pub fn drop_counters(&self) -> [DropCounter; 7] {
+        let d = self.drops;
+        [
+            ("rx_no_buffer", d.rx_no_buffer),
+            ("rx_bad_descriptor", d.rx_bad_descriptor),
+            ("rx_frame_errors", d.rx_frame_errors),
+            ("rx_unposted_dd", d.rx_unposted_dd),
+            ("tx_link_down", d.tx_link_down),
+            ("tx_bad_length", d.tx_bad_length),
+            ("tx_no_buffer", d.tx_no_buffer),
+        ]
+        .map(|(name, count)| DropCounter { name, count })
+    }
+
+    /// Moves completed receive descriptors into `batch`; one RDT write per call.
+    pub fn rx_batch<R: Registers, D: Dma>(
+        &mut self,
+        r: &R,
+        dma: &D,
+        pool: &Mempool,
+        batch: &mut Batch,
+    ) -> usize {
+        let size = self.rx.size();
+        let mut got = 0;
+        let mut armed_any = false;
+        // The slot at the tail is ours, not posted: a DD there is the device writing
+        // where it was not allowed to. Count it and re-arm the slot.
+        if RxWriteBack::from_qword(self.rx.mem.read(self.rx.tail, 1)).done() {
+            self.drops.rx_unposted_dd += 1;
+            self.rx.arm(self.rx.tail);
+        }
+        let room = batch.room();
+        while self.rx.next != self.rx.tail && got < room {
+            let slot = self.rx.next;
+            let wb = RxWriteBack::from_qword(self.rx.mem.read(slot, 1));
+            if !wb.done() {
+                break;
+            }
+            read_barrier();
+            let len = usize::from(wb.length);
+            let eop = wb.status_error & regs::desc::RX_STATUS_EOP != 0;
+            let space = self.rx.bufs[slot]
+                .as_ref()
+                .map_or(0, |b| b.capacity() - HEADROOM);
+            if !eop || len == 0 || len > space || len > self.max_frame {
+                // A frame spread over buffers (the device ignored BSIZEPACKET), or a
+                // length the buffer cannot hold: never read past the buffer.
+                self.drops.rx_bad_descriptor += 1;
+            } else if wb.status_error & regs::desc::RX_ERR_FRAME != 0 {
+                self.drops.rx_frame_errors += 1;
+            } else if let Some(mut fresh) = pool.alloc() {
+                let p = fresh.reset_for_rx(HEADROOM).as_ptr();
+                match dma.iova_of(p) {
+                    Some(iova) => {
+                        if let Some(mut full) = self.rx.bufs[slot].replace(fresh) {
+                            // Cannot fail: `len <= space` was checked above.
+                            let _ = full.set_len(len);
+                            let _ = batch.push(full);
+                            self.rx.iovas[slot] = iova;
+                            self.rx_packets += 1;
+                            self.rx_bytes += len as u64;
+                            got += 1;
+                        }
+                    }
+                    // Not reachable with a pool mapped whole; keep the old buffer.
+                    None => self.drops.rx_no_buffer += 1,
+                }
+            } else {
+                self.drops.rx_no_buffer += 1;
+            }
+            self.rx.arm(slot);
+            armed_any = true;
+            self.rx.next = (slot + 1) % size;
+        }
+        if armed_any {
+            // The slot before `next` becomes the one we keep; the old tail slot,
+            // re-armed long ago, goes back to the device.
+            self.rx.tail = (self.rx.next + size - 1) % size;
+            write_barrier();
+            r.write(self.regs.rdt, self.rx.tail as u32);
+        }
+        got
+    }
+
+    /// Posts `batch` (link checked by the caller); frames that do not fit stay in
+    /// `batch`, in order. One TDT write per call.
+    pub fn tx_batch<R: Registers, D: Dma>(
+        &mut self,
+        r: &R,
+        dma: &D,
+        pool: &Mempool,
+        batch: &mut Batch,
+    ) -> usize {
+        self.tx.reclaim();
+        let mut free = self.tx.free();
+        let mut sent = 0;
+        let mut spill = std::mem::replace(&mut self.spill, Batch::unallocated());
+        for buf in batch.drain() {
+            // Once one frame waits, every later one waits too: order is kept.
+            if free == 0 || !spill.is_empty() {
+                let _ = spill.push(buf);
+                continue;
+            }
+            let len = buf.len();
+            if len == 0 || len > self.max_frame {
+                self.drops.tx_bad_length += 1;
+                continue;
+            }
+            let (buf, iova) = match dma.iova_of(buf.data().as_ptr()) {
+                Some(iova) => (buf, iova),
+                None => match self.copy_into_pool(pool, &buf) {
+                    Some(own) => match dma.iova_of(own.data().as_ptr()) {
+                        Some(iova) => (own, iova),
+                        None => {
+                            self.drops.tx_no_buffer += 1;
+                            continue;
+                        }
+                    },
+                    None => {
+                        self.drops.tx_no_buffer += 1;
+                        continue;
+                    }
+                },
+            };
+            let need = TxRing::slots_for(iova, len);
+            if need > free {
+                let _ = spill.push(buf);
+                continue;
+            }
+            self.tx.post(iova, len, buf);
+            self.tx_packets += 1;
+            self.tx_bytes += len as u64;
+            free -= need;
+            sent += 1;
+        }
+        if sent > 0 {
+            write_barrier();
+            r.write(self.regs.tdt, self.tx.tail as u32);
+        }
+        // Frames that did not fit go back to the caller, in order; the drained batch
+        // (empty, storage kept) becomes the next spill buffer.
+        std::mem::swap(batch, &mut spill);
+        self.spill = spill;
+        sent
+    }
+
+    /// Drops a whole batch because the link is down.
+    pub fn drop_link_down(&mut self, batch: &mut Batch) {
+        self.drops.tx_link_down += batch.len() as u64;
+        batch.clear();
+    }
+
+    /// Takes a frame from another pool into one of ours (the device can reach only
+    /// our mapping).
+    #[cold]
+    fn copy_into_pool(&mut self, pool: &Mempool, buf: &PktBuf) -> Option<PktBuf> {
+        let mut own = pool.alloc()?;
+        own.extend_from_slice(buf.data()).ok()?;
+        own.meta = buf.meta;
+        self.tx_copied += 1;
+        Some(own)
+    }
+}
