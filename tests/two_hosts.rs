@@ -397,7 +397,7 @@ fn runtime_control_routes_capture_and_reload() {
 #[test]
 fn tcp_survives_loss_reordering_duplication_and_corruption() {
     let h = hosts("fault", 21, false);
-    let fault = "\n[host.fault]\ndrop = 0.01\nreorder = 0.02\nduplicate = 0.005\ncorrupt = 0.002\ndelay_ms = 3\njitter_ms = 2\nseed = 42\n";
+    let fault = "\n[host.fault]\ndrop = 0.01\nreorder = 0.02\nduplicate = 0.01\ncorrupt = 0.01\ndelay_ms = 3\njitter_ms = 2\nseed = 42\n";
     let ca = h.config(&h.side_a, &h.side_b, "a", LinkEncap::Vnetp) + fault;
     let cb = h.config(&h.side_b, &h.side_a, "b", LinkEncap::Vnetp) + fault;
     let da = h.start_daemon(&h.a, "a", &ca, exe()).expect("daemon a");
@@ -672,11 +672,59 @@ fn reload_under_load_loses_nothing_on_unchanged_paths() {
     );
     assert_eq!(reloads, 10);
     assert!(packets > 5000, "too few datagrams to mean anything: {sum}");
-    assert_eq!(
-        lost,
-        Some(0),
-        "datagrams lost across {reloads} reloads: {sum}"
+    // vnetp itself must lose nothing. On a starved machine (CI shares two cores) the
+    // kernel may still overflow a queue vnetp does not own -- the sender's tap queue
+    // while the daemon waits for a core, or a receive buffer -- and counts it there:
+    // such losses are allowed only as far as those kernel counters explain them.
+    let lost = lost.unwrap_or(u64::MAX);
+    let kernel = kernel_udp_path_drops(&h);
+    assert!(
+        lost <= kernel,
+        "datagrams lost across {reloads} reloads beyond what the kernel counted ({kernel}): {sum}"
     );
+    let s = stats(&da);
+    assert_eq!(
+        s["links"][0]["tx_packets"]
+            .as_u64()
+            .map(|n| n + lost >= packets),
+        Some(true),
+        "the running link kept its counters across reloads: {s}"
+    );
+}
+
+/// Datagrams the kernels of both hosts dropped on the overlay's UDP path outside
+/// vnetp: host A's tap transmit queue and qdisc (frames waiting for the daemon) and UDP receive
+/// buffer overflows on either host.
+fn kernel_udp_path_drops(h: &TwoHosts) -> u64 {
+    let tap_dropped =
+        h.a.ip(&["-s", "-j", "link", "show", "dev", &h.side_a.tap])
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v[0]["stats64"]["tx"]["dropped"].as_u64())
+            .unwrap_or(0);
+    let qdisc_dropped: u64 =
+        h.a.exec(&["tc", "-s", "-j", "qdisc", "show", "dev", &h.side_a.tap])
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.as_array().cloned())
+            .into_iter()
+            .flatten()
+            .filter_map(|q| q["drops"].as_u64())
+            .sum();
+    let rcvbuf = |ns: &vnetp::netns::Netns| -> u64 {
+        let snmp = ns.exec(&["cat", "/proc/net/snmp"]).unwrap_or_default();
+        let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+            return 0;
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .filter(|(n, _)| *n == "RcvbufErrors")
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum()
+    };
+    tap_dropped + qdisc_dropped + rcvbuf(&h.a) + rcvbuf(&h.b)
 }
 
 /// Two overlays over the same hosts, the same underlay addresses and even the same

@@ -10,6 +10,16 @@
 //! With [`UdpOptions::gro`], the kernel may hand over several datagrams of one flow as a
 //! single coalesced buffer (UDP GRO, Linux 5.0+); the port splits it back into one
 //! frame per datagram, so callers never see the difference.
+//!
+//! With [`UdpOptions::gso`], a run of consecutive frames to one peer, all of one size
+//! (the last may be shorter), leaves as one message with a `UDP_SEGMENT` control
+//! message (UDP GSO, Linux 4.18+): the kernel routes, allocates and (on a GSO-capable
+//! path such as veth or loopback) carries the run as one packet, and cuts it into the
+//! same datagrams on the wire or at the receiver. Where the kernel refuses (`EIO`: the
+//! device cannot; `EMSGSIZE` or `EINVAL`: a segment does not fit the path MTU), the
+//! port sends those frames one datagram each (the kernel fragments them if it must, as
+//! without GSO), counts and logs the refusal, and stops using GSO for that size and larger
+//! (`EMSGSIZE`, `EINVAL`) or altogether (`EIO`).
 
 use std::collections::VecDeque;
 use std::mem::size_of;
@@ -38,8 +48,12 @@ const MAX_PAYLOAD_V6: usize = 65_527;
 
 /// Control-message space per received datagram: a `UDP_GRO` cmsg and an `SO_RXQ_OVFL`
 /// cmsg, each carrying 4 bytes (`CMSG_SPACE(4)` is at most 24 bytes on 64-bit Linux),
-/// as `u64`s for `cmsghdr` alignment.
+/// as `u64`s for `cmsghdr` alignment. A sent message uses it for one `UDP_SEGMENT`.
 type CtrlBuf = [u64; 8];
+
+/// Most datagrams in one UDP GSO message (the kernel's `UDP_MAX_SEGMENTS`, 64 on every
+/// kernel that has GSO).
+const GSO_MAX_SEGMENTS: usize = 64;
 
 /// The message arrays handed to `recvmmsg`/`sendmmsg`, allocated once per port.
 ///
@@ -131,6 +145,60 @@ impl MsgArrays {
         None
     }
 
+    /// Points message `m` at its address slot and at the `count` iovecs from `first`
+    /// (one datagram each); with `segment`, adds a `UDP_SEGMENT` control message so
+    /// the kernel sends them as one GSO run of `segment`-byte datagrams.
+    fn link_run(
+        &mut self,
+        m: usize,
+        first: usize,
+        count: usize,
+        namelen: libc::socklen_t,
+        segment: Option<u16>,
+    ) {
+        let name: *mut libc::sockaddr_storage = &mut self.addrs[m];
+        let iov: *mut libc::iovec = &mut self.iovs[first];
+        let ctrl: *mut CtrlBuf = &mut self.ctrl[m];
+        let hdr = &mut self.hdrs[m];
+        hdr.msg_hdr.msg_name = name.cast();
+        hdr.msg_hdr.msg_namelen = namelen;
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = count as _;
+        hdr.msg_hdr.msg_control = std::ptr::null_mut();
+        hdr.msg_hdr.msg_controllen = 0;
+        hdr.msg_hdr.msg_flags = 0;
+        hdr.msg_len = 0;
+        let Some(size) = segment else {
+            return;
+        };
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic on a length.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(size_of::<u16>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<u16>() as u32) as usize,
+            )
+        };
+        debug_assert!(space <= size_of::<CtrlBuf>());
+        hdr.msg_hdr.msg_control = ctrl.cast();
+        hdr.msg_hdr.msg_controllen = space as _;
+        // SAFETY: `msg_control` points at `self.ctrl[m]` (u64-aligned, 64 bytes) and
+        // `msg_controllen` (at most that size) leaves room for one header plus a u16,
+        // so CMSG_FIRSTHDR returns a pointer to a whole header inside it; CMSG_DATA
+        // points inside the same buffer, and the u16 is written unaligned-safe.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
+            if cmsg.is_null() {
+                hdr.msg_hdr.msg_control = std::ptr::null_mut();
+                hdr.msg_hdr.msg_controllen = 0;
+                return;
+            }
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+            (*cmsg).cmsg_len = len as _;
+            libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(size);
+        }
+    }
+
     /// Points message `i` at its own address slot and its own single iovec.
     fn link(&mut self, i: usize, namelen: libc::socklen_t) {
         let name: *mut libc::sockaddr_storage = &mut self.addrs[i];
@@ -167,9 +235,14 @@ struct Counters {
     tx_wrong_family: u64,
     tx_too_big: u64,
     tx_error: u64,
+    /// GSO messages the kernel refused (their frames went out one by one instead).
+    tx_gso_refused: u64,
+    /// Messages sent as a GSO run of several datagrams (not a drop; shows GSO works).
+    tx_gso_runs: u64,
 }
 
-/// Options of a [`UdpPort`] beyond its address and pool.
+/// Options of a [`UdpPort`] beyond its address and pool. `Default` is a plain socket
+/// (no GRO, no GSO); [`UdpPort::bind`] picks [`UdpOptions::for_pool`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UdpOptions {
     /// Let the kernel coalesce consecutive datagrams of a flow into one buffer (UDP
@@ -179,6 +252,22 @@ pub struct UdpOptions {
     /// coalesces up to that size whatever our buffer; split-off datagrams after the
     /// first are copied into buffers of their own.
     pub gro: bool,
+    /// Send runs of same-size datagrams to one peer as one UDP GSO message
+    /// (`UDP_SEGMENT`, Linux 4.18+); falls back to one datagram each where the kernel
+    /// refuses. What goes on the wire is the same either way.
+    pub gso: bool,
+}
+
+impl UdpOptions {
+    /// The fastest options `pool` allows: GSO always, GRO when its buffers hold a
+    /// whole 64 KiB datagram (for a socket of family `ipv6`).
+    pub fn for_pool(pool: &Mempool, ipv6: bool) -> Self {
+        let max = if ipv6 { MAX_PAYLOAD_V6 } else { MAX_PAYLOAD_V4 };
+        Self {
+            gro: pool.buf_size() >= HEADROOM + max,
+            gso: true,
+        }
+    }
 }
 
 /// A coalesced GRO buffer being split: `buf.data()` holds the datagrams not yet
@@ -202,6 +291,8 @@ struct GroPending {
 /// because the pool ran out), `tx_no_address` (frame without [`pkt::Meta::addr`]),
 /// `tx_wrong_family` (IPv4 peer on an IPv6 socket or the reverse), `tx_too_big`
 /// (`EMSGSIZE`), `tx_error` (any other per-datagram send error, e.g. unreachable).
+/// GSO messages the kernel refused are not drops (their frames go out one datagram
+/// each): they are counted inside the port and logged once per refused size.
 ///
 /// The port keeps up to [`BATCH_MAX`] pool buffers posted for receive between calls,
 /// as a NIC ring does: size the pool for it. With GRO, a full batch may leave split
@@ -220,6 +311,13 @@ pub struct UdpPort {
     staged: Vec<PktBuf>,
     msgs: MsgArrays,
     gro: bool,
+    /// Send same-size runs with UDP GSO; cleared when the kernel says it cannot (EIO).
+    gso: bool,
+    /// Segment sizes at or above this are sent without GSO (the kernel refused one:
+    /// a segment larger than the path MTU).
+    gso_size_limit: usize,
+    /// Messages of the batch being sent, as (first staged frame, frame count).
+    runs: Box<[(u16, u16)]>,
     /// Coalesced buffers (and datagrams queued behind them, to keep order) waiting
     /// for batch room; empty whenever `recvmmsg` is called, so it never exceeds
     /// [`BATCH_MAX`] entries and never reallocates.
@@ -241,9 +339,11 @@ impl UdpPort {
     /// Opens a non-blocking UDP socket bound to `addr` (IPv4 or IPv6 by the address;
     /// IPv6 sockets are IPv6-only). Port 0 picks a free port: see
     /// [`UdpPort::local_addr`]. Datagrams are received into buffers from `pool`, so the
-    /// largest datagram is the pool's buffer size minus [`HEADROOM`].
+    /// largest datagram is the pool's buffer size minus [`HEADROOM`]. Uses GSO, and
+    /// GRO where the pool allows it ([`UdpOptions::for_pool`]).
     pub fn bind(addr: SocketAddr, pool: Mempool) -> Result<Self, NicError> {
-        Self::bind_with(addr, pool, UdpOptions::default())
+        let options = UdpOptions::for_pool(&pool, addr.is_ipv6());
+        Self::bind_with(addr, pool, options)
     }
 
     /// [`UdpPort::bind`] with options (see [`UdpOptions`]).
@@ -311,6 +411,9 @@ impl UdpPort {
             staged: Vec::with_capacity(BATCH_MAX),
             msgs: MsgArrays::new(),
             gro: options.gro,
+            gso: options.gso,
+            gso_size_limit: max_payload,
+            runs: vec![(0, 0); BATCH_MAX].into_boxed_slice(),
             pending: VecDeque::with_capacity(BATCH_MAX),
             c: Counters::default(),
         })
@@ -485,58 +588,123 @@ enum SendFailure {
     TooBig,
     /// This datagram cannot be sent (unreachable, refused, ...): drop it.
     Error,
+    /// The kernel refused this GSO message as such: stop, send its frames without GSO.
+    GsoRefused(Errno),
 }
 
 impl SendFailure {
-    fn from_errno(errno: Errno) -> Self {
+    fn from_errno(errno: Errno, gso: bool) -> Self {
         match errno {
             // EINTR cannot happen on a non-blocking send; if it ever does, let the
             // caller retry rather than spin here.
             Errno::AGAIN | Errno::INTR | Errno::NOBUFS => Self::WouldBlock,
+            // udp_send_skb: EIO when the route's device cannot segment or checksum;
+            // a segment larger than the path MTU is EMSGSIZE (EINVAL before Linux
+            // 6.11); EINVAL also for too many segments.
+            Errno::IO | Errno::INVAL | Errno::MSGSIZE if gso => Self::GsoRefused(errno),
             Errno::MSGSIZE => Self::TooBig,
             _ => Self::Error,
         }
     }
 }
 
-/// Outcome of sending the staged messages `0..count`.
+/// Outcome of sending messages `0..runs.len()`, counted in frames (a GSO message
+/// carries several).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct SendOutcome {
-    /// Messages `0..done` were sent or dropped; `done..count` stay queued.
+    /// Messages `0..done` were sent or dropped; `done..` stay queued.
     done: usize,
     sent: usize,
     too_big: usize,
     error: usize,
+    /// Message `done` is a GSO message the kernel refused with this error.
+    gso_refused: Option<Errno>,
 }
 
-/// Drives `sendmmsg` over messages `0..count`: `send(start)` sends from message
-/// `start` on and returns how many went out (at least one) or why the message at
-/// `start` failed. A datagram that fails for its own reason is dropped and sending
-/// resumes after it; would-block stops. Usually one call; one more per failed datagram.
-fn send_all(count: usize, mut send: impl FnMut(usize) -> Result<usize, Errno>) -> SendOutcome {
+/// Drives `sendmmsg` over the messages `runs` describes (first frame, frame count):
+/// `send(start)` sends from message `start` on and returns how many messages went out
+/// (at least one) or why the message at `start` failed. A message that fails for its
+/// own reason is dropped and sending resumes after it; would-block and a refused GSO
+/// message stop. Usually one call; one more per failed message.
+fn send_all(
+    runs: &[(u16, u16)],
+    mut send: impl FnMut(usize) -> Result<usize, Errno>,
+) -> SendOutcome {
+    let frames = |range: std::ops::Range<usize>| -> usize {
+        runs[range].iter().map(|&(_, n)| usize::from(n)).sum()
+    };
+    let count = runs.len();
     let mut out = SendOutcome::default();
     while out.done < count {
         match send(out.done) {
             Ok(0) => break,
             Ok(n) => {
                 let n = n.min(count - out.done);
+                out.sent += frames(out.done..out.done + n);
                 out.done += n;
-                out.sent += n;
             }
-            Err(errno) => match SendFailure::from_errno(errno) {
-                SendFailure::WouldBlock => break,
-                SendFailure::TooBig => {
-                    out.too_big += 1;
-                    out.done += 1;
+            Err(errno) => {
+                let k = frames(out.done..out.done + 1);
+                match SendFailure::from_errno(errno, k > 1) {
+                    SendFailure::WouldBlock => break,
+                    SendFailure::GsoRefused(e) => {
+                        out.gso_refused = Some(e);
+                        break;
+                    }
+                    SendFailure::TooBig => {
+                        out.too_big += k;
+                        out.done += 1;
+                    }
+                    SendFailure::Error => {
+                        out.error += k;
+                        out.done += 1;
+                    }
                 }
-                SendFailure::Error => {
-                    out.error += 1;
-                    out.done += 1;
-                }
-            },
+            }
         }
     }
     out
+}
+
+/// Cuts frames `from..count` into messages, written to `runs` as (first, count):
+/// consecutive frames to one peer, all `key(first).0` bytes but the last (which may be
+/// shorter), at most [`GSO_MAX_SEGMENTS`] and `max_bytes` in all, go in one message
+/// when `gso_ok(size)` allows; every other frame is a message of its own. `key(i)` is
+/// frame `i`'s (length, peer). Returns the number of messages.
+fn plan_runs(
+    from: usize,
+    count: usize,
+    key: impl Fn(usize) -> (usize, Option<SocketAddr>),
+    gso_ok: impl Fn(usize) -> bool,
+    max_bytes: usize,
+    runs: &mut [(u16, u16)],
+) -> usize {
+    let mut m = 0;
+    let mut i = from;
+    while i < count && m < runs.len() {
+        let (seg, addr) = key(i);
+        let mut k = 1;
+        if seg > 0 && gso_ok(seg) {
+            let mut total = seg;
+            while i + k < count && k < GSO_MAX_SEGMENTS {
+                let (len, a) = key(i + k);
+                if a != addr || len > seg || len == 0 || total + len > max_bytes {
+                    break;
+                }
+                total += len;
+                k += 1;
+                if len < seg {
+                    // Only the last datagram of a run may be short.
+                    break;
+                }
+            }
+        }
+        // Both fit u16: indices and counts are below BATCH_MAX.
+        runs[m] = (i as u16, k as u16);
+        m += 1;
+        i += k;
+    }
+    m
 }
 
 impl Port for UdpPort {
@@ -638,9 +806,10 @@ impl Port for UdpPort {
         pushed + self.drain_pending(batch)
     }
 
-    /// Sends every frame to its [`pkt::Meta::addr`] with one `sendmmsg`. Frames that
-    /// cannot be delivered (no address, wrong family, too big, unreachable) are removed
-    /// and counted; frames the socket had no room for stay at the front of `batch`.
+    /// Sends every frame to its [`pkt::Meta::addr`] with one `sendmmsg` (runs of
+    /// same-size frames to one peer as UDP GSO messages). Frames that cannot be
+    /// delivered (no address, wrong family, too big, unreachable) are removed and
+    /// counted; frames the socket had no room for stay at the front of `batch`.
     /// Returns how many were sent.
     fn tx_batch(&mut self, batch: &mut Batch) -> usize {
         if batch.is_empty() {
@@ -656,51 +825,104 @@ impl Port for UdpPort {
             }
         }
         let count = self.staged.len();
-        for (i, buf) in self.staged.iter().enumerate() {
-            let Some(addr) = buf.meta.addr else { continue };
-            let namelen = std_to_sockaddr(&addr, &mut self.msgs.addrs[i]);
-            let data = buf.data();
-            // `sendmmsg` only reads through `iov_base`; the mut cast is the C type's.
-            self.msgs.iovs[i] = libc::iovec {
-                iov_base: data.as_ptr().cast_mut().cast(),
-                iov_len: data.len(),
-            };
-            self.msgs.link(i, namelen);
-        }
+        let max_bytes = if v6 { MAX_PAYLOAD_V6 } else { MAX_PAYLOAD_V4 };
         let fd = self.fd.as_raw_fd();
-        let hdrs = &mut self.msgs.hdrs;
-        let out = send_all(count, |start| {
-            // SAFETY: messages start..count point at their own initialised socket
-            // address and at one iovec covering a frame in `self.staged`, which stays
-            // alive and unmodified for the call; the kernel only reads them (and writes
-            // `msg_len`). `start < count <= hdrs.len()`.
-            let rc = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs.as_mut_ptr().add(start),
-                    (count - start) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if rc < 0 {
-                Err(last_errno())
-            } else {
-                Ok(rc as usize)
+        let mut from = 0;
+        let mut sent = 0;
+        // Each pass either finishes or stops at a refused GSO message, after which GSO
+        // is off for that message's size: at most one pass per frame, plus one.
+        for _ in 0..=BATCH_MAX {
+            for (i, buf) in self.staged.iter().enumerate().skip(from) {
+                let data = buf.data();
+                // `sendmmsg` only reads through `iov_base`; the mut cast is the C type's.
+                self.msgs.iovs[i] = libc::iovec {
+                    iov_base: data.as_ptr().cast_mut().cast(),
+                    iov_len: data.len(),
+                };
             }
-        });
-        self.c.tx_too_big += out.too_big as u64;
-        self.c.tx_error += out.error as u64;
-        self.c.tx_packets += out.sent as u64;
-        for (i, buf) in self.staged.drain(..).enumerate() {
-            if i >= out.done {
-                // Cannot fail: these frames came out of this batch.
-                let _ = batch.push(buf);
-            } else if (self.msgs.hdrs[i].msg_len as usize) == buf.len() {
-                // Sent, not dropped: the kernel set `msg_len` (which `link` zeroed).
-                self.c.tx_bytes += buf.len() as u64;
+            let (gso, limit) = (self.gso, self.gso_size_limit);
+            let staged = &self.staged;
+            let nm = plan_runs(
+                from,
+                count,
+                |i| (staged[i].len(), staged[i].meta.addr),
+                |size| gso && size < limit && size <= usize::from(u16::MAX),
+                max_bytes,
+                &mut self.runs,
+            );
+            for m in 0..nm {
+                let (first, k) = self.runs[m];
+                let (first, k) = (usize::from(first), usize::from(k));
+                let Some(addr) = staged[first].meta.addr else {
+                    continue;
+                };
+                let namelen = std_to_sockaddr(&addr, &mut self.msgs.addrs[m]);
+                let segment = (k > 1).then(|| staged[first].len() as u16);
+                self.msgs.link_run(m, first, k, namelen, segment);
+            }
+            let hdrs = &mut self.msgs.hdrs;
+            let runs = &self.runs[..nm];
+            let out = send_all(runs, |start| {
+                // SAFETY: messages start..nm point at their own initialised socket
+                // address, at their own control buffer (GSO runs only, with a valid
+                // UDP_SEGMENT header) and at iovecs covering frames in `self.staged`,
+                // which stay alive and unmodified for the call; the kernel only reads
+                // them (and writes `msg_len`). `start < nm <= hdrs.len()`.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        hdrs.as_mut_ptr().add(start),
+                        (nm - start) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if rc < 0 {
+                    Err(last_errno())
+                } else {
+                    Ok(rc as usize)
+                }
+            });
+            self.c.tx_too_big += out.too_big as u64;
+            self.c.tx_error += out.error as u64;
+            self.c.tx_packets += out.sent as u64;
+            sent += out.sent;
+            for (m, &(first, k)) in runs[..out.done].iter().enumerate() {
+                let (first, k) = (usize::from(first), usize::from(k));
+                let bytes: usize = staged[first..first + k].iter().map(PktBuf::len).sum();
+                // Sent, not dropped: the kernel set `msg_len` (which `link_run` zeroed).
+                if self.msgs.hdrs[m].msg_len as usize == bytes {
+                    self.c.tx_bytes += bytes as u64;
+                    if k > 1 {
+                        self.c.tx_gso_runs += 1;
+                    }
+                }
+            }
+            from = match runs.get(out.done) {
+                Some(&(first, _)) => usize::from(first),
+                None => count,
+            };
+            match out.gso_refused {
+                Some(errno) => {
+                    self.c.tx_gso_refused += 1;
+                    let size = staged.get(from).map_or(0, PktBuf::len);
+                    if errno == Errno::IO || size <= 1 {
+                        self.gso = false;
+                        tracing::info!(port = %self.name, "the kernel cannot send UDP GSO here (EIO): sending one datagram per frame");
+                    } else {
+                        self.gso_size_limit = self.gso_size_limit.min(size);
+                        tracing::info!(port = %self.name, size, %errno, "the kernel refused UDP GSO segments of this size (larger than the path MTU?): sending them one by one");
+                    }
+                }
+                None => break,
             }
         }
-        out.sent
+        // What was neither sent nor dropped goes back, in order.
+        for buf in self.staged.drain(from.min(count)..) {
+            // Cannot fail: these frames came out of this batch.
+            let _ = batch.push(buf);
+        }
+        self.staged.clear();
+        sent
     }
 
     fn caps(&self) -> PortCaps {
@@ -1049,7 +1271,7 @@ mod tests {
         ]
         .into_iter();
         let mut starts = Vec::new();
-        let out = send_all(10, |start| {
+        let out = send_all(&singles(10), |start| {
             starts.push(start);
             script.next().unwrap()
         });
@@ -1060,15 +1282,258 @@ mod tests {
                 done: 7,
                 sent: 5,
                 too_big: 1,
-                error: 1
+                error: 1,
+                gso_refused: None,
             }
         );
     }
 
+    /// `n` messages of one frame each.
+    fn singles(n: u16) -> Vec<(u16, u16)> {
+        (0..n).map(|i| (i, 1)).collect()
+    }
+
     #[test]
     fn send_all_on_immediate_would_block_sends_nothing() {
-        let out = send_all(5, |_| Err(Errno::AGAIN));
+        let out = send_all(&singles(5), |_| Err(Errno::AGAIN));
         assert_eq!(out, SendOutcome::default());
+    }
+
+    #[test]
+    fn send_all_counts_frames_of_gso_runs_and_stops_at_a_refused_run() {
+        // Messages of 4, 1, 3 and 2 frames: the first goes out, the single fails with
+        // EINVAL (a plain error: dropped), the run of 3 is refused with EINVAL (GSO).
+        let runs = [(0, 4), (4, 1), (5, 3), (8, 2)];
+        let mut script = vec![Ok(1), Err(Errno::INVAL), Err(Errno::INVAL)].into_iter();
+        let out = send_all(&runs, |_| script.next().unwrap());
+        assert_eq!(
+            out,
+            SendOutcome {
+                done: 2,
+                sent: 4,
+                too_big: 0,
+                error: 1,
+                gso_refused: Some(Errno::INVAL),
+            }
+        );
+        // An unreachable peer drops every frame of a run; EMSGSIZE refuses it (GSO).
+        let mut script = vec![Err(Errno::NETUNREACH), Ok(3)].into_iter();
+        let out = send_all(&runs, |_| script.next().unwrap());
+        assert_eq!((out.done, out.sent, out.error), (4, 6, 4));
+        let out = send_all(&runs, |_| Err(Errno::MSGSIZE));
+        assert_eq!((out.done, out.gso_refused), (0, Some(Errno::MSGSIZE)));
+        // A single datagram too big for the path is dropped as before.
+        let out = send_all(&runs[1..2], |_| Err(Errno::MSGSIZE));
+        assert_eq!((out.done, out.too_big, out.gso_refused), (1, 1, None));
+    }
+
+    fn addr(port: u16) -> Option<SocketAddr> {
+        Some(SocketAddr::from(([10, 0, 0, 1], port)))
+    }
+
+    /// `plan_runs` over frames given as (length, peer port) with GSO allowed for every
+    /// size below `limit`.
+    fn plan(frames: &[(usize, u16)], limit: usize, max_bytes: usize) -> Vec<(u16, u16)> {
+        let mut runs = vec![(0, 0); BATCH_MAX];
+        let n = plan_runs(
+            0,
+            frames.len(),
+            |i| (frames[i].0, addr(frames[i].1)),
+            |size| size < limit,
+            max_bytes,
+            &mut runs,
+        );
+        runs.truncate(n);
+        runs
+    }
+
+    #[test]
+    fn plan_runs_groups_same_size_frames_to_one_peer() {
+        let f = [
+            (100, 1),
+            (100, 1),
+            (100, 1),
+            (60, 1), // a short last datagram ends the run
+            (100, 1),
+            (100, 2), // another peer
+            (100, 2),
+            (200, 2), // larger than the run's size: a new run
+            (200, 2),
+            (0, 2), // empty datagrams never join a run
+            (0, 2),
+        ];
+        assert_eq!(
+            plan(&f, usize::MAX, MAX_PAYLOAD_V4),
+            [(0, 4), (4, 1), (5, 2), (7, 2), (9, 1), (10, 1)]
+        );
+        // No GSO for sizes at or over the limit.
+        assert_eq!(plan(&f[..3], 100, MAX_PAYLOAD_V4), [(0, 1), (1, 1), (2, 1)]);
+        // A run stops before the byte limit.
+        assert_eq!(plan(&f[..3], usize::MAX, 250), [(0, 2), (2, 1)]);
+    }
+
+    #[test]
+    fn plan_runs_caps_a_run_at_the_kernels_segment_limit() {
+        let f = vec![(10, 1); BATCH_MAX];
+        assert_eq!(plan(&f, usize::MAX, MAX_PAYLOAD_V4), [(0, 64)]);
+        assert_eq!(GSO_MAX_SEGMENTS, BATCH_MAX, "one full batch is one message");
+    }
+
+    #[test]
+    fn gso_runs_arrive_as_the_same_datagrams_in_order() {
+        let pool = pool(512, 2048);
+        let plain = UdpOptions::default();
+        let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        let mut b =
+            UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), pool.clone(), plain).unwrap();
+        let mut c =
+            UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), pool.clone(), plain).unwrap();
+        assert!(a.gso, "bind uses GSO");
+        // To b: 20 x 1000 B, a 300 B tail, 10 x 1400 B; to c between them: 5 x 1000 B.
+        let mut want_b = Vec::new();
+        let mut want_c = Vec::new();
+        let mut batch = Batch::new();
+        let mut push = |i: usize, len: usize, to: &UdpPort, want: &mut Vec<Vec<u8>>| {
+            let p = payload(i, len);
+            batch.push(frame(&pool, &p, Some(to.local_addr()))).unwrap();
+            want.push(p);
+        };
+        for i in 0..20 {
+            push(i, 1000, &b, &mut want_b);
+        }
+        for i in 20..25 {
+            push(i, 1000, &c, &mut want_c);
+        }
+        push(25, 300, &b, &mut want_b);
+        for i in 26..36 {
+            push(i, 1400, &b, &mut want_b);
+        }
+        let total: usize = want_b.iter().chain(&want_c).map(Vec::len).sum();
+        assert_eq!(a.tx_batch(&mut batch), 36);
+        assert!(batch.is_empty());
+        assert!(a.c.tx_gso_runs >= 3, "{:?}", a.c);
+        let s = a.stats();
+        assert_eq!((s.tx_packets, s.tx_bytes), (36, total as u64));
+        assert!(s.drops.iter().all(|d| d.count == 0), "{s:?}");
+        for (port, want) in [(&mut b, &want_b), (&mut c, &want_c)] {
+            let got = recv_n(port, want.len());
+            let data: Vec<&[u8]> = got.iter().map(PktBuf::data).collect();
+            let want: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
+            assert_eq!(data, want, "one datagram per frame, in order");
+        }
+    }
+
+    #[test]
+    fn a_gso_run_the_socket_cannot_take_stays_queued_whole_and_in_order() {
+        // A token bucket holds what left, so after one 64-datagram GSO message the tiny
+        // send buffer is full and the next batch's message would block.
+        let setup = [
+            "ip link set lo up",
+            "tc qdisc add dev lo root tbf rate 8kbit burst 1600 latency 10s",
+        ];
+        let ran = in_private_netns(&setup, || {
+            let pool = pool(512, 2048);
+            let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+            let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+            sockopt::set_socket_send_buffer_size(&a.fd, 4096).unwrap();
+            let to = Some(b.local_addr());
+            let want: Vec<Vec<u8>> = (0..128).map(|i| payload(i, 500)).collect();
+            let mut first = Batch::new();
+            let mut second = Batch::new();
+            for (i, p) in want.iter().enumerate() {
+                let batch = if i < 64 { &mut first } else { &mut second };
+                batch.push(frame(&pool, p, to)).unwrap();
+            }
+            assert_eq!(
+                a.tx_batch(&mut first),
+                64,
+                "an empty send buffer takes one run"
+            );
+            assert_eq!(a.c.tx_gso_runs, 1);
+            assert_eq!(a.tx_batch(&mut second), 0, "the buffer is full now");
+            assert_eq!(second.len(), 64, "nothing of the run was lost");
+            for (k, buf) in second.iter().enumerate() {
+                assert_eq!(buf.data(), &want[64 + k][..], "order kept");
+            }
+            assert!(
+                a.stats().drops.iter().all(|d| d.count == 0),
+                "would-block is no drop"
+            );
+            let del = std::process::Command::new("tc")
+                .args(["qdisc", "del", "dev", "lo", "root"])
+                .status();
+            assert!(del.is_ok_and(|s| s.success()));
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !second.is_empty() && Instant::now() < deadline {
+                a.tx_batch(&mut second);
+            }
+            assert!(second.is_empty());
+            // Deleting the qdisc drops what it still held of the first run; the retried
+            // run must arrive whole and in order after whatever got through before.
+            let last = &want[127][..];
+            let mut got = Vec::new();
+            while got.last().map(PktBuf::data) != Some(last) {
+                let more = recv_n(&mut b, 1);
+                assert!(!more.is_empty(), "the retried run must arrive");
+                got.extend(more);
+            }
+            assert!(got.len() >= 64);
+            let tail = &got[got.len() - 64..];
+            for (k, buf) in tail.iter().enumerate() {
+                assert!(
+                    buf.data() == &want[64 + k][..],
+                    "retried datagram {k} out of order"
+                );
+            }
+        });
+        if ran.is_none() {
+            eprintln!("skipped: needs root and tc to build a private network namespace");
+        }
+    }
+
+    #[test]
+    fn gso_refused_by_the_kernel_falls_back_to_one_datagram_per_frame() {
+        // Loopback at MTU 1500: a 2000-byte segment does not fit the path, so the
+        // kernel refuses GSO (EMSGSIZE); sent one by one, the datagrams are fragmented.
+        let setup = ["ip link set lo up", "ip link set lo mtu 1500"];
+        let ran = in_private_netns(&setup, || {
+            let pool = pool(512, 4096);
+            let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+            let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+            let to = Some(b.local_addr());
+            let mut want = Vec::new();
+            for round in 0..2 {
+                let mut batch = Batch::new();
+                for i in 0..16 {
+                    let p = payload(round * 100 + i, 2000);
+                    batch.push(frame(&pool, &p, to)).unwrap();
+                    want.push(p);
+                }
+                // Small ones after the refused run still go as a GSO run.
+                for i in 16..32 {
+                    let p = payload(round * 100 + i, 500);
+                    batch.push(frame(&pool, &p, to)).unwrap();
+                    want.push(p);
+                }
+                assert_eq!(a.tx_batch(&mut batch), 32, "{:?}", a.c);
+                assert!(batch.is_empty());
+            }
+            assert_eq!(
+                a.c.tx_gso_refused, 1,
+                "refused once, then that size is not tried again"
+            );
+            assert!(a.stats().drops.iter().all(|d| d.count == 0), "not a drop");
+            assert!(a.gso, "GSO stays on for sizes that fit");
+            assert!(a.c.tx_gso_runs >= 2, "{:?}", a.c);
+            let got = recv_n(&mut b, want.len());
+            let data: Vec<&[u8]> = got.iter().map(PktBuf::data).collect();
+            let want: Vec<&[u8]> = want.iter().map(Vec::as_slice).collect();
+            assert_eq!(data, want);
+            assert_eq!(a.stats().tx_packets, 64);
+        });
+        if ran.is_none() {
+            eprintln!("skipped: needs root and ip to build a private network namespace");
+        }
     }
 
     #[test]
@@ -1127,7 +1592,13 @@ mod tests {
         ];
         let ran = in_private_netns(&setup, || {
             let pool = pool(256, 2048);
-            let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+            // Plain datagrams: this test is about partial sends of single datagrams.
+            let mut a = UdpPort::bind_with(
+                "127.0.0.1:0".parse().unwrap(),
+                pool.clone(),
+                UdpOptions::default(),
+            )
+            .unwrap();
             let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
             sockopt::set_socket_send_buffer_size(&a.fd, 4096).unwrap();
             let mut batch = Batch::new();
@@ -1216,9 +1687,18 @@ mod tests {
     #[test]
     fn gro_splits_coalesced_datagrams_back_in_order() {
         let pool = gro_pool();
-        let gro = UdpOptions { gro: true };
+        let gro = UdpOptions {
+            gro: true,
+            gso: false,
+        };
         let mut rx = UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), pool.clone(), gro).unwrap();
-        let mut tx = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        // Plain: the socket-wide UDP_SEGMENT below does the segmenting.
+        let mut tx = UdpPort::bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            pool.clone(),
+            UdpOptions::default(),
+        )
+        .unwrap();
         set_udp_segment(&tx, 1000);
         // 65 + 11 + 1 datagrams: more than one batch, a short last segment, and a
         // datagram too small to be segmented behind them.
@@ -1262,9 +1742,18 @@ mod tests {
     fn gro_split_without_buffers_drops_and_counts() {
         let tx_pool = gro_pool();
         let rx_pool = pool(4, HEADROOM + MAX_PAYLOAD_V4);
-        let gro = UdpOptions { gro: true };
+        let gro = UdpOptions {
+            gro: true,
+            gso: false,
+        };
         let mut rx = UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), rx_pool, gro).unwrap();
-        let mut tx = UdpPort::bind("127.0.0.1:0".parse().unwrap(), tx_pool.clone()).unwrap();
+        // Plain: the socket-wide UDP_SEGMENT below does the segmenting.
+        let mut tx = UdpPort::bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            tx_pool.clone(),
+            UdpOptions::default(),
+        )
+        .unwrap();
         set_udp_segment(&tx, 1000);
         let want = segments(0, 10, 1000, 1000);
         let mut batch = Batch::new();
@@ -1286,7 +1775,10 @@ mod tests {
         let err = UdpPort::bind_with(
             "127.0.0.1:0".parse().unwrap(),
             pool(2, 2048),
-            UdpOptions { gro: true },
+            UdpOptions {
+                gro: true,
+                gso: false,
+            },
         )
         .unwrap_err();
         assert!(

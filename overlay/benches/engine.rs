@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use overlay::config::Dispatch;
 use overlay::control::RouteSpec;
 use overlay::encap::{self, OuterHeaders};
@@ -320,7 +320,18 @@ enum Source {
 /// A host with 4 interfaces, 8 vnetp links and [`table_routes`]; `source` feeds 64
 /// pre-generated frames of `len` bytes per round, every other port only transmits.
 fn host(source: Source, len: usize) -> Engine {
-    let pool = Mempool::new(1024, 2048).expect("mempool");
+    host_with_pool(source, len, Mempool::new(1024, 2048).expect("mempool"))
+}
+
+/// A pool shaped like the one `vnetp run` maps for taps at a 64 KiB MTU: 2048 buffers
+/// of 64 KiB + headroom (128 MiB). A FIFO free list walks all of it; a per-thread
+/// LIFO cache keeps reusing a few hot buffers.
+fn daemon_pool() -> Mempool {
+    Mempool::new(2048, 128 + 12 + 65_535 + 14 + 4 + 8).expect("daemon-sized mempool")
+}
+
+/// [`host`] on a given pool.
+fn host_with_pool(source: Source, len: usize, pool: Mempool) -> Engine {
     let underlay = match source {
         Source::Interface => RefillPort::sink(PortKind::Datagram, &pool),
         Source::Underlay => {
@@ -405,6 +416,12 @@ fn engine_round(c: &mut Criterion) {
             b.iter(|| e.poll_once())
         });
 
+        // The same rounds on a pool shaped like the daemon's (64 KiB buffers).
+        let mut e = host_with_pool(Source::Interface, len, daemon_pool());
+        g.bench_function(format!("interface_to_link_daemon_pool/{len}B"), |b| {
+            b.iter(|| e.poll_once())
+        });
+
         // The ports' own share of the rounds above: alloc + copy in, free on transmit.
         let pool = Mempool::new(1024, 2048).expect("mempool");
         let frames = vec![frame(remote_mac(0), local_mac(0), len); BATCH_MAX];
@@ -452,4 +469,43 @@ criterion_group!(
     engine_round,
     link_crypto
 );
-criterion_main!(benches);
+
+/// Instruction counting under callgrind, outside criterion: with
+/// `VNETP_ICOUNT_ROUNDS=N` the binary builds one host (`VNETP_ICOUNT_CASE`:
+/// `interface_to_link` or `underlay_to_interface`, 64-byte frames, daemon-sized pool
+/// with `VNETP_ICOUNT_POOL=daemon`), runs N engine rounds of 64 frames and exits.
+/// Two runs with different N give instructions per frame without the setup:
+/// (Ir(N2) - Ir(N1)) / ((N2 - N1) * 64). See docs/benchmarks.md.
+fn icount(rounds: u64) {
+    let source = match std::env::var("VNETP_ICOUNT_CASE").as_deref() {
+        Ok("underlay_to_interface") => Source::Underlay,
+        _ => Source::Interface,
+    };
+    let pool = match std::env::var("VNETP_ICOUNT_POOL").as_deref() {
+        Ok("daemon") => daemon_pool(),
+        _ => Mempool::new(1024, 2048).expect("mempool"),
+    };
+    let mut e = host_with_pool(source, 64, pool);
+    let mut moved = 0;
+    for _ in 0..rounds {
+        moved += e.poll_once();
+    }
+    assert_eq!(
+        moved as u64,
+        rounds * BATCH,
+        "every round moves a full batch"
+    );
+    black_box(moved);
+}
+
+fn main() {
+    if let Some(rounds) = std::env::var("VNETP_ICOUNT_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        icount(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -39,6 +39,17 @@ enum Segment {
 /// Most destinations one frame is copied to (fan-out of broadcast routes).
 const MAX_FANOUT: usize = 64;
 
+/// Kick-driven dispatch keeps polling this long after the last frame before it
+/// sleeps on the ports' fds: a request's answer usually comes back through the same
+/// daemon within tens of microseconds, and catching it by polling saves a sleep and a
+/// wake-up per hop. Short, so an idle daemon still sleeps almost all the time.
+const BUSY_POLL_WINDOW: Duration = Duration::from_micros(BUSY_POLL_US);
+/// [`BUSY_POLL_WINDOW`] in microseconds.
+const BUSY_POLL_US: u64 = 50;
+
+/// Most fds [`Engine::wait`] polls from a stack array (more go through a vector).
+const POLL_INLINE: usize = 16;
+
 /// Errors building an engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -255,6 +266,8 @@ pub struct Engine {
     rx: Batch,
     /// Scratch for software segmentation; keeps its capacity between frames.
     segs: Vec<PktBuf>,
+    /// Scratch for the destinations of a fanned-out frame (at most [`MAX_FANOUT`]).
+    fanout: Vec<Endpoint>,
     dispatch: Dispatch,
     capture: Option<Capture>,
     reload: Option<ReloadSource>,
@@ -301,6 +314,7 @@ impl Engine {
             drops: EngineDrops::default(),
             rx: Batch::new(),
             segs: Vec::new(),
+            fanout: Vec::with_capacity(MAX_FANOUT),
             dispatch,
             capture: None,
             reload: None,
@@ -679,13 +693,27 @@ impl Engine {
 
     fn rx_from_underlay(&mut self) {
         let mut rx = std::mem::replace(&mut self.rx, Batch::unallocated());
+        // A batch mostly comes from one peer: remember the last sender a link matched
+        // by address alone (vnetp links; VXLAN needs each datagram's VNI), so the link
+        // table's hash lookup runs once per run of datagrams, not once per datagram.
+        // Links cannot change within a batch.
+        let mut last: Option<(SocketAddr, u16)> = None;
         for mut buf in rx.drain() {
             let Some(src) = buf.meta.addr else {
                 self.drops.rx_no_address += 1;
                 continue;
             };
-            let (slot, vxlan) = match self.links.classify(src, buf.data()) {
-                Ok(m) => m,
+            let classified = match last {
+                Some((addr, slot)) if addr == src => Ok((slot, false)),
+                _ => self.links.classify(src, buf.data()),
+            };
+            let (slot, vxlan) = match classified {
+                Ok(m) => {
+                    if !m.1 {
+                        last = Some((src, m.0));
+                    }
+                    m
+                }
                 Err(why) => {
                     match why {
                         crate::link::Unmatched::UnknownSender => self.drops.rx_unknown_sender += 1,
@@ -729,27 +757,35 @@ impl Engine {
 
     #[inline]
     fn route_frame(&mut self, arrival: Endpoint, buf: PktBuf) {
-        let mut dests = [Endpoint::Link(0); MAX_FANOUT];
-        let n = {
-            let found = self.routes.lookup(arrival, buf.data());
-            if found.len() > MAX_FANOUT {
-                self.drops.fanout_too_wide += 1;
+        // The lookup borrows the table, delivery needs the engine: copy out only what
+        // delivery needs. Unicast (the common case) is one endpoint in a register;
+        // fan-out goes through a scratch vector that keeps its capacity.
+        let found = self.routes.lookup(arrival, buf.data());
+        match found {
+            [] => self.drops.no_route += 1,
+            [one] => {
+                let one = *one;
+                self.deliver(one, buf);
             }
-            let n = found.len().min(MAX_FANOUT);
-            dests[..n].copy_from_slice(&found[..n]);
-            n
-        };
-        if n == 0 {
-            self.drops.no_route += 1;
-            return;
-        }
-        for d in &dests[..n - 1] {
-            match buf.try_clone() {
-                Some(copy) => self.deliver(*d, copy),
-                None => self.drops.fanout_no_buffer += 1,
+            _ => {
+                if found.len() > MAX_FANOUT {
+                    self.drops.fanout_too_wide += 1;
+                }
+                let mut dests = std::mem::take(&mut self.fanout);
+                dests.clear();
+                dests.extend_from_slice(&found[..found.len().min(MAX_FANOUT)]);
+                if let Some((&last, rest)) = dests.split_last() {
+                    for &d in rest {
+                        match buf.try_clone() {
+                            Some(copy) => self.deliver(d, copy),
+                            None => self.drops.fanout_no_buffer += 1,
+                        }
+                    }
+                    self.deliver(last, buf);
+                }
+                self.fanout = dests;
             }
         }
-        self.deliver(dests[n - 1], buf);
     }
 
     #[inline]
@@ -902,30 +938,32 @@ impl Engine {
     }
 
     /// Blocks until a port or `waker` is readable (or a queued port writable), at most `timeout`.
+    ///
+    /// Kick-driven dispatch calls this once per wake-up, which in a ping-pong is once
+    /// per frame: up to [`POLL_INLINE`] fds go in an array on the stack, so the common
+    /// case allocates nothing.
     fn wait(&self, waker: Option<&std::os::fd::OwnedFd>, timeout: Duration) {
         use rustix::event::{PollFd, PollFlags};
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.interfaces.len() + 2);
-        let und_flags = if self.underlay_txq.is_empty() {
-            PollFlags::IN
-        } else {
-            PollFlags::IN | PollFlags::OUT
-        };
-        if let Some(fd) = self.underlay.poll_fd() {
-            fds.push(PollFd::from_borrowed_fd(fd, und_flags));
-        }
-        for f in self.interfaces.iter().flatten() {
-            if let Some(fd) = f.port.poll_fd() {
-                let flags = if f.txq.is_empty() {
-                    PollFlags::IN
-                } else {
-                    PollFlags::IN | PollFlags::OUT
-                };
-                fds.push(PollFd::from_borrowed_fd(fd, flags));
+        let flags = |pending_tx: bool| {
+            if pending_tx {
+                PollFlags::IN | PollFlags::OUT
+            } else {
+                PollFlags::IN
             }
-        }
-        if let Some(w) = waker {
-            fds.push(PollFd::new(w, PollFlags::IN));
-        }
+        };
+        let fds = std::iter::once(
+            self.underlay
+                .poll_fd()
+                .map(|fd| (fd, flags(!self.underlay_txq.is_empty()))),
+        )
+        .chain(
+            self.interfaces
+                .iter()
+                .flatten()
+                .map(|f| f.port.poll_fd().map(|fd| (fd, flags(!f.txq.is_empty())))),
+        )
+        .chain(std::iter::once(waker.map(|w| (w.as_fd(), PollFlags::IN))))
+        .flatten();
         // A port holding frames until a time (fault delay) bounds the sleep.
         let deadline = std::iter::once(self.underlay.next_deadline())
             .chain(
@@ -943,7 +981,27 @@ impl Engine {
             tv_sec: 0,
             tv_nsec: 100_000_000,
         });
-        let _ = rustix::event::poll(&mut fds, Some(&ts));
+        let Some((pad, _)) = fds.clone().next() else {
+            // No fd to wait on: just sleep.
+            let _ = rustix::event::poll(&mut [], Some(&ts));
+            return;
+        };
+        // Unused slots watch the first fd for nothing (no events requested).
+        let mut inline: [PollFd<'_>; POLL_INLINE] =
+            std::array::from_fn(|_| PollFd::from_borrowed_fd(pad, PollFlags::empty()));
+        let mut n = 0;
+        for (fd, f) in fds.clone() {
+            if n == POLL_INLINE {
+                // More ports than fit: the rare daemon with many interfaces.
+                let mut all: Vec<PollFd<'_>> =
+                    fds.map(|(fd, f)| PollFd::from_borrowed_fd(fd, f)).collect();
+                let _ = rustix::event::poll(&mut all, Some(&ts));
+                return;
+            }
+            inline[n] = PollFd::from_borrowed_fd(fd, f);
+            n += 1;
+        }
+        let _ = rustix::event::poll(&mut inline[..n], Some(&ts));
     }
 
     /// Runs until `stop` is set: rounds of [`Engine::poll_once`], control requests
@@ -958,6 +1016,7 @@ impl Engine {
         let mut window_start = Instant::now();
         let mut window_frames = 0u64;
         let mut idle_rounds = 0u32;
+        let mut last_active = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let n = self.poll_once();
             window_frames += n as u64;
@@ -984,9 +1043,17 @@ impl Engine {
             }
             if n > 0 {
                 idle_rounds = 0;
+                last_active = Instant::now();
                 continue;
             }
             idle_rounds = idle_rounds.saturating_add(1);
+            if mode == Mode::Kick && last_active.elapsed() < BUSY_POLL_WINDOW {
+                // Just after traffic the answer is often a few microseconds away (a
+                // guest replying through the same daemon): keep polling briefly,
+                // yielding the core, rather than pay a sleep and a wake-up for it.
+                std::thread::yield_now();
+                continue;
+            }
             match mode {
                 Mode::Poll if idle_rounds < 1000 => std::thread::yield_now(),
                 // VNET/P sleeps 1 ms after 1,000 idle rounds; waiting on the ports

@@ -251,6 +251,55 @@ fn unknown_sender_wrong_vni_garbage_and_runts_are_counted() {
 }
 
 #[test]
+fn one_batch_from_interleaved_senders_is_classified_datagram_by_datagram() {
+    // The engine remembers the last sender matched by address within a batch; a run
+    // of one peer's datagrams must not leak its link to the datagrams around it.
+    let mut w = world();
+    w.engine
+        .add_link("c", sa("10.0.0.4:9000"), Encap::Vnetp)
+        .unwrap();
+    route(
+        &mut w.engine,
+        "any",
+        "52:54:00:00:00:01",
+        iface("vm0"),
+        None,
+    );
+    let b = sa("10.0.0.2:9000");
+    let c = sa("10.0.0.4:9000");
+    let vx = |fill| {
+        let mut d = vec![0x08, 0, 0, 0, 0, 0, 42, 0];
+        d.extend_from_slice(&frame(VM0, REMOTE, fill));
+        d
+    };
+    let senders = [
+        (frame(VM0, REMOTE, 1), Some(b)),
+        (frame(VM0, REMOTE, 2), Some(b)),
+        (frame(VM0, REMOTE, 3), Some(sa("10.0.0.2:9001"))), // same IP, other port
+        (frame(VM0, REMOTE, 4), Some(b)),
+        (vx(5), Some(sa("10.0.0.3:4789"))),
+        (frame(VM0, REMOTE, 6), Some(c)),
+        (vx(7), Some(sa("10.0.0.3:4789"))),
+        (frame(VM0, REMOTE, 8), Some(b)),
+    ];
+    w.underlay.rx.lock().unwrap().extend(senders);
+    assert_eq!(w.engine.poll_once(), 8);
+    let got: Vec<u8> = w
+        .vm0
+        .tx
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(f, _)| f[14])
+        .collect();
+    assert_eq!(got, [1, 2, 4, 5, 6, 7, 8]);
+    let s = w.engine.stats();
+    let rx: Vec<u64> = s.links.iter().map(|l| l.counters.rx_packets).collect();
+    assert_eq!(rx, [4, 2, 1], "links b, x, c");
+    assert_eq!(s.drops.rx_unknown_sender, 1);
+}
+
+#[test]
 fn broadcast_fans_out_to_all_but_arrival() {
     let mut w = world();
     for to in [iface("vm0"), iface("vm1"), link("b")] {

@@ -100,6 +100,9 @@ enum Cmd {
         /// Skip the Linux kernel VXLAN comparison.
         #[arg(long)]
         no_kernel_vxlan: bool,
+        /// The daemons' dispatch mode: adaptive, guest or polling.
+        #[arg(long, default_value = "adaptive")]
+        dispatch: String,
         /// Also write the results as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
             quick,
             sizes,
             no_kernel_vxlan,
+            dispatch,
             csv,
             json,
             svg,
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
             quick,
             sizes.as_deref(),
             no_kernel_vxlan,
+            &dispatch,
             &bench::Outputs { csv, json, svg },
         ),
         Cmd::BenchAgent { role } => bench_agent(role),

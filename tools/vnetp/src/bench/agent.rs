@@ -9,7 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nicdrv::UdpPort;
+use nicdrv::{UdpOptions, UdpPort};
 use pkt::{Batch, HEADROOM, Mempool, Port};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
@@ -57,8 +57,9 @@ pub fn serve(port: u16, max: Duration) -> anyhow::Result<()> {
     let pool = Mempool::new(1024, HEADROOM + MAX_PAYLOAD).context("bench reflector pool")?;
     prefault(&pool);
     let bind = SocketAddr::from(([0, 0, 0, 0], port));
-    let mut sock =
-        UdpPort::bind(bind, pool).with_context(|| format!("bench reflector on {bind}"))?;
+    // A plain socket (no GRO): the agents stand for an application, not for vnetp.
+    let mut sock = UdpPort::bind_with(bind, pool, UdpOptions::default())
+        .with_context(|| format!("bench reflector on {bind}"))?;
     let (mut rx, mut tx) = (Batch::new(), Batch::new());
     let deadline = Instant::now() + max;
     let mut run = u32::MAX;
@@ -258,8 +259,13 @@ fn throughput(
 ) -> anyhow::Result<Throughput> {
     let pool = Mempool::new(512, HEADROOM + payload).context("bench sender pool")?;
     prefault(&pool);
-    let mut sock = UdpPort::bind(SocketAddr::from(([0, 0, 0, 0], 0)), pool.clone())
-        .context("bench sender socket")?;
+    // A plain socket (no GSO), as an application sends: `sendmmsg` of 64 datagrams.
+    let mut sock = UdpPort::bind_with(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        pool.clone(),
+        UdpOptions::default(),
+    )
+    .context("bench sender socket")?;
     let mut batch = Batch::new();
     let mut seq = 0u64;
     let mut sent = 0u64;

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use overlay::config::Dispatch;
 use vnetp::netns::{self, Daemon, LinkEncap, TwoHosts};
 
 use agent::ProbeBudget;
@@ -55,6 +56,8 @@ pub struct Plan {
     pub tap_mtu: u32,
     /// Also measure Linux kernel VXLAN.
     pub kernel_vxlan: bool,
+    /// The daemons' dispatch mode (`[host] dispatch`).
+    pub dispatch: Dispatch,
 }
 
 impl Plan {
@@ -93,7 +96,27 @@ impl Plan {
             budget,
             tap_mtu,
             kernel_vxlan: true,
+            dispatch: Dispatch::Adaptive,
         })
+    }
+}
+
+/// The dispatch mode named on the command line.
+pub fn parse_dispatch(mode: &str) -> anyhow::Result<Dispatch> {
+    match mode {
+        "adaptive" => Ok(Dispatch::Adaptive),
+        "guest" => Ok(Dispatch::Guest),
+        "polling" => Ok(Dispatch::Polling),
+        other => bail!("unknown dispatch {other:?}: expected adaptive, guest or polling"),
+    }
+}
+
+/// The configuration-file name of a dispatch mode.
+pub fn dispatch_name(mode: Dispatch) -> &'static str {
+    match mode {
+        Dispatch::Adaptive => "adaptive",
+        Dispatch::Guest => "guest",
+        Dispatch::Polling => "polling",
     }
 }
 
@@ -158,15 +181,40 @@ pub fn setup(
     hosts
         .set_underlay_mtu(UNDERLAY_MTU)
         .context("veth underlay MTU")?;
-    let daemons = hosts
-        .start_overlay_mtu(exe, encap, plan.tap_mtu)
-        .context("starting the vnetp daemons")?;
+    let daemons = start_daemons(hosts, exe, encap, plan).context("starting the vnetp daemons")?;
     if plan.kernel_vxlan {
         kernel_vxlan(hosts, plan.tap_mtu).context(
             "Linux kernel VXLAN between the hosts (is the vxlan module available? `modprobe vxlan`)",
         )?;
     }
     Ok(daemons)
+}
+
+/// Starts a daemon on each host with taps at the plan's MTU and the plan's dispatch
+/// mode, and addresses both taps.
+fn start_daemons(
+    hosts: &TwoHosts,
+    exe: &Path,
+    encap: LinkEncap,
+    plan: &Plan,
+) -> Result<(Daemon, Daemon), netns::CmdError> {
+    let cfg = |me, peer, name| {
+        hosts
+            .config(me, peer, name, encap)
+            .replace(
+                "kind = \"tap\"\n",
+                &format!("kind = \"tap\"\nmtu = {}\n", plan.tap_mtu),
+            )
+            .replace(
+                "[host]\n",
+                &format!("[host]\ndispatch = \"{}\"\n", dispatch_name(plan.dispatch)),
+            )
+    };
+    let da = hosts.start_daemon(&hosts.a, "a", &cfg(&hosts.side_a, &hosts.side_b, "a"), exe)?;
+    let db = hosts.start_daemon(&hosts.b, "b", &cfg(&hosts.side_b, &hosts.side_a, "b"), exe)?;
+    hosts.address_tap(&hosts.a, &hosts.side_a)?;
+    hosts.address_tap(&hosts.b, &hosts.side_b)?;
+    Ok((da, db))
 }
 
 /// Kernel VXLAN address of side `n` (1 or 2).
@@ -399,11 +447,13 @@ pub fn bench(
     quick: bool,
     sizes: Option<&[usize]>,
     no_kernel_vxlan: bool,
+    dispatch: &str,
     out: &Outputs,
 ) -> anyhow::Result<ExitCode> {
     let encap = parse_encap(encap)?;
     let mut plan = Plan::new(quick, sizes)?;
     plan.kernel_vxlan = !no_kernel_vxlan;
+    plan.dispatch = parse_dispatch(dispatch)?;
     preflight("bench")?;
     let interrupted = interrupt_flag()?;
     let exe = std::env::current_exe().context("cannot find the vnetp executable")?;
@@ -411,8 +461,9 @@ pub fn bench(
     let dir = std::env::temp_dir().join(format!("vnetp-bench-{pid}"));
     let hosts = TwoHosts::new(&format!("vnetp-bench-{pid}"), 0, false, &dir)?;
     println!(
-        "vnetp bench: hosts vnetp-bench-{pid}-a/b over a veth (MTU {UNDERLAY_MTU}); {} overlay, taps at MTU {}; {} size(s) x {} path(s)",
+        "vnetp bench: hosts vnetp-bench-{pid}-a/b over a veth (MTU {UNDERLAY_MTU}); {} overlay, dispatch {}, taps at MTU {}; {} size(s) x {} path(s)",
         encap_name(encap),
+        dispatch_name(plan.dispatch),
         plan.tap_mtu,
         plan.sizes.len(),
         if plan.kernel_vxlan { 3 } else { 2 }
@@ -427,11 +478,73 @@ pub fn bench(
             return Err(e);
         }
     };
+    let memory = [("a", &daemons.0), ("b", &daemons.1)]
+        .map(|(name, d)| daemon_memory(name, d, &hosts.dir.join(format!("{name}.toml"))));
     drop(daemons);
     drop(hosts);
     let _ = std::fs::remove_dir_all(&dir);
     emit(&report, out)?;
+    for line in memory {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line on a daemon's memory after the run: its packet pool (from `stats json`),
+/// its resident and peak resident memory (from /proc), and the datagrams the kernel
+/// dropped at its underlay socket, so a run shows memory stayed bounded.
+fn daemon_memory(name: &str, daemon: &Daemon, config: &Path) -> String {
+    let stats: Option<serde_json::Value> = daemon
+        .ctl("stats json")
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let get = |path: &[&str]| -> String {
+        let mut v = stats.as_ref();
+        for k in path {
+            v = v.and_then(|v| v.get(k));
+        }
+        v.map_or_else(|| "?".to_string(), ToString::to_string)
+    };
+    let (rss, hwm) = daemon_pid(config)
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .map(|status| (status_kib(&status, "VmRSS:"), status_kib(&status, "VmHWM:")))
+        .unwrap_or((None, None));
+    let mib =
+        |k: Option<u64>| k.map_or_else(|| "?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+    format!(
+        "daemon {name}: pool {} buffers, {} free after the run, {} allocation failures; resident {} MiB (peak {} MiB); underlay rx_kernel_dropped {}",
+        get(&["pool", "capacity"]),
+        get(&["pool", "available"]),
+        get(&["pool", "alloc_failures"]),
+        mib(rss),
+        mib(hwm),
+        get(&["underlay", "drops", "rx_kernel_dropped"]),
+    )
+}
+
+/// The pid of the `vnetp run --config CONFIG` process (bounded scan of /proc).
+fn daemon_pid(config: &Path) -> Option<u32> {
+    let want = config.display().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .take(100_000)
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.contains(&&b"run"[..]) && args.contains(&want.as_bytes())
+            })
+        })
+}
+
+/// A `Name:   1234 kB` field of /proc/PID/status, in KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]
@@ -450,6 +563,24 @@ mod tests {
             (small.sizes.as_slice(), small.tap_mtu),
             (&[64, 512][..], 1500)
         );
+    }
+
+    #[test]
+    fn dispatch_names_round_trip_and_unknown_ones_are_refused() {
+        for name in ["adaptive", "guest", "polling"] {
+            let mode = parse_dispatch(name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(dispatch_name(mode), name);
+        }
+        let err = parse_dispatch("busy").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("expected adaptive, guest or polling")));
+    }
+
+    #[test]
+    fn proc_status_fields_are_read_in_kib() {
+        let status = "Name:\tvnetp\nVmHWM:\t  20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(10240));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(20480));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
     }
 
     #[test]
