@@ -378,6 +378,10 @@ fn linux_guests_on_vhost_user_talk_across_the_overlay_and_survive_a_daemon_resta
         per_frame(link_a, "tx_bytes", "tx_packets") > 1514,
         "the link carried them whole: {link_a}\n{all}"
     );
+    assert!(
+        port_a["events"]["rx_gso_frames"].as_u64().unwrap_or(0) > 0,
+        "the port counted TSO frames from guest a (ctl stats events): {port_a}\n{all}"
+    );
     for n in ["1", "2"] {
         assert_eq!(
             field(&out_a, &format!("guest-ping n={n}"), "rc").as_deref(),
@@ -414,6 +418,10 @@ fn linux_guests_on_vhost_user_talk_across_the_overlay_and_survive_a_daemon_resta
     assert!(
         per_frame(port, "tx_bytes", "tx_packets") > 1514,
         "guest b (GUEST_TSO) took large frames whole: {port}\n{all}"
+    );
+    assert!(
+        port["events"]["tx_gso_frames"].as_u64().unwrap_or(0) > 0,
+        "guest b was handed TSO frames whole (ctl stats events): {port}\n{all}"
     );
     drop((da, db));
     let _ = std::fs::remove_dir_all(&dir);

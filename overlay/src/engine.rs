@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pkt::wire::MacAddr;
-use pkt::{Batch, DropCounter, Mempool, PktBuf, Port, PortKind, PortStats};
+use pkt::{Batch, DropCounter, Mempool, PktBuf, Port, PortKind};
 use serde::Serialize;
 
 use crate::capture::Capture;
@@ -206,17 +206,22 @@ pub struct PortReport {
     pub tx_bytes: u64,
     /// Named drops.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Named counters of work that is not a drop (offloads), when the port has any.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub events: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl PortReport {
-    fn new(name: &str, s: PortStats) -> Self {
+    fn new(port: &dyn Port) -> Self {
+        let s = port.stats();
         Self {
-            name: name.to_string(),
+            name: port.name().to_string(),
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,
             tx_packets: s.tx_packets,
             tx_bytes: s.tx_bytes,
             drops: s.drops.iter().map(|d| (d.name, d.count)).collect(),
+            events: port.events().iter().map(|d| (d.name, d.count)).collect(),
         }
     }
 }
@@ -617,7 +622,7 @@ impl Engine {
                 available: self.pool.available(),
                 alloc_failures: self.pool.alloc_failures(),
             },
-            underlay: PortReport::new(self.underlay.name(), self.underlay.stats()),
+            underlay: PortReport::new(self.underlay.as_ref()),
             links: self
                 .links
                 .iter()
@@ -638,7 +643,7 @@ impl Engine {
                     kind: f.kind.to_string(),
                     mac: f.mac.to_string(),
                     counters: f.counters,
-                    port: PortReport::new(f.port.name(), f.port.stats()),
+                    port: PortReport::new(f.port.as_ref()),
                 })
                 .collect(),
             routes: self.routes.len(),

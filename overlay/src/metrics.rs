@@ -194,14 +194,16 @@ pub fn render(s: &serde_json::Value) -> String {
         "Frames a port dropped, by reason.",
         &mut o,
     );
-    let ports = std::iter::once(&s["underlay"]).chain(
-        s["interfaces"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|i| &i["port"]),
-    );
-    for p in ports {
+    let ports: Vec<&serde_json::Value> = std::iter::once(&s["underlay"])
+        .chain(
+            s["interfaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| &i["port"]),
+        )
+        .collect();
+    for p in &ports {
         let port = esc(p["name"].as_str().unwrap_or(""));
         if let Some(d) = p["drops"].as_object() {
             for (reason, v) in d {
@@ -209,6 +211,25 @@ pub fn render(s: &serde_json::Value) -> String {
                     o,
                     "vnetp_port_drops_total{{host=\"{host}\",port=\"{port}\",reason=\"{}\"}} {}",
                     esc(reason),
+                    num(v)
+                );
+            }
+        }
+    }
+    family(
+        "vnetp_port_events_total",
+        "counter",
+        "Work a port did that is not a drop (offloads), by kind.",
+        &mut o,
+    );
+    for p in &ports {
+        let port = esc(p["name"].as_str().unwrap_or(""));
+        if let Some(d) = p["events"].as_object() {
+            for (event, v) in d {
+                let _ = writeln!(
+                    o,
+                    "vnetp_port_events_total{{host=\"{host}\",port=\"{port}\",event=\"{}\"}} {}",
+                    esc(event),
                     num(v)
                 );
             }
@@ -259,7 +280,7 @@ mod tests {
     fn renders_counters_with_escaped_labels() {
         let v: serde_json::Value = serde_json::from_str(
             r#"{"host":"a\"b","drops":{"no_route":3},"links":[{"name":"to-b","rx_packets":1,"rx_bytes":60,"tx_packets":2,"tx_bytes":120}],
-               "interfaces":[{"name":"vm0","rx_packets":5,"rx_bytes":300,"tx_packets":6,"tx_bytes":360,"port":{"name":"tap:vm0","drops":{"rx_runt":1}}}],
+               "interfaces":[{"name":"vm0","rx_packets":5,"rx_bytes":300,"tx_packets":6,"tx_bytes":360,"port":{"name":"tap:vm0","drops":{"rx_runt":1},"events":{"tx_gso_frames":9}}}],
                "underlay":{"name":"udp:x","drops":{"rx_truncated":4}},"pool":{"available":10,"capacity":16},"route_cache":{"hits":7,"misses":1},"routes":2}"#,
         )
         .unwrap();
@@ -270,6 +291,7 @@ mod tests {
             "vnetp_interface_bytes_total{host=\"a\\\"b\",interface=\"vm0\",direction=\"rx\"} 300",
             "vnetp_port_drops_total{host=\"a\\\"b\",port=\"udp:x\",reason=\"rx_truncated\"} 4",
             "vnetp_port_drops_total{host=\"a\\\"b\",port=\"tap:vm0\",reason=\"rx_runt\"} 1",
+            "vnetp_port_events_total{host=\"a\\\"b\",port=\"tap:vm0\",event=\"tx_gso_frames\"} 9",
             "vnetp_pool_buffers{host=\"a\\\"b\",state=\"free\"} 10",
             "vnetp_route_cache_lookups_total{host=\"a\\\"b\",result=\"miss\"} 1",
             "# TYPE vnetp_routes gauge",

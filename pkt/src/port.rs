@@ -144,4 +144,11 @@ pub trait Port: Send {
     fn next_deadline(&self) -> Option<std::time::Instant> {
         None
     }
+
+    /// Named counters of things the port did that are not drops (offload work such as
+    /// TSO frames carried whole or segmented, checksums completed), for `ctl stats`
+    /// and metrics. Read off the hot path; the default has none.
+    fn events(&self) -> Vec<DropCounter> {
+        Vec::new()
+    }
 }

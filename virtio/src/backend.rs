@@ -954,6 +954,20 @@ impl Port for VhostUserPort {
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.shared.wake.as_fd())
     }
+
+    fn events(&self) -> Vec<DropCounter> {
+        let o = self.offload_counters();
+        [
+            ("rx_gso_frames", o.rx_gso_frames),
+            ("tx_gso_frames", o.tx_gso_frames),
+            ("tx_gso_segmented", o.tx_gso_segmented),
+            ("tx_gso_segments", o.tx_gso_segments),
+            ("tx_csum_completed", o.tx_csum_completed),
+        ]
+        .into_iter()
+        .map(|(name, count)| DropCounter { name, count })
+        .collect()
+    }
 }
 
 impl Drop for VhostUserPort {

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use pkt::PortStats;
 
 type Frames = Arc<Mutex<Vec<(Vec<u8>, Option<SocketAddr>)>>>;
 type Queue = Arc<Mutex<VecDeque<(Vec<u8>, Option<SocketAddr>)>>>;
