@@ -817,3 +817,170 @@ fn vnetp_run_with_a_vf_interface_serves_linux_igbvf() {
     );
     assert!(!out.contains("DMAR: ["), "IOMMU faults:\n{out}");
 }
+
+/// The guest script of the VF-token test: `vnetp run` owns the PF (vfio-pci with
+/// enable_sriov=1) with a `vf` interface and no `vf_token` configured, so it generates
+/// one, sets it on the PF and logs the QEMU option. The VF stays on vfio-pci, and a
+/// second process, our VF driver (tests/vm/vf_token_guest.rs), opens it as QEMU's
+/// `vf-token=` would: without a token, with a wrong one, then with the logged one.
+const VF_TOKEN_SCRIPT: &str = r#"
+pf=/sys/bus/pci/devices/$VFIO_BDF
+echo 1 > $pf/sriov_numvfs || { echo "guest-token error=numvfs"; exit 3; }
+vf=$(basename $(readlink $pf/virtfn0))
+# vfio-pci captures the VFs of a PF it owns (driver_override); bind it if not probed.
+if [ "$(basename "$(readlink /sys/bus/pci/devices/$vf/driver)")" != vfio-pci ]; then
+  echo vfio-pci > /sys/bus/pci/devices/$vf/driver_override
+  if [ -e /sys/bus/pci/devices/$vf/driver ]; then echo $vf > /sys/bus/pci/devices/$vf/driver/unbind; fi
+  echo $vf > /sys/bus/pci/drivers_probe
+fi
+echo "guest: VF $vf on $(basename "$(readlink /sys/bus/pci/devices/$vf/driver)")"
+cat > /tmp/h.toml <<CFG
+[host]
+name = "h"
+underlay = { kind = "vfio", pci = "$VFIO_BDF", ip = "10.0.0.1", port = 9000 }
+control = "/tmp/h.sock"
+
+[[interface]]
+name = "guestvf"
+kind = "vf"
+pci = "$vf"
+mac = "52:54:00:12:34:10"
+CFG
+ip link set lo up
+/opt/vnetp run --config /tmp/h.toml > /tmp/vnetp.log 2>&1 &
+i=0; while [ $i -lt 150 ] && ! grep -q ' running' /tmp/vnetp.log; do sleep 0.1; i=$((i+1)); done
+grep -q ' running' /tmp/vnetp.log || { cat /tmp/vnetp.log; echo "guest-token error=daemon"; exit 5; }
+token=$(sed -n 's/.*vf-token=\([0-9a-f-]\{36\}\).*/\1/p' /tmp/vnetp.log | head -1)
+[ -n "$token" ] || { cat /tmp/vnetp.log; echo "guest-token error=no-token-logged"; exit 6; }
+echo "guest-token-qemu: $(grep -o -e "-device vfio-pci,host=$vf,vf-token=$token" /tmp/vnetp.log | head -1)"
+/opt/vf_token_guest --vf $vf --token $token --wrong-token 0badc0de-0000-4000-8000-000000000000 --frames 64
+rc=$?
+/opt/vnetp ctl --socket /tmp/h.sock stats | grep -E 'mbx|vf_' | sed 's/^/guest-stats: /'
+sed 's/^/guest-vnetp: /' /tmp/vnetp.log | grep -v ' TRACE ' | tail -20
+exit $rc
+"#;
+
+/// Builds the VF user of the VF-token test (an example of the `nicdrv` crate) as a static
+/// binary and returns its path.
+fn guest_vf_token_user() -> PathBuf {
+    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "nicdrv",
+            "--example",
+            "vf_token_guest",
+            "--target",
+            TRIPLE,
+        ])
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build for the VF token guest program");
+    assert!(
+        out.status.success(),
+        "building the static VF token guest program failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let path = target.join(TRIPLE).join("release/examples/vf_token_guest");
+    assert!(path.exists(), "no guest program at {}", path.display());
+    path
+}
+
+#[test]
+fn a_vf_of_a_vnetp_owned_pf_opens_only_with_its_vf_token() {
+    vm_ready();
+    let built = guest_vnetp();
+    let user = guest_vf_token_user();
+    // Our own directory: guest_vnetp's is shared by the tests of this process.
+    let dir = std::env::temp_dir().join(format!("vnetp-vf-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (vnetp, user_copy) = (dir.join("vnetp"), dir.join("vf_token_guest"));
+    std::fs::copy(&built, &vnetp).expect("copy vnetp");
+    std::fs::copy(&user, &user_copy).expect("copy the VF token guest program");
+    let _ = Command::new("strip").arg(&user_copy).status();
+    let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
+    let mut peer = HostPeer::new(VF_MAC);
+    let files = format!("{} {}", vnetp.display(), user_copy.display());
+    let run = run_guest_in(
+        "pf-vfio",
+        &[
+            ("VM_VFIO_SRIOV", "1"),
+            ("VM_SMP", "2"),
+            ("VM_TIMEOUT", "150"),
+            ("VM_FILES", &files),
+        ],
+        &host,
+        Path::new(&format!("sh:{VF_TOKEN_SCRIPT}")),
+        &[],
+        |f| {
+            // Only the VF's frames: the PF (vnetp's underlay) shares the wire.
+            if f.get(6..12) == Some(VF_MAC.as_slice()) {
+                peer.on_frame(f)
+            } else {
+                Vec::new()
+            }
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = &run.output;
+    for l in out.lines().filter(|l| l.contains("guest")) {
+        eprintln!("{l}");
+    }
+    assert_eq!(run.status, Some(0), "guest run failed:\n{out}");
+    // vnetp generated a token and logged the exact QEMU option for the VF.
+    let qemu = out
+        .lines()
+        .find_map(|l| l.split_once("guest-token-qemu: ").map(|(_, q)| q.trim()))
+        .unwrap_or_default();
+    assert!(
+        qemu.starts_with("-device vfio-pci,host=0000:01:10.0,vf-token=") && qemu.len() == 80,
+        "no QEMU option line in vnetp's log:\n{out}"
+    );
+    // Without the token and with a wrong one the kernel refuses the VF, and the vfio
+    // crate says why and what to do.
+    let none = out
+        .lines()
+        .find(|l| l.contains("guest-token-error none: "))
+        .unwrap_or_default();
+    assert!(
+        none.contains(
+            "0000:01:10.0: VF token required: its PF 0000:01:00.0 is owned by a VFIO user"
+        ) && none.contains("-device vfio-pci,host=0000:01:10.0,vf-token=<uuid>"),
+        "{out}"
+    );
+    let wrong = out
+        .lines()
+        .find(|l| l.contains("guest-token-error wrong: "))
+        .unwrap_or_default();
+    assert!(
+        wrong.contains("the VF token does not match the one the PF owner set on 0000:01:00.0"),
+        "{out}"
+    );
+    // With the right one our VF driver did the reset handshake with vnetp's PF mailbox
+    // (its MAC is the one vnetp's config assigns) and frames flowed both ways.
+    assert_eq!(
+        tagged_field(out, "guest-token-vf ", "mac"),
+        Some("52:54:00:12:34:10"),
+        "{out}"
+    );
+    assert_eq!(
+        tagged_field(out, "guest-token-vf ", "api"),
+        Some("2"),
+        "vnetp's PF speaks mailbox API 1.1 (igb's code 2):\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("guest-stats:") && l.contains("mbx_acked")),
+        "vnetp's stats show the mailbox:\n{out}"
+    );
+    peer.check(out);
+}

@@ -62,6 +62,34 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
+    // The 82599 dialect (id 0x06 is SET_MACVLAN there) and its PF service path.
+    let mut vf = VfState::new(policy.clone());
+    let ixgbe_model = nicdrv::ixgbe::model::IxgbeModel::new();
+    let mut ixgbe_pf =
+        nicdrv::ixgbe::mailbox::PfMailbox::new(&[policy.clone()]).expect("one VF fits");
+    for m in &messages {
+        let h = nicdrv::ixgbe::mailbox::handle_message(&mut vf, m);
+        assert!(h.len <= WORDS);
+        if h.len > 0 {
+            assert_ne!(
+                h.reply[0] & (msg::ACK | msg::NACK),
+                0,
+                "replies are flagged"
+            );
+        }
+        if !policy.allow_mac_change {
+            assert_eq!(vf.mac, MAC, "a fixed MAC never changes (82599)");
+        }
+        if ixgbe_model.vf_send(0, m) {
+            ixgbe_pf.service(&ixgbe_model);
+            let _ = ixgbe_model.vf_take_ack(0);
+            let _ = ixgbe_model.vf_receive(0);
+        }
+    }
+    if !policy.allow_mac_change {
+        assert_eq!(ixgbe_pf.vfs()[0].mac, MAC);
+    }
+
     // The same messages through the device path: VF writes, PF services.
     let model = IgbModel::new();
     let cfg = SriovConfig {

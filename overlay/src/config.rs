@@ -69,6 +69,10 @@ pub struct HostConfig {
     pub dispatch: Dispatch,
     /// Faults to inject on the underlay (`[host.fault]`, for tests and chaos runs).
     pub fault: Option<pkt::FaultConfig>,
+    /// The VF token (a UUID, lower case) vnetp sets on its vfio PF, which a VF user
+    /// (QEMU's `vf-token=`) must present; `None`: one is generated when `vf`
+    /// interfaces need it.
+    pub vf_token: Option<String>,
 }
 
 /// The underlay port.
@@ -237,6 +241,7 @@ struct RawHost {
     metrics: Option<S<String>>,
     dispatch: Option<S<String>>,
     fault: Option<S<RawFault>>,
+    vf_token: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -745,6 +750,11 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|f| fault(&cx, f.get_ref()))
         .transpose()?;
+    let vf_token = host_r
+        .vf_token
+        .as_ref()
+        .map(|t| vf_token(&cx, t, &underlay))
+        .transpose()?;
     let dispatch = match host_r.dispatch.as_ref() {
         None => Dispatch::Adaptive,
         Some(d) => match d.get_ref().as_str() {
@@ -882,11 +892,38 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             metrics,
             dispatch,
             fault,
+            vf_token,
         },
         links,
         interfaces,
         routes,
     })
+}
+
+/// `vf_token`: a UUID in the 8-4-4-4-12 hex form, only with a vfio underlay.
+fn vf_token(cx: &Ctx, t: &S<String>, underlay: &UnderlayConfig) -> Result<String, ConfigError> {
+    if !matches!(underlay, UnderlayConfig::Vfio { .. }) {
+        return Err(cx.err(
+            t.span(),
+            "`vf_token` applies only to underlay kind \"vfio\": it is set on the PF vnetp claims",
+        ));
+    }
+    let s = t.get_ref();
+    let ok = s.len() == 36
+        && s.bytes().enumerate().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    if !ok {
+        return Err(cx.err(
+            t.span(),
+            format!("expected a UUID such as \"bd8d9d2b-5a5f-4f5a-a211-f591514ba1f3\" (8-4-4-4-12 hex digits; `uuidgen` makes one), got {s:?}"),
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
 }
 
 fn fault(cx: &Ctx, f: &RawFault) -> Result<pkt::FaultConfig, ConfigError> {
@@ -988,5 +1025,53 @@ mod vf_kind_tests {
                 .contains("routes cannot use a \"vf\" interface"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod vf_token_tests {
+    use super::*;
+
+    fn host(extra: &str, underlay: &str) -> String {
+        format!("[host]\nname = \"h\"\nunderlay = {underlay}\n{extra}\n")
+    }
+    const VFIO: &str = "{ kind = \"vfio\", pci = \"0000:01:00.0\", ip = \"10.0.0.1\" }";
+
+    #[test]
+    fn vf_token_on_a_vfio_host_is_kept_in_lower_case() {
+        let c = parse(
+            "h.toml",
+            &host("vf_token = \"BD8D9D2B-5A5F-4F5A-A211-F591514BA1F3\"", VFIO),
+        )
+        .unwrap();
+        assert_eq!(
+            c.host.vf_token.as_deref(),
+            Some("bd8d9d2b-5a5f-4f5a-a211-f591514ba1f3")
+        );
+        assert_eq!(
+            parse("h.toml", &host("", VFIO)).unwrap().host.vf_token,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_vf_token_is_refused_at_its_line_and_column() {
+        let e = parse(
+            "h.toml",
+            &host("vf_token = \"bd8d9d2b-5a5f-4f5a-a211\"", VFIO),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (4, 12), "{e}");
+        assert!(e.message.contains("8-4-4-4-12"), "{e}");
+        let e = parse(
+            "h.toml",
+            &host(
+                "vf_token = \"bd8d9d2b-5a5f-4f5a-a211-f591514ba1f3\"",
+                "{ kind = \"udp\", bind = \"10.0.0.1:9000\" }",
+            ),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("only to underlay kind \"vfio\""), "{e}");
+        assert_eq!(e.to_string().split(':').next(), Some("h.toml"));
     }
 }

@@ -2,7 +2,7 @@
 //! devices vnetp drives, and the DMA mappings those devices may reach.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
+use std::fs::OpenOptions as FileOptions;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,6 +14,7 @@ use crate::dma::{DmaMemory, DmaRegion, PoolMapping};
 use crate::iova::IovaAllocator;
 use crate::sys;
 use crate::sysfs::{PciAddress, Sysfs};
+use crate::token::VfToken;
 use crate::{Result, VfioError};
 
 /// IOVA space assumed when the kernel does not report its usable ranges: from 1 MiB to
@@ -97,6 +98,49 @@ impl ContainerInner {
     }
 }
 
+/// How [`Container::open_device_with_options`] opens a device.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    vf_token: Option<VfToken>,
+    sysfs: Sysfs,
+}
+
+impl OpenOptions {
+    /// No VF token, the system's `/sys`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Presents `token` when opening: needed for a VF whose PF is owned by a VFIO
+    /// user that set a token ([`Device::set_vf_token`]), and for such a PF while its
+    /// VFs are open. Opening a PF with no VF in use sets its token to this one.
+    pub fn vf_token(mut self, token: VfToken) -> Self {
+        self.vf_token = Some(token);
+        self
+    }
+
+    /// Reads device facts (group, driver, SR-IOV role) from this sysfs tree.
+    pub fn sysfs(mut self, sysfs: Sysfs) -> Self {
+        self.sysfs = sysfs;
+        self
+    }
+}
+
+/// Sets the VF token of the SR-IOV PF at `pf` (bound to vfio-pci) by opening it in a
+/// container of its own, and closes it again.
+///
+/// For a process that hands the PF to a driver which opens it by itself: call this
+/// first, while nothing holds the PF's group (the kernel keeps the token for as long
+/// as vfio-pci stays bound to the PF; a later plain open of the PF works as long as
+/// none of its VFs is in use). Closing resets the function, as every VFIO release
+/// does. When the PF is already open in this process, use [`Device::set_vf_token`].
+pub fn set_vf_token(pf: &str, token: &VfToken) -> Result<()> {
+    let container = Container::new()?;
+    // Presenting the token at open also proves it to VF users already running.
+    let dev = container.open_device_with_options(pf, &OpenOptions::new().vf_token(*token))?;
+    dev.set_vf_token(token)
+}
+
 /// A VFIO container: one IOMMU domain for every device opened through it.
 ///
 /// Cheap to clone; devices and DMA mappings keep it alive.
@@ -114,7 +158,7 @@ impl std::fmt::Debug for Container {
 }
 
 pub(crate) fn open_node(path: &Path) -> Result<OwnedFd> {
-    match OpenOptions::new()
+    match FileOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
@@ -167,6 +211,13 @@ impl Container {
 
     /// [`Container::open_device`] reading device facts from the given sysfs tree.
     pub fn open_device_with(&self, sysfs: &Sysfs, bdf: &str) -> Result<Device> {
+        self.open_device_with_options(bdf, &OpenOptions::new().sysfs(sysfs.clone()))
+    }
+
+    /// [`Container::open_device`] with options: a VF token for a VF whose PF a VFIO
+    /// user owns (what QEMU's `vf-token=` passes), or a PF whose VFs are in use.
+    pub fn open_device_with_options(&self, bdf: &str, options: &OpenOptions) -> Result<Device> {
+        let sysfs = &options.sysfs;
         let bdf = PciAddress::parse(bdf)?;
         let group_no = sysfs.iommu_group(&bdf)?;
         let driver = sysfs.driver(&bdf);
@@ -177,7 +228,14 @@ impl Container {
             });
         }
         let group = self.attach_group(sysfs, group_no)?;
-        Device::open(self.clone(), group, group_no, bdf)
+        Device::open(
+            self.clone(),
+            group,
+            group_no,
+            bdf,
+            options.vf_token.as_ref(),
+            sysfs,
+        )
     }
 
     fn attach_group(&self, sysfs: &Sysfs, group_no: u32) -> Result<Arc<OwnedFd>> {

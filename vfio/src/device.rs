@@ -9,7 +9,8 @@ use volatile::VolatilePtr;
 
 use crate::container::{Container, owned};
 use crate::sys;
-use crate::sysfs::PciAddress;
+use crate::sysfs::{PciAddress, Sysfs};
+use crate::token::VfToken;
 use crate::{Result, VfioError};
 
 /// PCI config space offsets (PCI Local Bus Specification 3.0, 6.1).
@@ -87,8 +88,10 @@ impl Device {
         group_fd: Arc<OwnedFd>,
         group: u32,
         bdf: PciAddress,
+        vf_token: Option<&VfToken>,
+        sysfs: &Sysfs,
     ) -> Result<Self> {
-        let name = std::ffi::CString::new(bdf.as_str())
+        let name = std::ffi::CString::new(device_name(&bdf, vf_token))
             .map_err(|_| VfioError::BadAddress(bdf.to_string()))?;
         // SAFETY: GET_DEVICE_FD reads the NUL-terminated name; it returns a new fd or -1.
         let fd = unsafe {
@@ -100,13 +103,8 @@ impl Device {
         };
         if fd < 0 {
             let e = io::Error::last_os_error();
-            return Err(if e.raw_os_error() == Some(libc::EBUSY) {
-                VfioError::Busy {
-                    what: bdf.to_string(),
-                }
-            } else {
-                VfioError::sys(format!("{bdf}: get device fd"), e)
-            });
+            let role = SriovRole::of(sysfs, &bdf);
+            return Err(open_error(&bdf, e, vf_token.is_some(), &role));
         }
         let fd = Arc::new(owned(fd));
         let mut info = sys::DeviceInfo {
@@ -260,6 +258,31 @@ impl Device {
                 io::Error::last_os_error(),
             ));
         }
+        Ok(())
+    }
+
+    /// Sets the VF token of this SR-IOV PF (`VFIO_DEVICE_FEATURE` SET | PCI_VF_TOKEN):
+    /// from now on the kernel opens its VFs only for users that present the same
+    /// token (QEMU's `vf-token=`, [`crate::OpenOptions::vf_token`]). VFs already open
+    /// stay open. The kernel never reads a token back, so keep it to hand it out.
+    pub fn set_vf_token(&self, token: &VfToken) -> Result<()> {
+        let arg = sys::DeviceFeatureVfToken {
+            argsz: size_of::<sys::DeviceFeatureVfToken>() as u32,
+            flags: sys::DEVICE_FEATURE_SET | sys::DEVICE_FEATURE_PCI_VF_TOKEN,
+            uuid: *token.as_bytes(),
+        };
+        // SAFETY: DEVICE_FEATURE reads `argsz` bytes from `arg`: the header and the
+        // 16-byte UUID, a live struct of exactly that size.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), sys::DEVICE_FEATURE, &arg) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOTTY) => VfioError::VfTokenUnsupported {
+                    bdf: self.bdf.to_string(),
+                },
+                _ => VfioError::sys(format!("{}: set the VF token", self.bdf), e),
+            });
+        }
+        tracing::debug!(device = %self.bdf, "VF token set");
         Ok(())
     }
 
@@ -438,6 +461,75 @@ impl Device {
     }
 }
 
+/// The name GROUP_GET_DEVICE_FD matches: the address, then the VF token as an option
+/// (vfio_pci_core_match: `"0000:01:10.0 vf_token=<uuid>"`).
+fn device_name(bdf: &PciAddress, vf_token: Option<&VfToken>) -> String {
+    match vf_token {
+        Some(t) => format!("{bdf} vf_token={t}"),
+        None => bdf.to_string(),
+    }
+}
+
+/// What the device is to SR-IOV, for explaining a refused open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SriovRole {
+    /// A VF; its PF and the PF's driver.
+    Vf {
+        pf: PciAddress,
+        pf_driver: Option<String>,
+    },
+    /// An SR-IOV PF.
+    Pf,
+    /// Neither.
+    Other,
+}
+
+impl SriovRole {
+    fn of(sysfs: &Sysfs, bdf: &PciAddress) -> Self {
+        if let Some(pf) = sysfs.physfn(bdf) {
+            let pf_driver = sysfs.driver(&pf);
+            Self::Vf { pf, pf_driver }
+        } else if sysfs.is_sriov_pf(bdf) {
+            Self::Pf
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The error for a refused GROUP_GET_DEVICE_FD, from the kernel's errno, whether we
+/// gave a VF token, and the device's SR-IOV role (vfio_pci_validate_vf_token:
+/// EACCES for a missing or wrong token, EINVAL for a token where none applies).
+fn open_error(bdf: &PciAddress, e: io::Error, token: bool, role: &SriovRole) -> VfioError {
+    let bdf_s = bdf.to_string();
+    match (e.raw_os_error(), role) {
+        (Some(libc::EBUSY), _) => VfioError::Busy { what: bdf_s },
+        (Some(libc::EACCES), SriovRole::Vf { pf, .. }) if token => VfioError::VfTokenMismatch {
+            bdf: bdf_s,
+            pf: pf.to_string(),
+        },
+        (Some(libc::EACCES), SriovRole::Vf { pf, .. }) => VfioError::VfTokenRequired {
+            bdf: bdf_s,
+            pf: pf.to_string(),
+        },
+        (Some(libc::EACCES), SriovRole::Pf) => VfioError::PfVfTokenInUse { bdf: bdf_s },
+        (Some(libc::EINVAL), SriovRole::Vf { pf, pf_driver }) if token => {
+            VfioError::VfTokenNotApplicable {
+                bdf: bdf_s,
+                why: format!(
+                    "its PF {pf} is bound to {}, not vfio-pci, and only a VFIO-owned PF has VF tokens: open the VF without one",
+                    pf_driver.as_deref().unwrap_or("no driver")
+                ),
+            }
+        }
+        (Some(libc::EINVAL), SriovRole::Other) if token => VfioError::VfTokenNotApplicable {
+            bdf: bdf_s,
+            why: "it is neither an SR-IOV PF nor a VF: open it without a token".into(),
+        },
+        _ => VfioError::sys(format!("{bdf}: get device fd"), e),
+    }
+}
+
 fn region_info(fd: &OwnedFd, bdf: &PciAddress, index: u32) -> Result<Region> {
     let mut r = sys::RegionInfo {
         argsz: size_of::<sys::RegionInfo>() as u32,
@@ -538,5 +630,77 @@ impl Drop for MappedBar {
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno(n: i32) -> io::Error {
+        io::Error::from_raw_os_error(n)
+    }
+
+    #[test]
+    fn refused_opens_name_the_vf_token_problem() {
+        let vf = PciAddress::parse("0000:01:10.0").unwrap();
+        let pf = PciAddress::parse("0000:01:00.0").unwrap();
+        let vf_role = SriovRole::Vf {
+            pf: pf.clone(),
+            pf_driver: Some("vfio-pci".into()),
+        };
+        let e = open_error(&vf, errno(libc::EACCES), false, &vf_role);
+        assert!(matches!(e, VfioError::VfTokenRequired { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("VF token required"), "{msg}");
+        assert!(
+            msg.contains("-device vfio-pci,host=0000:01:10.0,vf-token=<uuid>"),
+            "{msg}"
+        );
+
+        let e = open_error(&vf, errno(libc::EACCES), true, &vf_role).to_string();
+        assert!(
+            e.contains("the VF token does not match the one the PF owner set on 0000:01:00.0"),
+            "{e}"
+        );
+
+        let e = open_error(&pf, errno(libc::EACCES), false, &SriovRole::Pf).to_string();
+        assert!(e.contains("VFs are in use by another VFIO user"), "{e}");
+
+        let kernel_pf = SriovRole::Vf {
+            pf: pf.clone(),
+            pf_driver: Some("igb".into()),
+        };
+        let e = open_error(&vf, errno(libc::EINVAL), true, &kernel_pf).to_string();
+        assert!(e.contains("bound to igb, not vfio-pci"), "{e}");
+        assert!(e.contains("open the VF without one"), "{e}");
+
+        let e = open_error(&pf, errno(libc::EINVAL), true, &SriovRole::Other).to_string();
+        assert!(e.contains("neither an SR-IOV PF nor a VF"), "{e}");
+
+        let e = open_error(&vf, errno(libc::EBUSY), true, &vf_role);
+        assert!(matches!(e, VfioError::Busy { .. }), "{e}");
+        // EACCES on a device SR-IOV has nothing to do with stays the kernel's error.
+        let e = open_error(&pf, errno(libc::EACCES), false, &SriovRole::Other);
+        assert!(matches!(e, VfioError::Sys { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_vf_token_travels_as_an_option_after_the_device_name() {
+        let vf = PciAddress::parse("1:10.0").unwrap();
+        let t = VfToken::parse("bd8d9d2b-5a5f-4f5a-a211-f591514ba1f3").unwrap();
+        assert_eq!(device_name(&vf, None), "0000:01:10.0");
+        assert_eq!(
+            device_name(&vf, Some(&t)),
+            "0000:01:10.0 vf_token=bd8d9d2b-5a5f-4f5a-a211-f591514ba1f3"
+        );
+    }
+
+    #[test]
+    fn the_vf_token_feature_argument_is_header_plus_uuid() {
+        // struct vfio_device_feature (argsz, flags) + uuid_t: what the kernel checks
+        // argsz against.
+        assert_eq!(size_of::<sys::DeviceFeatureVfToken>(), 8 + 16);
+        assert_eq!(sys::DEVICE_FEATURE, 0x3b75);
     }
 }

@@ -114,6 +114,55 @@ pub enum VfioError {
         "{0}: the device offers no reset (no FLR or PM reset): reset it by the device's own means"
     )]
     NoReset(String),
+    /// A VF token that is not a UUID.
+    #[error(
+        "{0:?} is not a VF token: write a UUID in the 8-4-4-4-12 hex form, e.g. bd8d9d2b-5a5f-4f5a-a211-f591514ba1f3 (`uuidgen` makes one)"
+    )]
+    BadVfToken(String),
+    /// A VF whose PF a VFIO user owns was opened without the VF token.
+    #[error(
+        "{bdf}: VF token required: its PF {pf} is owned by a VFIO user (vnetp), so the VF opens only with the VF token that user set: pass it (QEMU: `-device vfio-pci,host={bdf},vf-token=<uuid>`; vnetp logs the line at start, or pin the token with `vf_token` in its [host])"
+    )]
+    VfTokenRequired {
+        /// The VF.
+        bdf: String,
+        /// Its PF.
+        pf: String,
+    },
+    /// A VF was opened with a token other than the one its PF's owner set.
+    #[error(
+        "{bdf}: the VF token does not match the one the PF owner set on {pf}: use the token from vnetp's log (`vf-token=` in its QEMU line) or the `vf_token` in its [host]"
+    )]
+    VfTokenMismatch {
+        /// The VF.
+        bdf: String,
+        /// Its PF.
+        pf: String,
+    },
+    /// A PF whose VFs are open elsewhere was opened without their VF token.
+    #[error(
+        "{bdf}: its VFs are in use by another VFIO user (a VM) with a VF token: open the PF with that same token (`vf_token` in vnetp's [host]), or stop the VF users first"
+    )]
+    PfVfTokenInUse {
+        /// The PF.
+        bdf: String,
+    },
+    /// A VF token was given where the kernel takes none.
+    #[error("{bdf}: a VF token does not apply here: {why}")]
+    VfTokenNotApplicable {
+        /// The device.
+        bdf: String,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// The device has no VF token to set.
+    #[error(
+        "{bdf}: cannot set a VF token: it is not an SR-IOV PF bound to vfio-pci (or the kernel predates Linux 5.7): set it on the PF whose VFs you hand out, with vfio-pci loaded with enable_sriov=1"
+    )]
+    VfTokenUnsupported {
+        /// The device.
+        bdf: String,
+    },
     /// Any other failed system call.
     #[error("{what}: {source}")]
     Sys {

@@ -20,6 +20,11 @@
 //! # Ok::<(), vfio::VfioError>(())
 //! ```
 //!
+//! SR-IOV: the VFIO owner of a PF sets a VF token ([`Device::set_vf_token`], or
+//! [`set_vf_token`] before a driver opens the PF itself), and a VF user presents it
+//! ([`OpenOptions::vf_token`], QEMU's `vf-token=`); a missing or wrong token is a
+//! [`VfioError::VfTokenRequired`] or [`VfioError::VfTokenMismatch`].
+//!
 //! Interrupts: [`Device::enable_msix`] wires MSI-X vectors to eventfds (vnetp's
 //! drivers poll today and do not use them yet). Limits: sparse-mmap BARs (where
 //! vfio-pci withholds the MSI-X table page) are refused by [`Device::map_bar`] rather
@@ -32,10 +37,12 @@ mod error;
 mod iova;
 mod sys;
 mod sysfs;
+mod token;
 
-pub use container::Container;
+pub use container::{Container, OpenOptions, set_vf_token};
 pub use device::{Device, MappedBar, Region, pci};
 pub use dma::{DmaMemory, DmaRegion, PoolMapping};
 pub use error::{Result, VfioError};
 pub use iova::{IOVA_PAGE, IovaAllocator};
 pub use sysfs::{PciAddress, Sysfs};
+pub use token::VfToken;

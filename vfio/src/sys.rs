@@ -24,6 +24,21 @@ pub(crate) const DEVICE_RESET: u64 = io(11);
 pub(crate) const IOMMU_GET_INFO: u64 = io(12);
 pub(crate) const IOMMU_MAP_DMA: u64 = io(13);
 pub(crate) const IOMMU_UNMAP_DMA: u64 = io(14);
+pub(crate) const DEVICE_FEATURE: u64 = io(17);
+
+/// `VFIO_DEVICE_FEATURE_SET`: the feature's data follows the header.
+pub(crate) const DEVICE_FEATURE_SET: u32 = 1 << 17;
+/// `VFIO_DEVICE_FEATURE_PCI_VF_TOKEN`: the 16-byte VF token of an SR-IOV PF.
+pub(crate) const DEVICE_FEATURE_PCI_VF_TOKEN: u32 = 0;
+
+/// `struct vfio_device_feature` with the 16-byte UUID of PCI_VF_TOKEN as its data.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct DeviceFeatureVfToken {
+    pub argsz: u32,
+    pub flags: u32,
+    pub uuid: [u8; 16],
+}
 
 /// `VFIO_TYPE1v2_IOMMU`: the type1 IOMMU backend with the v2 unmap semantics.
 pub(crate) const TYPE1V2_IOMMU: u64 = 3;

@@ -100,6 +100,17 @@ impl Sysfs {
         driver_of(&self.device_dir(bdf))
     }
 
+    /// The PF of `bdf` when it is an SR-IOV VF (its `physfn` link), else `None`.
+    pub fn physfn(&self, bdf: &PciAddress) -> Option<PciAddress> {
+        let link = std::fs::read_link(self.device_dir(bdf).join("physfn")).ok()?;
+        PciAddress::parse(link.file_name()?.to_str()?).ok()
+    }
+
+    /// True when `bdf` is an SR-IOV PF (it has `sriov_totalvfs`).
+    pub fn is_sriov_pf(&self, bdf: &PciAddress) -> bool {
+        self.device_dir(bdf).join("sriov_totalvfs").exists()
+    }
+
     /// Members of `group` bound to a driver that makes the group not viable.
     pub fn blocking_members(&self, group: u32) -> Vec<String> {
         let dir = self
@@ -203,6 +214,25 @@ mod tests {
             .iommu_group(&PciAddress::parse("0000:02:00.0").unwrap())
             .unwrap_err();
         assert!(matches!(err, VfioError::NoDevice { .. }), "{err}");
+    }
+
+    #[test]
+    fn vf_and_pf_roles_come_from_physfn_and_sriov_totalvfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        fake_device(tmp.path(), "0000:01:00.0", Some(3), Some("vfio-pci"));
+        fake_device(tmp.path(), "0000:01:10.0", Some(4), Some("vfio-pci"));
+        let dir = |b: &str| tmp.path().join("devices/pci0000:00").join(b);
+        std::fs::write(dir("0000:01:00.0").join("sriov_totalvfs"), "7\n").unwrap();
+        symlink(dir("0000:01:00.0"), dir("0000:01:10.0").join("physfn")).unwrap();
+        let sys = Sysfs::at(tmp.path());
+        let (pf, vf) = (
+            PciAddress::parse("0000:01:00.0").unwrap(),
+            PciAddress::parse("0000:01:10.0").unwrap(),
+        );
+        assert_eq!(sys.physfn(&vf), Some(pf.clone()));
+        assert_eq!(sys.physfn(&pf), None);
+        assert!(sys.is_sriov_pf(&pf));
+        assert!(!sys.is_sriov_pf(&vf));
     }
 
     #[test]

@@ -21,12 +21,23 @@
 //! [`open_vfio`] claims a real device. It has run against the model only, never
 //! against an 82599: docs/ixgbe.md lists what that leaves unproven.
 //!
-//! Not yet: TSO, multiple queues, RSS, VLAN offload, interrupts, SFP+ module identification, the VF driver and the PF
-//! side of the PF/VF mailbox.
+//! With [`IxgbeConfig::queues`] above 1 the port runs that many receive and transmit
+//! queues: the device spreads received flows over them by RSS (Toeplitz hash,
+//! redirection table; [`rss`]), `rx_batch` drains them round-robin, and `tx_batch`
+//! keeps each flow on one transmit queue.
+//!
+//! SR-IOV: [`vf`] is a driver for an 82599 VF and [`mailbox`] the PF's side of the
+//! PF/VF mailbox; both are tested on the model, and the PF port does not run
+//! virtualization mode yet, so `vnetp run` uses neither (see docs/ixgbe.md).
+//!
+//! Not yet: TSO, VLAN offload, interrupts, SFP+ module identification.
 
+pub mod mailbox;
 pub mod model;
 pub mod regs;
+pub mod rss;
 mod tx_csum;
+pub mod vf;
 mod vfio_glue;
 
 use std::cell::Cell;
@@ -40,7 +51,7 @@ use pkt::{
 use crate::igb::ring::{self, RxRing, RxWriteBack, TxRing, read_barrier, write_barrier};
 use crate::igb::{Dma, IgbError, Registers};
 use tx_csum::{TxContext, post_checksummed, post_context};
-pub use vfio_glue::{IxgbeVfioDma, open_vfio};
+pub use vfio_glue::{IxgbeVfioDma, open_vfio, open_vfio_vf};
 
 /// Why the 82599 could not be brought up.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +64,7 @@ pub enum IxgbeError {
     Dma(#[from] IgbError),
     /// The device is not an 82599 PF.
     #[error(
-        "{bdf} is {vendor:04x}:{device:04x}, not an Intel 82599 PF (8086:10fb and family, see IXGBE_PF_DEVICE_IDS): pick the right device (`lspci -nn`); 82599 VFs (8086:10ed) need the VF driver, which vnetp does not have yet"
+        "{bdf} is {vendor:04x}:{device:04x}, not the Intel 82599 function this call opens (PFs: 8086:10fb and family, see IXGBE_PF_DEVICE_IDS, through open_vfio; VFs: 8086:10ed through open_vfio_vf): pick the right device (`lspci -nn`)"
     )]
     NotIxgbe {
         /// The device.
@@ -101,6 +112,9 @@ pub const IXGBE_PF_DEVICE_IDS: &[u16] = &[
     0x1558, // QSFP+ SF QP
 ];
 
+/// PCI device IDs of 82599 virtual functions (vendor 8086) the VF driver accepts.
+pub const IXGBE_VF_DEVICE_IDS: &[u16] = &[0x10ed];
+
 /// How to set up the port.
 #[derive(Debug, Clone)]
 pub struct IxgbeConfig {
@@ -119,6 +133,12 @@ pub struct IxgbeConfig {
     /// Read the link state every this many `tx_batch` calls (a register read costs
     /// about a microsecond on PCIe, too much per batch).
     pub link_check_every: u32,
+    /// Receive and transmit queue pairs, 1..=[`regs::MAX_QUEUES`]. Above 1, RSS spreads
+    /// received flows over the queues and each transmitted flow keeps to one queue.
+    /// Every queue has `rx_ring` receive descriptors filled from the pool.
+    pub queues: usize,
+    /// The 40-byte Toeplitz key programmed into RSSRK (used with `queues` > 1).
+    pub rss_key: [u8; 40],
 }
 
 impl Default for IxgbeConfig {
@@ -130,6 +150,8 @@ impl Default for IxgbeConfig {
             promiscuous: false,
             force_10g_serial: true,
             link_check_every: 1024,
+            queues: 1,
+            rss_key: offload::rss::DEFAULT_KEY,
         }
     }
 }
@@ -195,7 +217,30 @@ pub struct RxChecksumStats {
     pub unchecked: u64,
 }
 
-/// The 82599 PF as a [`Port`]: queue 0 for receive and transmit.
+/// Frames and bytes one queue pair moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Frames delivered from this receive queue.
+    pub rx_packets: u64,
+    /// Bytes delivered from this receive queue.
+    pub rx_bytes: u64,
+    /// Frames posted to this transmit queue.
+    pub tx_packets: u64,
+    /// Bytes posted to this transmit queue.
+    pub tx_bytes: u64,
+}
+
+/// One transmit queue: its ring and the context-descriptor state that goes with it
+/// (the device keeps contexts per queue).
+struct TxQueue {
+    ring: TxRing,
+    /// Slots holding a context descriptor (no write-back of their own).
+    ctx_slots: Vec<bool>,
+    /// The context the device holds in slot 0 of this queue, if any was written.
+    ctx: Option<TxContext>,
+}
+
+/// The 82599 PF as a [`Port`]: `cfg.queues` receive and transmit queues.
 pub struct IxgbePort<R: Registers, D: Dma> {
     name: String,
     regs: R,
@@ -204,12 +249,11 @@ pub struct IxgbePort<R: Registers, D: Dma> {
     cfg: IxgbeConfig,
     mac: [u8; 6],
     max_frame: usize,
-    rx: RxRing,
-    tx: TxRing,
-    /// TX slots holding a context descriptor (no write-back of their own).
-    tx_ctx_slots: Vec<bool>,
-    /// The context the device holds in slot 0, if any was written.
-    tx_ctx: Option<TxContext>,
+    rx: Vec<RxRing>,
+    tx: Vec<TxQueue>,
+    /// The receive queue `rx_batch` starts with next (round-robin).
+    rx_first: usize,
+    queue_stats: Vec<QueueStats>,
     /// Checksums `tx_batch` completed in software (layouts the device cannot take).
     tx_sw_csum: u64,
     /// Frames that did not fit the TX ring, handed back to the caller's batch.
@@ -233,6 +277,24 @@ impl<R: Registers, D: Dma> std::fmt::Debug for IxgbePort<R, D> {
             .field("mac", &self.mac)
             .field("link_up", &self.link_up)
             .finish()
+    }
+}
+
+/// Stops the receiver and every queue if init fails once rings are handed to the
+/// device, so no DMA reaches ring or buffer memory after it is freed.
+struct StopQueuesOnError<'a, R: Registers> {
+    regs: &'a R,
+    queues: u32,
+}
+
+impl<R: Registers> Drop for StopQueuesOnError<'_, R> {
+    fn drop(&mut self) {
+        let r = self.regs;
+        r.write(regs::RXCTRL, r.read(regs::RXCTRL) & !regs::RXCTRL_RXEN);
+        for q in 0..self.queues {
+            r.write(regs::rxdctl(q), 0);
+            r.write(regs::txdctl(q), 0);
+        }
     }
 }
 
@@ -266,6 +328,13 @@ fn check_config(cfg: &IxgbeConfig, pool: &Mempool) -> Result<(usize, usize), Ixg
             )));
         }
     }
+    if !(1..=regs::MAX_QUEUES).contains(&cfg.queues) {
+        return Err(IxgbeError::Config(format!(
+            "queues = {}: use 1..={}",
+            cfg.queues,
+            regs::MAX_QUEUES
+        )));
+    }
     if !(68..=MAX_MTU).contains(&cfg.mtu) {
         return Err(IxgbeError::Config(format!(
             "mtu = {}: use 68..={MAX_MTU}",
@@ -285,12 +354,13 @@ fn check_config(cfg: &IxgbeConfig, pool: &Mempool) -> Result<(usize, usize), Ixg
             pool_buffer_size(cfg.mtu)
         )));
     }
-    if pool.capacity() < cfg.rx_ring + 2 * pkt::BATCH_MAX {
+    let need = cfg.queues * cfg.rx_ring + 2 * pkt::BATCH_MAX;
+    if pool.capacity() < need {
         return Err(IxgbeError::Pool(format!(
-            "{} buffers cannot fill a {}-slot receive ring and leave room for batches in flight: create it with at least {}",
+            "{} buffers cannot fill {} {}-slot receive ring(s) and leave room for batches in flight: create it with at least {need}, or use fewer queues or smaller rings",
             pool.capacity(),
+            cfg.queues,
             cfg.rx_ring,
-            cfg.rx_ring + 2 * pkt::BATCH_MAX
         )));
     }
     Ok((max_frame, bsize_kb))
@@ -411,49 +481,79 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             regs::CTRL_EXT,
             regs.read(regs::CTRL_EXT) | regs::CTRL_EXT_NS_DIS,
         );
-        regs.write(
-            regs::dca_rxctrl(0),
-            regs.read(regs::dca_rxctrl(0)) & !regs::DCA_RXCTRL_BIT12,
-        );
-
-        let rx_mem = dma.alloc_ring(cfg.rx_ring * ring::DESC_BYTES)?;
-        let mut rx = RxRing {
-            mem: rx_mem,
-            bufs: (0..cfg.rx_ring).map(|_| None).collect(),
-            iovas: vec![0; cfg.rx_ring],
-            next: 0,
-            tail: cfg.rx_ring - 1,
-        };
-        for slot in 0..cfg.rx_ring {
-            let mut buf = pool.alloc().ok_or_else(|| {
-                IxgbeError::Pool("ran out of buffers filling the receive ring".into())
-            })?;
-            let p = buf.reset_for_rx(HEADROOM).as_ptr();
-            rx.iovas[slot] = dma.iova_of(p).ok_or_else(|| {
-                IxgbeError::Pool("the pool is not mapped for DMA: map it whole first".into())
-            })?;
-            rx.bufs[slot] = Some(buf);
-            rx.arm(slot);
+        // One per-queue statistics counter per queue (RQSMR/TQSM reset to "all queues
+        // count in counter 0").
+        regs.write(regs::rqsmr(0), rss::reta_word(0, regs::MAX_QUEUES));
+        regs.write(regs::tqsm(0), rss::reta_word(0, regs::MAX_QUEUES));
+        // 4.6.7.1 / 7.1.2.8: RSS over the queues (key, redirection table, hash fields),
+        // the hash written back in place of the fragment checksum.
+        if cfg.queues > 1 {
+            for n in 0..regs::RSSRK_REGS {
+                regs.write(regs::rssrk(n), rss::rssrk_word(&cfg.rss_key, n));
+            }
+            for n in 0..regs::RETA_REGS {
+                regs.write(regs::reta(n), rss::reta_word(n, cfg.queues));
+            }
+            regs.write(regs::RXCSUM, regs.read(regs::RXCSUM) | regs::RXCSUM_PCSD);
+            regs.write(regs::MRQC, regs::MRQC_RSSEN | regs::MRQC_RSS_FIELDS);
+        } else {
+            regs.write(regs::MRQC, 0);
         }
-        let base = rx.mem.iova();
-        regs.write(regs::rxdctl(0), 0);
-        regs.write(regs::rdbal(0), base as u32);
-        regs.write(regs::rdbah(0), (base >> 32) as u32);
-        regs.write(regs::rdlen(0), (cfg.rx_ring * ring::DESC_BYTES) as u32);
-        regs.write(
-            regs::srrctl(0),
-            bsize_kb as u32 | regs::SRRCTL_DESCTYPE_ADV_ONEBUF | regs::SRRCTL_DROP_EN,
-        );
-        regs.write(regs::rdh(0), 0);
-        regs.write(regs::rdt(0), 0);
-        regs.write(regs::rxdctl(0), regs::XDCTL_ENABLE);
-        poll(
-            || regs.read(regs::rxdctl(0)) & regs::XDCTL_ENABLE != 0,
-            "receive queue enable (RXDCTL.ENABLE)",
-            Duration::from_millis(100),
-        )?;
-        write_barrier();
-        regs.write(regs::rdt(0), rx.tail as u32);
+
+        let mut rx = Vec::with_capacity(cfg.queues);
+        let mut tx = Vec::with_capacity(cfg.queues);
+        // From here on a failure must stop the queues before the rings above (dropped
+        // after the guard, which is declared later) are freed.
+        let guard = StopQueuesOnError {
+            regs: &regs,
+            queues: cfg.queues as u32,
+        };
+        for q in 0..cfg.queues {
+            let qr = q as u32;
+            regs.write(
+                regs::dca_rxctrl(qr),
+                regs.read(regs::dca_rxctrl(qr)) & !regs::DCA_RXCTRL_BIT12,
+            );
+            let rx_mem = dma.alloc_ring(cfg.rx_ring * ring::DESC_BYTES)?;
+            let mut ring = RxRing {
+                mem: rx_mem,
+                bufs: (0..cfg.rx_ring).map(|_| None).collect(),
+                iovas: vec![0; cfg.rx_ring],
+                next: 0,
+                tail: cfg.rx_ring - 1,
+            };
+            for slot in 0..cfg.rx_ring {
+                let mut buf = pool.alloc().ok_or_else(|| {
+                    IxgbeError::Pool("ran out of buffers filling the receive rings".into())
+                })?;
+                let p = buf.reset_for_rx(HEADROOM).as_ptr();
+                ring.iovas[slot] = dma.iova_of(p).ok_or_else(|| {
+                    IxgbeError::Pool("the pool is not mapped for DMA: map it whole first".into())
+                })?;
+                ring.bufs[slot] = Some(buf);
+                ring.arm(slot);
+            }
+            let base = ring.mem.iova();
+            regs.write(regs::rxdctl(qr), 0);
+            regs.write(regs::rdbal(qr), base as u32);
+            regs.write(regs::rdbah(qr), (base >> 32) as u32);
+            regs.write(regs::rdlen(qr), (cfg.rx_ring * ring::DESC_BYTES) as u32);
+            regs.write(
+                regs::srrctl(qr),
+                bsize_kb as u32 | regs::SRRCTL_DESCTYPE_ADV_ONEBUF | regs::SRRCTL_DROP_EN,
+            );
+            regs.write(regs::rdh(qr), 0);
+            regs.write(regs::rdt(qr), 0);
+            regs.write(regs::rxdctl(qr), regs::XDCTL_ENABLE);
+            poll(
+                || regs.read(regs::rxdctl(qr)) & regs::XDCTL_ENABLE != 0,
+                "receive queue enable (RXDCTL.ENABLE)",
+                Duration::from_millis(100),
+            )?;
+            write_barrier();
+            regs.write(regs::rdt(qr), ring.tail as u32);
+            rx.push(ring);
+        }
         regs.write(regs::RXCTRL, regs.read(regs::RXCTRL) | regs::RXCTRL_RXEN);
 
         // 4.6.8 Transmit initialization: one packet buffer, no DCB (arbiter off while
@@ -461,34 +561,45 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         regs.write(regs::RTTDCS, regs.read(regs::RTTDCS) | regs::RTTDCS_ARBDIS);
         regs.write(regs::MTQC, 0);
         regs.write(regs::RTTDCS, regs.read(regs::RTTDCS) & !regs::RTTDCS_ARBDIS);
-        let tx_mem = dma.alloc_ring(cfg.tx_ring * ring::DESC_BYTES)?;
-        let tx = TxRing {
-            mem: tx_mem,
-            bufs: (0..cfg.tx_ring).map(|_| None).collect(),
-            clean: 0,
-            tail: 0,
-        };
-        let base = tx.mem.iova();
-        regs.write(regs::txdctl(0), 0);
-        regs.write(regs::tdbal(0), base as u32);
-        regs.write(regs::tdbah(0), (base >> 32) as u32);
-        regs.write(regs::tdlen(0), (cfg.tx_ring * ring::DESC_BYTES) as u32);
-        regs.write(regs::tdh(0), 0);
-        regs.write(regs::tdt(0), 0);
-        regs.write(regs::txdctl(0), regs::TXDCTL_THRESH);
+        for q in 0..cfg.queues as u32 {
+            let tx_mem = dma.alloc_ring(cfg.tx_ring * ring::DESC_BYTES)?;
+            let ring = TxRing {
+                mem: tx_mem,
+                bufs: (0..cfg.tx_ring).map(|_| None).collect(),
+                clean: 0,
+                tail: 0,
+            };
+            let base = ring.mem.iova();
+            regs.write(regs::txdctl(q), 0);
+            regs.write(regs::tdbal(q), base as u32);
+            regs.write(regs::tdbah(q), (base >> 32) as u32);
+            regs.write(regs::tdlen(q), (cfg.tx_ring * ring::DESC_BYTES) as u32);
+            regs.write(regs::tdh(q), 0);
+            regs.write(regs::tdt(q), 0);
+            regs.write(regs::txdctl(q), regs::TXDCTL_THRESH);
+            tx.push(TxQueue {
+                ctx_slots: vec![false; ring.size()],
+                ctx: None,
+                ring,
+            });
+        }
         regs.write(
             regs::DMATXCTL,
             regs.read(regs::DMATXCTL) | regs::DMATXCTL_TE,
         );
-        regs.write(regs::txdctl(0), regs::TXDCTL_THRESH | regs::XDCTL_ENABLE);
-        poll(
-            || regs.read(regs::txdctl(0)) & regs::XDCTL_ENABLE != 0,
-            "transmit queue enable (TXDCTL.ENABLE)",
-            Duration::from_millis(100),
-        )?;
+        for q in 0..cfg.queues as u32 {
+            regs.write(regs::txdctl(q), regs::TXDCTL_THRESH | regs::XDCTL_ENABLE);
+            poll(
+                || regs.read(regs::txdctl(q)) & regs::XDCTL_ENABLE != 0,
+                "transmit queue enable (TXDCTL.ENABLE)",
+                Duration::from_millis(100),
+            )?;
+        }
 
+        std::mem::forget(guard);
         let link_up = regs.read(regs::LINKS) & regs::LINKS_UP != 0;
-        tracing::info!(port = name, mac = %MacAddr(mac), link_up, rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82599 initialised");
+        tracing::info!(port = name, mac = %MacAddr(mac), link_up, queues = cfg.queues, rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82599 initialised");
+        let queues = cfg.queues;
         Ok(Self {
             name: name.to_owned(),
             regs,
@@ -498,10 +609,10 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             mac,
             max_frame,
             rx,
-            tx_ctx_slots: vec![false; tx.size()],
-            tx_ctx: None,
-            tx_sw_csum: 0,
             tx,
+            rx_first: 0,
+            queue_stats: vec![QueueStats::default(); queues],
+            tx_sw_csum: 0,
             spill: Batch::new(),
             link_up,
             tx_calls: 0,
@@ -558,38 +669,26 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         self.tx_copied
     }
 
-    /// Descriptors posted for transmit that the device has not completed.
+    /// Descriptors posted for transmit (on every queue) that the device has not
+    /// completed.
     pub fn tx_in_flight(&self) -> usize {
-        self.tx.in_flight()
+        self.tx.iter().map(|q| q.ring.in_flight()).sum()
     }
 
-    /// Releases transmitted frames the device is done with, oldest first; returns how
-    /// many descriptors. A context descriptor is done when the data descriptor after
-    /// it is (the device writes DD back only where RS was set).
+    /// Releases transmitted frames the device is done with, oldest first, on every
+    /// queue; returns how many descriptors.
     pub fn reclaim_tx(&mut self) -> usize {
-        let size = self.tx.size();
-        let done = |tx: &TxRing, slot: usize| {
-            (tx.mem.read(slot, 1) >> 32) as u32 & regs::desc::TX_STATUS_DD != 0
-        };
-        let mut n = 0;
-        while self.tx.clean != self.tx.tail {
-            let slot = self.tx.clean;
-            let next = (slot + 1) % size;
-            if self.tx_ctx_slots[slot] {
-                if next == self.tx.tail || !done(&self.tx, next) {
-                    break;
-                }
-                self.tx_ctx_slots[slot] = false;
-            } else if !done(&self.tx, slot) {
-                break;
-            } else {
-                // Dropping the buffer returns it to its pool.
-                self.tx.bufs[slot] = None;
-            }
-            self.tx.clean = next;
-            n += 1;
-        }
-        n
+        self.tx.iter_mut().map(reclaim_queue).sum()
+    }
+
+    /// Receive and transmit queue pairs in use.
+    pub fn queues(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// What queue pair `q` moved, or `None` past [`IxgbePort::queues`].
+    pub fn queue_stats(&self, q: usize) -> Option<QueueStats> {
+        self.queue_stats.get(q).copied()
     }
 
     /// TX checksums completed in software because the device could not take the
@@ -666,6 +765,78 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         Some(own)
     }
 
+    /// Takes what receive queue `q` has written back, up to the batch's room; one RDT
+    /// write for the queue if any slot was re-armed.
+    #[inline]
+    fn rx_queue(&mut self, batch: &mut Batch, q: usize) -> usize {
+        let size = self.rx[q].size();
+        let mut got = 0;
+        let mut armed_any = false;
+        // The slot at the tail is ours, not posted: a DD there is the device writing
+        // where it was not allowed to. Count it and re-arm the slot.
+        if RxWriteBack::from_qword(self.rx[q].mem.read(self.rx[q].tail, 1)).done() {
+            self.drops.rx_unposted_dd += 1;
+            let tail = self.rx[q].tail;
+            self.rx[q].arm(tail);
+        }
+        let room = batch.room();
+        while self.rx[q].next != self.rx[q].tail && got < room {
+            let slot = self.rx[q].next;
+            let wb = RxWriteBack::from_qword(self.rx[q].mem.read(slot, 1));
+            if !wb.done() {
+                break;
+            }
+            read_barrier();
+            let len = usize::from(wb.length);
+            let eop = wb.status_error & regs::desc::RX_STATUS_EOP != 0;
+            let space = self.rx[q].bufs[slot]
+                .as_ref()
+                .map_or(0, |b| b.capacity() - HEADROOM);
+            if !eop || len == 0 || len > space || len > self.max_frame {
+                // A frame spread over buffers (the device ignored BSIZEPACKET), or a
+                // length the buffer cannot hold: never read past the buffer.
+                self.drops.rx_bad_descriptor += 1;
+            } else if wb.status_error & regs::desc::RX_ERR_FRAME != 0 {
+                self.drops.rx_frame_errors += 1;
+            } else if let Some(mut fresh) = self.pool.alloc() {
+                let p = fresh.reset_for_rx(HEADROOM).as_ptr();
+                match self.dma.iova_of(p) {
+                    Some(iova) => {
+                        let flags = self.rx_csum_flags(wb.status_error);
+                        if let Some(mut full) = self.rx[q].bufs[slot].replace(fresh) {
+                            // Cannot fail: `len <= space` was checked above.
+                            let _ = full.set_len(len);
+                            full.meta = pkt::Meta::default();
+                            full.meta.offload.flags = flags;
+                            let _ = batch.push(full);
+                            self.rx[q].iovas[slot] = iova;
+                            self.rx_packets += 1;
+                            self.rx_bytes += len as u64;
+                            self.queue_stats[q].rx_packets += 1;
+                            self.queue_stats[q].rx_bytes += len as u64;
+                            got += 1;
+                        }
+                    }
+                    // Not reachable with a pool mapped whole; keep the old buffer.
+                    None => self.drops.rx_no_buffer += 1,
+                }
+            } else {
+                self.drops.rx_no_buffer += 1;
+            }
+            self.rx[q].arm(slot);
+            armed_any = true;
+            self.rx[q].next = (slot + 1) % size;
+        }
+        if armed_any {
+            // The slot before `next` becomes the one we keep; the old tail slot,
+            // re-armed long ago, goes back to the device.
+            self.rx[q].tail = (self.rx[q].next + size - 1) % size;
+            write_barrier();
+            self.regs.write(regs::rdt(q as u32), self.rx[q].tail as u32);
+        }
+        got
+    }
+
     /// The checksum flags for a frame from its write-back status, counted.
     #[inline]
     fn rx_csum_flags(&mut self, status_error: u32) -> u8 {
@@ -684,73 +855,52 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
     }
 }
 
+/// Releases what the device completed on one transmit queue, oldest first; returns
+/// how many descriptors. A context descriptor is done when the data descriptor after
+/// it is (the device writes DD back only where RS was set).
+fn reclaim_queue(q: &mut TxQueue) -> usize {
+    let size = q.ring.size();
+    let done = |tx: &TxRing, slot: usize| {
+        (tx.mem.read(slot, 1) >> 32) as u32 & regs::desc::TX_STATUS_DD != 0
+    };
+    let mut n = 0;
+    while q.ring.clean != q.ring.tail {
+        let slot = q.ring.clean;
+        let next = (slot + 1) % size;
+        if q.ctx_slots[slot] {
+            if next == q.ring.tail || !done(&q.ring, next) {
+                break;
+            }
+            q.ctx_slots[slot] = false;
+        } else if !done(&q.ring, slot) {
+            break;
+        } else {
+            // Dropping the buffer returns it to its pool.
+            q.ring.bufs[slot] = None;
+        }
+        q.ring.clean = next;
+        n += 1;
+    }
+    n
+}
+
 impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn rx_batch(&mut self, batch: &mut Batch) -> usize {
-        let size = self.rx.size();
+        // Round-robin: each call starts one queue further, so a busy queue cannot
+        // starve the others when batches fill up.
+        let n = self.rx.len();
+        let first = self.rx_first;
+        self.rx_first = (first + 1) % n;
         let mut got = 0;
-        let mut armed_any = false;
-        // The slot at the tail is ours, not posted: a DD there is the device writing
-        // where it was not allowed to. Count it and re-arm the slot.
-        if RxWriteBack::from_qword(self.rx.mem.read(self.rx.tail, 1)).done() {
-            self.drops.rx_unposted_dd += 1;
-            self.rx.arm(self.rx.tail);
-        }
-        let room = batch.room();
-        while self.rx.next != self.rx.tail && got < room {
-            let slot = self.rx.next;
-            let wb = RxWriteBack::from_qword(self.rx.mem.read(slot, 1));
-            if !wb.done() {
+        for i in 0..n {
+            if batch.room() == 0 {
                 break;
             }
-            read_barrier();
-            let len = usize::from(wb.length);
-            let eop = wb.status_error & regs::desc::RX_STATUS_EOP != 0;
-            let space = self.rx.bufs[slot]
-                .as_ref()
-                .map_or(0, |b| b.capacity() - HEADROOM);
-            if !eop || len == 0 || len > space || len > self.max_frame {
-                // A frame spread over buffers (the device ignored BSIZEPACKET), or a
-                // length the buffer cannot hold: never read past the buffer.
-                self.drops.rx_bad_descriptor += 1;
-            } else if wb.status_error & regs::desc::RX_ERR_FRAME != 0 {
-                self.drops.rx_frame_errors += 1;
-            } else if let Some(mut fresh) = self.pool.alloc() {
-                let p = fresh.reset_for_rx(HEADROOM).as_ptr();
-                match self.dma.iova_of(p) {
-                    Some(iova) => {
-                        let flags = self.rx_csum_flags(wb.status_error);
-                        if let Some(mut full) = self.rx.bufs[slot].replace(fresh) {
-                            // Cannot fail: `len <= space` was checked above.
-                            let _ = full.set_len(len);
-                            full.meta = pkt::Meta::default();
-                            full.meta.offload.flags = flags;
-                            let _ = batch.push(full);
-                            self.rx.iovas[slot] = iova;
-                            self.rx_packets += 1;
-                            self.rx_bytes += len as u64;
-                            got += 1;
-                        }
-                    }
-                    // Not reachable with a pool mapped whole; keep the old buffer.
-                    None => self.drops.rx_no_buffer += 1,
-                }
-            } else {
-                self.drops.rx_no_buffer += 1;
-            }
-            self.rx.arm(slot);
-            armed_any = true;
-            self.rx.next = (slot + 1) % size;
-        }
-        if armed_any {
-            // The slot before `next` becomes the one we keep; the old tail slot,
-            // re-armed long ago, goes back to the device.
-            self.rx.tail = (self.rx.next + size - 1) % size;
-            write_barrier();
-            self.regs.write(regs::rdt(0), self.rx.tail as u32);
+            got += self.rx_queue(batch, (first + i) % n);
         }
         got
     }
@@ -770,18 +920,34 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             batch.clear();
             return 0;
         }
-        let mut free = self.tx.free();
+        let nq = self.tx.len();
+        let mut free = [0usize; regs::MAX_QUEUES];
+        for (f, q) in free.iter_mut().zip(&self.tx) {
+            *f = q.ring.free();
+        }
+        let mut touched = 0u32;
         let mut sent = 0;
         let mut spill = std::mem::replace(&mut self.spill, Batch::unallocated());
         for buf in batch.drain() {
-            // Once one frame waits, every later one waits too: order is kept.
-            if free == 0 || !spill.is_empty() {
+            // Once one frame waits, every later one waits too: order is kept (also
+            // across queues, which costs a full queue's neighbours one batch).
+            if !spill.is_empty() {
                 let _ = spill.push(buf);
                 continue;
             }
             let len = buf.len();
             if len == 0 || len > self.max_frame {
                 self.drops.tx_bad_length += 1;
+                continue;
+            }
+            // A flow keeps to one queue, so the device sends its frames in order.
+            let q = if nq == 1 {
+                0
+            } else {
+                rss::tx_flow_hash(buf.data()) as usize % nq
+            };
+            if free[q] == 0 {
+                let _ = spill.push(buf);
                 continue;
             }
             let (mut buf, iova) = match self.dma.iova_of(buf.data().as_ptr()) {
@@ -818,30 +984,38 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
                     }
                 }
             }
-            let new_ctx = ctx.is_some() && ctx != self.tx_ctx;
+            let txq = &mut self.tx[q];
+            let new_ctx = ctx.is_some() && ctx != txq.ctx;
             let need = TxRing::slots_for(iova, len) + usize::from(new_ctx);
-            if need > free {
+            if need > free[q] {
                 let _ = spill.push(buf);
                 continue;
             }
             match ctx {
                 Some(c) => {
                     if new_ctx {
-                        post_context(&mut self.tx, &mut self.tx_ctx_slots, c);
-                        self.tx_ctx = Some(c);
+                        post_context(&mut txq.ring, &mut txq.ctx_slots, c);
+                        txq.ctx = Some(c);
                     }
-                    post_checksummed(&mut self.tx, iova, len, buf);
+                    post_checksummed(&mut txq.ring, iova, len, buf);
                 }
-                None => self.tx.post(iova, len, buf),
+                None => txq.ring.post(iova, len, buf),
             }
             self.tx_packets += 1;
             self.tx_bytes += len as u64;
-            free -= need;
+            self.queue_stats[q].tx_packets += 1;
+            self.queue_stats[q].tx_bytes += len as u64;
+            free[q] -= need;
+            touched |= 1 << q;
             sent += 1;
         }
-        if sent > 0 {
+        if touched != 0 {
             write_barrier();
-            self.regs.write(regs::tdt(0), self.tx.tail as u32);
+            for (q, txq) in self.tx.iter().enumerate() {
+                if touched & (1 << q) != 0 {
+                    self.regs.write(regs::tdt(q as u32), txq.ring.tail as u32);
+                }
+            }
         }
         // Frames that did not fit go back to the caller, in order; the drained batch
         // (empty, storage kept) becomes the next spill buffer.
@@ -854,9 +1028,13 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
         PortCaps {
             kind: PortKind::Ethernet,
             mtu: self.cfg.mtu,
-            rx_queues: 1,
-            tx_queues: 1,
-            offloads: Offloads::RX_CSUM | Offloads::TX_CSUM,
+            rx_queues: self.rx.len() as u16,
+            tx_queues: self.tx.len() as u16,
+            offloads: if self.rx.len() > 1 {
+                Offloads::RX_CSUM | Offloads::TX_CSUM | Offloads::RSS
+            } else {
+                Offloads::RX_CSUM | Offloads::TX_CSUM
+            },
         }
     }
 
@@ -865,10 +1043,10 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             port = %self.name,
             rdh = self.regs.read(regs::rdh(0)),
             rdt = self.regs.read(regs::rdt(0)),
-            rx_next = self.rx.next,
+            rx_next = self.rx[0].next,
             tdh = self.regs.read(regs::tdh(0)),
             tdt = self.regs.read(regs::tdt(0)),
-            tx_clean = self.tx.clean,
+            tx_clean = self.tx[0].ring.clean,
             links = format_args!("{:#x}", self.regs.read(regs::LINKS)),
             rxctrl = format_args!("{:#x}", self.regs.read(regs::RXCTRL)),
             "82599 ring state"
@@ -896,17 +1074,22 @@ impl<R: Registers, D: Dma> Drop for IxgbePort<R, D> {
             regs::RXCTRL,
             self.regs.read(regs::RXCTRL) & !regs::RXCTRL_RXEN,
         );
-        self.regs.write(regs::rxdctl(0), 0);
-        self.regs.write(regs::txdctl(0), 0);
-        for (reg, what) in [(regs::rxdctl(0), "rx"), (regs::txdctl(0), "tx")] {
-            if poll(
-                || self.regs.read(reg) & regs::XDCTL_ENABLE == 0,
-                "queue disable",
-                Duration::from_millis(10),
-            )
-            .is_err()
-            {
-                tracing::warn!(port = %self.name, queue = what, "82599 queue still enabled at close");
+        let queues = self.rx.len() as u32;
+        for q in 0..queues {
+            self.regs.write(regs::rxdctl(q), 0);
+            self.regs.write(regs::txdctl(q), 0);
+        }
+        for q in 0..queues {
+            for (reg, what) in [(regs::rxdctl(q), "rx"), (regs::txdctl(q), "tx")] {
+                if poll(
+                    || self.regs.read(reg) & regs::XDCTL_ENABLE == 0,
+                    "queue disable",
+                    Duration::from_millis(10),
+                )
+                .is_err()
+                {
+                    tracing::warn!(port = %self.name, queue = q, dir = what, "82599 queue still enabled at close");
+                }
             }
         }
         self.regs.write(
@@ -917,4 +1100,10 @@ impl<R: Registers, D: Dma> Drop for IxgbePort<R, D> {
 }
 
 #[cfg(test)]
+mod mailbox_tests;
+#[cfg(test)]
+mod mq_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vf_tests;

@@ -13,7 +13,14 @@
 //!   and data descriptors, TCP/UDP checksum insertion), put each frame on a wire the
 //!   test reads, and write DD back for RS descriptors.
 //! - [`IxgbeModel::receive`] puts a frame from the wire through the address filter
-//!   into the next receive descriptor with an advanced write-back, checksums checked.
+//!   into the next receive descriptor with an advanced write-back, checksums checked:
+//!   on a VF pool's queue when its address is a pool's (RAL/RAH with MPSAR), else on
+//!   the queue RSS picks (MRQC, RSSRK, RETA; 7.1.2.8) or queue 0.
+//! - Queues 0..63 each have their ring registers; QPRC/QPRDC/QPTC count through the
+//!   RQSMR/TQSM mapping.
+//! - The PF/VF mailbox (PFMAILBOX, PFMBMEM, PFMBICR) with hooks that play the VF,
+//!   one VF's register block ([`IxgbeVfModel`]), and MAC anti-spoofing (PFVFSPOOF,
+//!   SSVPC).
 //!
 //! Every DMA goes through an IOMMU-like check: an address outside the registered
 //! regions touches nothing and is counted in [`ModelState::dma_faults`].
@@ -24,9 +31,10 @@
 //! reset completed, RXEN before the ring is set up, TXDCTL.ENABLE before
 //! DMATXCTL.TE).
 //!
-//! Left out: interrupts, queues other than 0, VMDq/SR-IOV, RSS, flow control, DCB,
-//! the security block, descriptor prefetch and write-back thresholds, TSO, frames
-//! spread over several receive buffers, timing, and the PHY/SFP module. What it says
+//! Left out: interrupts, queues 64..127, VMDq beyond MAC-to-pool switching (VLAN
+//! filters, VT_CTL, VMOLR, VF loopback), flow control, DCB, the security block,
+//! descriptor prefetch and write-back thresholds, TSO, frames spread over several
+//! receive buffers, timing, and the PHY/SFP module. What it says
 //! about the device is what the datasheet says, as this project read it; it has not
 //! been compared with a real 82599 (see docs/ixgbe.md).
 
@@ -41,6 +49,31 @@ use super::regs::{self, desc, stats};
 use crate::igb::{Dma, IgbError, Registers, RingMemory};
 
 const BAR_BYTES: usize = 128 * 1024;
+
+/// Queues the model runs: 0..63, the ones at 0x01000/0x06000 (RSS spreads over at
+/// most 16; VF pools own two each, see [`IxgbeVfModel`]).
+const MODEL_QUEUES: u32 = 64;
+
+/// Per-queue statistics counters (QPRC, QPRDC, QPTC).
+const QUEUE_COUNTERS: u32 = 16;
+
+/// The queue a per-queue ring register belongs to (RDBAL..RXDCTL at 0x01000 + 0x40*n,
+/// TDBAL..TXDCTL at 0x06000 + 0x40*n); 0 for any other register, whose offset then
+/// matches no `regs::xxx(q)` comparison but queue 0's.
+fn queue_of(offset: u32) -> u32 {
+    let q = match offset {
+        0x1000..0x2000 => (offset - 0x1000) / 0x40,
+        0x6000..0x7000 => (offset - 0x6000) / 0x40,
+        _ => 0,
+    };
+    if q < MODEL_QUEUES { q } else { 0 }
+}
+
+/// The per-queue statistics counters (clear on read).
+fn is_queue_counter(offset: u32) -> bool {
+    (0..QUEUE_COUNTERS)
+        .any(|n| offset == stats::qprc(n) || offset == stats::qprdc(n) || offset == stats::qptc(n))
+}
 
 /// Address the model's EEPROM holds, loaded into RAL\[0\]/RAH\[0\] at reset.
 pub const MODEL_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x82, 0x59, 0x01];
@@ -66,6 +99,33 @@ pub enum InitStep {
     TxEnabled,
     /// TXDCTL\[0\].ENABLE set.
     TxQueueEnabled,
+}
+
+/// One VF's side of its mailbox as the device tracks it (7.10.2.9).
+#[derive(Debug, Clone, Copy, Default)]
+struct MailboxLine {
+    /// The VF holds the buffer (VFMAILBOX.VFU).
+    vfu: bool,
+    /// The PF holds the buffer (PFMAILBOX.PFU).
+    pfu: bool,
+    /// The PF sent a message the VF has not read (VFMAILBOX.PFSTS).
+    pf_sts: bool,
+    /// The PF acknowledged the VF's message (VFMAILBOX.PFACK).
+    pf_ack: bool,
+    /// A VF reset completed (VFMAILBOX.RSTD, read to clear).
+    rstd: bool,
+}
+
+/// VF mailboxes the model has (pools 0..63).
+const MODEL_VFS: u32 = 64;
+
+/// The VF whose PFMAILBOX register `offset` is.
+fn pfmailbox_vf(offset: u32) -> Option<u32> {
+    let base = regs::sriov::pfmailbox(0);
+    (base..regs::sriov::pfmailbox(MODEL_VFS))
+        .contains(&offset)
+        .then(|| (offset - base) / 4)
+        .filter(|_| offset.is_multiple_of(4))
 }
 
 /// One TX context (advanced context descriptor), as the device latches it.
@@ -109,14 +169,27 @@ pub struct ModelState {
     pub tx_bad_descriptors: u64,
     /// TX context descriptors fetched.
     pub tx_contexts: u64,
+    /// Frames delivered per receive queue (what QPRC would count with a one-to-one
+    /// RQSMR mapping; kept here so tests can check the steering itself).
+    pub rx_per_queue: [u64; MODEL_QUEUES as usize],
+    /// Frames sent per transmit queue.
+    pub tx_per_queue: [u64; MODEL_QUEUES as usize],
+    /// Frames a pool sent from an address not its own, dropped by MAC anti-spoofing.
+    pub tx_spoofed: u64,
+    /// TXDCTL.ENABLE never reads back set (a hung transmit queue), for init-failure
+    /// tests.
+    pub tx_enable_stuck: bool,
     resetting: u32,
     link_countdown: Option<u32>,
     link_up: bool,
     masked_since_reset: bool,
     dma_init_seen: bool,
-    rx_enable_pending: bool,
-    tx_enable_pending: bool,
-    ctx: [TxContext; 2],
+    /// Queues whose ENABLE reads back 0 once more (bit n: queue n).
+    rx_enable_pending: u64,
+    tx_enable_pending: u64,
+    /// The two context slots of each transmit queue.
+    ctx: [[TxContext; 2]; MODEL_QUEUES as usize],
+    mailbox: [MailboxLine; MODEL_VFS as usize],
 }
 
 impl ModelState {
@@ -146,9 +219,9 @@ impl ModelState {
         self.link_countdown = None;
         self.masked_since_reset = false;
         self.dma_init_seen = false;
-        self.rx_enable_pending = false;
-        self.tx_enable_pending = false;
-        self.ctx = [TxContext::default(); 2];
+        self.rx_enable_pending = 0;
+        self.tx_enable_pending = 0;
+        self.ctx = [[TxContext::default(); 2]; MODEL_QUEUES as usize];
         self.resetting = self.reset_reads;
         self.set(regs::CTRL, regs::CTRL_RST);
         if self.resetting == 0 {
@@ -171,6 +244,12 @@ impl ModelState {
             regs::RAH0,
             u32::from_le_bytes([m[4], m[5], 0, 0]) | regs::RAH_AV,
         );
+    }
+
+    /// Queue `q` belongs to a pool the PF enabled for a VF (PFVFRE).
+    fn vf_queue(&self, q: u32) -> bool {
+        let pool = q / regs::sriov::QUEUES_PER_POOL;
+        self.reg(regs::sriov::pfvfre(pool / 32)) & 1 << (pool % 32) != 0
     }
 
     fn in_reset(&self) -> bool {
@@ -218,26 +297,33 @@ impl ModelState {
         }
     }
 
-    fn tx_running(&self) -> bool {
+    fn tx_running(&self, q: u32) -> bool {
         self.reg(regs::DMATXCTL) & regs::DMATXCTL_TE != 0
-            && self.reg(regs::txdctl(0)) & regs::XDCTL_ENABLE != 0
+            && self.reg(regs::txdctl(q)) & regs::XDCTL_ENABLE != 0
             && self.link_up
     }
 
-    /// Processes descriptors from TDH to TDT, as the device does after a TDT write.
-    fn transmit(&mut self) {
-        if !self.tx_running() {
+    /// The counter RQSMR (receive) or TQSM (transmit) maps queue `q` to.
+    fn stat_counter(&self, map_base: fn(u32) -> u32, q: u32) -> u32 {
+        (self.reg(map_base(q / 4)) >> (8 * (q % 4))) & 0xf
+    }
+
+    /// Processes descriptors from TDH to TDT of queue `q`, as the device does after a
+    /// TDT write.
+    fn transmit(&mut self, q: u32) {
+        if !self.tx_running(q) {
             return;
         }
-        let n = self.reg(regs::tdlen(0)) / 16;
-        let base = u64::from(self.reg(regs::tdbal(0))) | u64::from(self.reg(regs::tdbah(0))) << 32;
-        if n == 0 || self.reg(regs::tdt(0)) >= n {
+        let n = self.reg(regs::tdlen(q)) / 16;
+        let base = u64::from(self.reg(regs::tdbal(q))) | u64::from(self.reg(regs::tdbah(q))) << 32;
+        if n == 0 || self.reg(regs::tdt(q)) >= n {
             return;
         }
+        let qc = self.stat_counter(regs::tqsm, q);
         let mut frame = Vec::new();
         let mut broken = false;
-        while self.reg(regs::tdh(0)) != self.reg(regs::tdt(0)) {
-            let head = self.reg(regs::tdh(0));
+        while self.reg(regs::tdh(q)) != self.reg(regs::tdt(q)) {
+            let head = self.reg(regs::tdh(q));
             let d = base + u64::from(head) * 16;
             let (Some(addr), Some(q1)) = (self.dma_read_u64(d), self.dma_read_u64(d + 8)) else {
                 // The ring itself is unreachable: the real device would stop with a
@@ -253,7 +339,7 @@ impl ModelState {
                     let macip = addr as u32;
                     let idx = ((olinfo >> 4) & 1) as usize;
                     self.tx_contexts += 1;
-                    self.ctx[idx] = TxContext {
+                    self.ctx[q as usize][idx] = TxContext {
                         maclen: ((macip >> desc::CTX_MACLEN_SHIFT) & 0x7f) as usize,
                         iplen: (macip & 0x1ff) as usize,
                         tcp: cmd & desc::CTX_TUCMD_L4T_TCP != 0,
@@ -273,12 +359,19 @@ impl ModelState {
                         }
                     }
                     if cmd & desc::TX_CMD_EOP != 0 {
+                        if !broken && !frame.is_empty() && self.spoofed(q, &frame) {
+                            self.tx_spoofed += 1;
+                            self.add(regs::sriov::SSVPC, 1);
+                            broken = true;
+                        }
                         if !broken && !frame.is_empty() {
                             if olinfo & desc::TX_OLINFO_TXSM != 0 {
                                 let idx = ((olinfo >> 4) & 1) as usize;
-                                insert_l4_checksum(&mut frame, self.ctx[idx]);
+                                insert_l4_checksum(&mut frame, self.ctx[q as usize][idx]);
                             }
                             self.add(stats::GPTC, 1);
+                            self.add(stats::qptc(qc), 1);
+                            self.tx_per_queue[q as usize] += 1;
                             self.add(stats::GOTCL, frame.len() as u32 + 4);
                             if self.keep_wire {
                                 self.wire.push_back(std::mem::take(&mut frame));
@@ -294,8 +387,59 @@ impl ModelState {
                 let status = olinfo | desc::TX_STATUS_DD;
                 self.dma_write_u64(d + 8, u64::from(cmd) | u64::from(status) << 32);
             }
-            self.set(regs::tdh(0), (head + 1) % n);
+            self.set(regs::tdh(q), (head + 1) % n);
         }
+    }
+
+    /// The receive queue for `frame` and, in RSS mode, its hash and RSS type: MRQC.MRQE
+    /// = RSS hashes the fields MRQC enables with the key in RSSRK and looks the low 7
+    /// bits of the hash up in RETA (7.1.2.8); any other mode uses queue 0.
+    fn steer(&self, frame: &[u8]) -> (u32, Option<(u32, u8)>) {
+        let mrqc = self.reg(regs::MRQC);
+        if mrqc & regs::MRQC_MRQE_MASK != regs::MRQC_RSSEN {
+            return (0, None);
+        }
+        let Some(input) = super::rss::rss_input(frame, mrqc) else {
+            return (0, None);
+        };
+        let mut key = [0u8; 40];
+        for n in 0..regs::RSSRK_REGS {
+            let at = 4 * n as usize;
+            key[at..at + 4].copy_from_slice(&self.reg(regs::rssrk(n)).to_le_bytes());
+        }
+        let hash = offload::rss::toeplitz(&key, input.bytes());
+        let entry = hash & 0x7f;
+        let q = (self.reg(regs::reta(entry / 4)) >> (8 * (entry % 4))) & 0xf;
+        (q, Some((hash, input.kind)))
+    }
+
+    /// The pool whose receive address (RAL/RAH\[1..=64\] with MPSAR) is `dst`, while
+    /// any pool is enabled (PFVFRE): VMDq switching by destination MAC (7.10.3).
+    fn pool_of(&self, dst: &[u8]) -> Option<u32> {
+        use regs::sriov as sr;
+        if self.reg(sr::pfvfre(0)) | self.reg(sr::pfvfre(1)) == 0 {
+            return None;
+        }
+        (1..=MODEL_VFS).find_map(|n| {
+            let (ral, rah) = (self.reg(sr::ral(n)), self.reg(sr::rah(n)));
+            let hit = rah & regs::RAH_AV != 0
+                && dst[..4] == ral.to_le_bytes()
+                && dst[4..6] == rah.to_le_bytes()[..2];
+            let pools =
+                u64::from(self.reg(sr::mpsar_lo(n))) | u64::from(self.reg(sr::mpsar_hi(n))) << 32;
+            (hit && pools != 0).then(|| pools.trailing_zeros())
+        })
+    }
+
+    /// Whether MAC anti-spoofing (PFVFSPOOF) drops `frame` sent on queue `q`: its
+    /// pool checks sources and the source is not an address of that pool.
+    fn spoofed(&self, q: u32, frame: &[u8]) -> bool {
+        use regs::sriov as sr;
+        let pool = q / sr::QUEUES_PER_POOL;
+        if self.reg(sr::pfvfspoof(pool / 8)) & 1 << (pool % 8) == 0 || frame.len() < 12 {
+            return false;
+        }
+        self.pool_of(&frame[6..12]) != Some(pool)
     }
 
     fn accepts(&self, frame: &[u8]) -> bool {
@@ -307,7 +451,7 @@ impl ModelState {
         if dst[0] & 1 == 1 {
             return fctrl & regs::FCTRL_MPE != 0;
         }
-        if fctrl & regs::FCTRL_UPE != 0 {
+        if fctrl & regs::FCTRL_UPE != 0 || self.pool_of(dst).is_some() {
             return true;
         }
         let (ral, rah) = (self.reg(regs::RAL0), self.reg(regs::RAH0));
@@ -401,7 +545,8 @@ pub enum RxOutcome {
     Delivered,
     /// Receiver off, link down, too short, or the address filter said no.
     Filtered,
-    /// No descriptor available (counted in QPRDC\[0\] with Drop_En, else MPC\[0\]).
+    /// No descriptor available (counted in the queue's QPRDC with Drop_En, else
+    /// MPC\[0\]).
     NoDescriptor,
     /// Longer than the buffer or the maximum frame (counted in ROC).
     Oversize,
@@ -445,9 +590,14 @@ impl IxgbeModel {
             link_up: false,
             masked_since_reset: false,
             dma_init_seen: false,
-            rx_enable_pending: false,
-            tx_enable_pending: false,
-            ctx: [TxContext::default(); 2],
+            rx_per_queue: [0; MODEL_QUEUES as usize],
+            tx_per_queue: [0; MODEL_QUEUES as usize],
+            tx_spoofed: 0,
+            tx_enable_stuck: false,
+            rx_enable_pending: 0,
+            tx_enable_pending: 0,
+            ctx: [[TxContext::default(); 2]; MODEL_QUEUES as usize],
+            mailbox: [MailboxLine::default(); MODEL_VFS as usize],
         };
         st.reset();
         st.resetting = 0;
@@ -462,6 +612,60 @@ impl IxgbeModel {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A register's value without the side effects a read by the driver has (clear on
+    /// read, enable latency), for tests.
+    pub fn peek(&self, offset: u32) -> u32 {
+        self.state().reg(offset)
+    }
+
+    /// Plays VF `vf` sending a message: what the device does when the VF writes its
+    /// mailbox memory and sets VFMAILBOX.REQ (the words appear in PFMBMEM, and
+    /// PFMBICR.VFREQ is set). Refused (false) while the PF holds the buffer.
+    pub fn vf_send(&self, vf: u32, words: &[u32]) -> bool {
+        let mut st = self.state();
+        if vf >= MODEL_VFS || st.mailbox[vf as usize].pfu {
+            return false;
+        }
+        for (i, &w) in words.iter().take(regs::sriov::MAILBOX_WORDS).enumerate() {
+            st.set(regs::sriov::pfmbmem(vf, i as u32), w);
+        }
+        let icr = regs::sriov::pfmbicr(vf / 16);
+        let v = st.reg(icr) | 1 << (vf % 16);
+        st.set(icr, v);
+        true
+    }
+
+    /// Plays VF `vf` taking (VFU) or releasing its mailbox buffer.
+    pub fn vf_hold(&self, vf: u32, hold: bool) {
+        if let Some(line) = self.state().mailbox.get_mut(vf as usize) {
+            line.vfu = hold;
+        }
+    }
+
+    /// Plays VF `vf` reading VFMAILBOX: whether the PF acknowledged its last message
+    /// (PFACK, cleared by the read).
+    pub fn vf_take_ack(&self, vf: u32) -> bool {
+        self.state()
+            .mailbox
+            .get_mut(vf as usize)
+            .is_some_and(|l| std::mem::take(&mut l.pf_ack))
+    }
+
+    /// Plays VF `vf` receiving: the PF's message if it sent one (PFSTS, cleared by the
+    /// read), as the VF reads it from its mailbox memory.
+    pub fn vf_receive(&self, vf: u32) -> Option<[u32; regs::sriov::MAILBOX_WORDS]> {
+        let mut st = self.state();
+        let line = st.mailbox.get_mut(vf as usize)?;
+        if !std::mem::take(&mut line.pf_sts) {
+            return None;
+        }
+        let mut m = [0; regs::sriov::MAILBOX_WORDS];
+        for (i, w) in m.iter_mut().enumerate() {
+            *w = st.reg(regs::sriov::pfmbmem(vf, i as u32));
+        }
+        Some(m)
     }
 
     /// Plugs or unplugs the cable. Unplugging drops the link at once; plugging it in
@@ -488,28 +692,43 @@ impl IxgbeModel {
         self.state().regions.retain(|&(s, _)| s != start as u64);
     }
 
-    /// Offers a frame from the wire to receive queue 0.
+    /// Offers a frame from the wire to the receive side: queue 0, or with MRQC in RSS
+    /// mode the queue the redirection table gives for the frame's Toeplitz hash.
     pub fn receive(&self, frame: &[u8]) -> RxOutcome {
         let mut st = self.state();
         if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN == 0
-            || st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE == 0
             || !st.link_up
             || frame.len() < 14
             || !st.accepts(frame)
         {
             return RxOutcome::Filtered;
         }
-        let n = st.reg(regs::rdlen(0)) / 16;
-        let (head, tail) = (st.reg(regs::rdh(0)), st.reg(regs::rdt(0)));
+        let (q, hash) = match st.pool_of(&frame[..6]) {
+            Some(pool) => {
+                let (reg, bit) = (pool / 32, 1 << (pool % 32));
+                if st.reg(regs::sriov::pfvfre(reg)) & bit == 0 {
+                    return RxOutcome::Filtered;
+                }
+                (pool * regs::sriov::QUEUES_PER_POOL, None)
+            }
+            None => st.steer(frame),
+        };
+        if st.reg(regs::rxdctl(q)) & regs::XDCTL_ENABLE == 0 {
+            // 8.2.3.8.6: frames for a disabled queue are dropped.
+            return RxOutcome::Filtered;
+        }
+        let qc = st.stat_counter(regs::rqsmr, q);
+        let n = st.reg(regs::rdlen(q)) / 16;
+        let (head, tail) = (st.reg(regs::rdh(q)), st.reg(regs::rdt(q)));
         if n == 0 || head == tail || tail >= n {
-            if st.reg(regs::srrctl(0)) & regs::SRRCTL_DROP_EN != 0 {
-                st.add(stats::QPRDC0, 1);
+            if st.reg(regs::srrctl(q)) & regs::SRRCTL_DROP_EN != 0 {
+                st.add(stats::qprdc(qc), 1);
             } else {
                 st.add(stats::MPC0, 1);
             }
             return RxOutcome::NoDescriptor;
         }
-        let bufsize = (st.reg(regs::srrctl(0)) & regs::SRRCTL_BSIZEPACKET_MASK) as usize * 1024;
+        let bufsize = (st.reg(regs::srrctl(q)) & regs::SRRCTL_BSIZEPACKET_MASK) as usize * 1024;
         let tagged = frame[12..14] == [0x81, 0x00];
         let max = if st.reg(regs::HLREG0) & regs::HLREG0_JUMBOEN != 0 {
             ((st.reg(regs::MAXFRS) >> regs::MAXFRS_MFS_SHIFT) as usize).saturating_sub(4)
@@ -520,7 +739,7 @@ impl IxgbeModel {
             st.add(stats::ROC, 1);
             return RxOutcome::Oversize;
         }
-        let base = u64::from(st.reg(regs::rdbal(0))) | u64::from(st.reg(regs::rdbah(0))) << 32;
+        let base = u64::from(st.reg(regs::rdbal(q))) | u64::from(st.reg(regs::rdbah(q))) << 32;
         let d = base + u64::from(head) * 16;
         let Some(addr) = st.dma_read_u64(d) else {
             return RxOutcome::Fault;
@@ -535,10 +754,21 @@ impl IxgbeModel {
         if tagged {
             status |= desc::RX_STATUS_VP;
         }
-        st.dma_write_u64(d, 0);
+        // 7.1.6.2: qword 0 holds the RSS type (bits 3:0) and, with RXCSUM.PCSD, the
+        // RSS hash (bits 63:32).
+        let qword0 = match hash {
+            Some((h, kind)) if st.reg(regs::RXCSUM) & regs::RXCSUM_PCSD != 0 => {
+                u64::from(kind) | u64::from(h) << 32
+            }
+            Some((_, kind)) => u64::from(kind),
+            None => 0,
+        };
+        st.dma_write_u64(d, qword0);
         st.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
-        st.set(regs::rdh(0), (head + 1) % n);
+        st.set(regs::rdh(q), (head + 1) % n);
         st.add(stats::GPRC, 1);
+        st.add(stats::qprc(qc), 1);
+        st.rx_per_queue[q as usize] += 1;
         st.add(stats::GORCL, frame.len() as u32 + 4);
         RxOutcome::Delivered
     }
@@ -556,7 +786,10 @@ impl IxgbeModel {
 
     /// Fetches and sends the descriptors posted so far (with [`ModelState::defer_tx`]).
     pub fn process_tx(&self) {
-        self.state().transmit();
+        let mut st = self.state();
+        for q in 0..MODEL_QUEUES {
+            st.transmit(q);
+        }
     }
 
     /// Takes the frames transmitted so far.
@@ -567,12 +800,14 @@ impl IxgbeModel {
 
 /// Registers whose writes configure the receive or transmit path, for the order check.
 fn configures(offset: u32) -> Option<&'static str> {
+    let q = queue_of(offset);
     Some(match offset {
-        o if o == regs::rdbal(0) || o == regs::rdbah(0) || o == regs::rdlen(0) => "RX ring base",
-        o if o == regs::srrctl(0) => "SRRCTL",
-        o if o == regs::rxdctl(0) => "RXDCTL",
-        o if o == regs::tdbal(0) || o == regs::tdbah(0) || o == regs::tdlen(0) => "TX ring base",
-        o if o == regs::txdctl(0) => "TXDCTL",
+        o if o == regs::rdbal(q) || o == regs::rdbah(q) || o == regs::rdlen(q) => "RX ring base",
+        o if o == regs::srrctl(q) => "SRRCTL",
+        o if o == regs::rxdctl(q) => "RXDCTL",
+        o if o == regs::tdbal(q) || o == regs::tdbah(q) || o == regs::tdlen(q) => "TX ring base",
+        o if o == regs::txdctl(q) => "TXDCTL",
+        regs::MRQC => "MRQC",
         regs::RXCTRL => "RXCTRL",
         regs::DMATXCTL => "DMATXCTL",
         regs::AUTOC => "AUTOC",
@@ -585,6 +820,7 @@ fn configures(offset: u32) -> Option<&'static str> {
 impl Registers for IxgbeModel {
     fn read(&self, offset: u32) -> u32 {
         let mut st = self.state();
+        let q = queue_of(offset);
         match offset {
             regs::CTRL if st.in_reset() => {
                 st.resetting -= 1;
@@ -594,6 +830,17 @@ impl Registers for IxgbeModel {
                 st.reg(regs::CTRL)
             }
             regs::LINKS => st.read_links(),
+            o if let Some(vf) = pfmailbox_vf(o) => {
+                let line = st.mailbox[vf as usize];
+                let mut v = 0;
+                if line.pfu {
+                    v |= regs::sriov::PFMAILBOX_PFU;
+                }
+                if line.vfu {
+                    v |= regs::sriov::PFMAILBOX_VFU;
+                }
+                v
+            }
             regs::RDRXCTL => {
                 let v = st.reg(regs::RDRXCTL);
                 if v & regs::RDRXCTL_DMAIDONE != 0 && !st.dma_init_seen {
@@ -602,16 +849,17 @@ impl Registers for IxgbeModel {
                 }
                 v
             }
-            o if o == regs::rxdctl(0) && st.rx_enable_pending => {
-                st.rx_enable_pending = false;
+            o if o == regs::rxdctl(q) && st.rx_enable_pending & (1u64 << q) != 0 => {
+                st.rx_enable_pending &= !(1u64 << q);
                 st.reg(o) & !regs::XDCTL_ENABLE
             }
-            o if o == regs::txdctl(0) && st.tx_enable_pending => {
-                st.tx_enable_pending = false;
+            o if o == regs::txdctl(q) && st.tx_enable_stuck => st.reg(o) & !regs::XDCTL_ENABLE,
+            o if o == regs::txdctl(q) && st.tx_enable_pending & (1u64 << q) != 0 => {
+                st.tx_enable_pending &= !(1u64 << q);
                 st.reg(o) & !regs::XDCTL_ENABLE
             }
             // Clear-on-read registers.
-            o if o == regs::EICR || stats::ALL.contains(&o) => {
+            o if o == regs::EICR || stats::ALL.contains(&o) || is_queue_counter(o) => {
                 let v = st.reg(o);
                 st.set(o, 0);
                 v
@@ -622,6 +870,7 @@ impl Registers for IxgbeModel {
 
     fn write(&self, offset: u32, value: u32) {
         let mut st = self.state();
+        let q = queue_of(offset);
         if let Some(what) = configures(offset) {
             st.check_configured_after_reset(what);
         }
@@ -658,34 +907,36 @@ impl Registers for IxgbeModel {
                     st.link_countdown = st.cable.then_some(st.link_reads);
                 }
             }
-            o if o == regs::srrctl(0) || o == regs::rdbal(0) || o == regs::rdlen(0) => {
-                if st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE != 0 {
+            o if o == regs::srrctl(q) || o == regs::rdbal(q) || o == regs::rdlen(q) => {
+                if st.reg(regs::rxdctl(q)) & regs::XDCTL_ENABLE != 0 {
                     st.violation("RX ring reprogrammed while the queue is enabled");
                 }
-                if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN != 0 {
+                // A VF sets its queues up while the PF receives (7.10.2); the PF's own
+                // init must do it with the receiver off.
+                if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN != 0 && !st.vf_queue(q) {
                     st.violation("RX ring programmed with RXCTRL.RXEN set");
                 }
-                let v = if o == regs::rdlen(0) {
+                let v = if o == regs::rdlen(q) {
                     value & 0xf_ff80
                 } else {
                     value
                 };
                 st.set(o, v);
             }
-            o if o == regs::rxdctl(0) => {
+            o if o == regs::rxdctl(q) => {
                 let was = st.reg(o) & regs::XDCTL_ENABLE != 0;
                 if value & regs::XDCTL_ENABLE != 0 && !was {
-                    if st.reg(regs::rdlen(0)) == 0 {
+                    if st.reg(regs::rdlen(q)) == 0 {
                         st.violation("RX queue enabled before its ring was programmed");
                     }
-                    if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN != 0 {
+                    if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN != 0 && !st.vf_queue(q) {
                         st.violation("RX queue enabled with RXCTRL.RXEN set");
                     }
                     if !st.masked_since_reset {
                         st.violation("RX queue enabled with interrupts not masked after reset");
                     }
                     st.steps.push(InitStep::RxQueueEnabled);
-                    st.rx_enable_pending = true;
+                    st.rx_enable_pending |= 1u64 << q;
                 }
                 st.set(o, value);
             }
@@ -705,7 +956,7 @@ impl Registers for IxgbeModel {
                 }
                 st.set(regs::DMATXCTL, value);
             }
-            o if o == regs::txdctl(0) => {
+            o if o == regs::txdctl(q) => {
                 let was = st.reg(o) & regs::XDCTL_ENABLE != 0;
                 let mut v = value;
                 if value & regs::XDCTL_ENABLE != 0 && !was {
@@ -714,33 +965,33 @@ impl Registers for IxgbeModel {
                         st.violation("TXDCTL.ENABLE set before DMATXCTL.TE");
                         v &= !regs::XDCTL_ENABLE;
                     } else {
-                        if st.reg(regs::tdlen(0)) == 0 {
+                        if st.reg(regs::tdlen(q)) == 0 {
                             st.violation("TX queue enabled before its ring was programmed");
                         }
                         st.steps.push(InitStep::TxQueueEnabled);
-                        st.tx_enable_pending = true;
+                        st.tx_enable_pending |= 1u64 << q;
                     }
                 }
                 st.set(o, v);
             }
-            o if o == regs::tdt(0) => {
-                if st.reg(regs::txdctl(0)) & regs::XDCTL_ENABLE == 0 && value != 0 {
+            o if o == regs::tdt(q) => {
+                if st.reg(regs::txdctl(q)) & regs::XDCTL_ENABLE == 0 && value != 0 {
                     st.violation("TDT bumped before the TX queue was enabled");
                 }
                 st.set(o, value & 0xffff);
                 st.tx_doorbells += 1;
                 if !st.defer_tx {
-                    st.transmit();
+                    st.transmit(q);
                 }
             }
-            o if o == regs::rdt(0) => {
-                if st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE == 0 && value != 0 {
+            o if o == regs::rdt(q) => {
+                if st.reg(regs::rxdctl(q)) & regs::XDCTL_ENABLE == 0 && value != 0 {
                     st.violation("RDT bumped before the RX queue was enabled");
                 }
                 st.set(o, value & 0xffff);
                 st.rx_doorbells += 1;
             }
-            o if o == regs::tdlen(0) => st.set(o, value & 0xf_ff80),
+            o if o == regs::tdlen(q) => st.set(o, value & 0xf_ff80),
             // DMAIDONE is read-only.
             regs::RDRXCTL => {
                 let done = st.reg(regs::RDRXCTL) & regs::RDRXCTL_DMAIDONE;
@@ -748,6 +999,26 @@ impl Registers for IxgbeModel {
             }
             // Read-only or read-to-clear from the driver's side.
             regs::EEC | regs::STATUS | regs::LINKS => {}
+            o if let Some(vf) = pfmailbox_vf(o) => {
+                use regs::sriov as sr;
+                let line = &mut st.mailbox[vf as usize];
+                if value & sr::PFMAILBOX_RVFU != 0 {
+                    line.vfu = false;
+                }
+                // PFU is granted only while the VF does not hold the buffer.
+                line.pfu = value & sr::PFMAILBOX_PFU != 0 && !line.vfu;
+                if value & sr::PFMAILBOX_STS != 0 {
+                    line.pf_sts = true;
+                }
+                if value & sr::PFMAILBOX_ACK != 0 {
+                    line.pf_ack = true;
+                }
+            }
+            // Write 1 to clear.
+            o if (0..4).any(|n| o == regs::sriov::pfmbicr(n)) => {
+                let v = st.reg(o) & !value;
+                st.set(o, v);
+            }
             _ => st.set(offset, value),
         }
     }
@@ -811,5 +1082,126 @@ impl Dma for ModelDma {
     fn iova_of(&self, p: *const u8) -> Option<u64> {
         let off = (p as usize).checked_sub(self.pool_base)?;
         (off < self.pool_len).then_some(p as u64)
+    }
+}
+
+impl IxgbeModel {
+    /// The register block (BAR0) of VF `vf` (0..=31) on this device, as the VF driver
+    /// sees it: its mailbox, its link status, and receive and transmit queue 0, which
+    /// are the PF's queue 2·`vf` (the 64-pool layout). `None` past VF 31 (the model's
+    /// queues end at 63).
+    pub fn vf_function(&self, vf: u32) -> Option<IxgbeVfModel> {
+        (vf < MODEL_QUEUES / regs::sriov::QUEUES_PER_POOL).then(|| IxgbeVfModel {
+            model: self.clone(),
+            vf,
+        })
+    }
+}
+
+/// One VF's register block on an [`IxgbeModel`] (see [`IxgbeModel::vf_function`]).
+///
+/// VFCTRL.RST disables the VF's queues and sets VFMAILBOX.RSTD; VFMAILBOX has the
+/// buffer ownership (VFU/PFU), REQ/ACK that raise PFMBICR.VFREQ/VFACK for the PF,
+/// and the read-to-clear PFSTS/PFACK/RSTD; VFMBMEM is the PF's PFMBMEM for this VF;
+/// VFLINKS mirrors LINKS; the ring registers land on the PF's queue registers, with
+/// all their side effects (TDT fetches and sends, with MAC anti-spoofing).
+#[derive(Debug, Clone)]
+pub struct IxgbeVfModel {
+    model: IxgbeModel,
+    vf: u32,
+}
+
+impl IxgbeVfModel {
+    /// The PF register a VF ring register maps to.
+    fn pf_offset(&self, offset: u32) -> Option<u32> {
+        use regs::sriov::vf;
+        let q = self.vf * regs::sriov::QUEUES_PER_POOL;
+        match offset {
+            o if (vf::vfrdbal(0)..vf::vfrdbal(1)).contains(&o) => {
+                Some(regs::rdbal(q) + (o - vf::vfrdbal(0)))
+            }
+            o if (vf::vftdbal(0)..vf::vftdbal(1)).contains(&o) => {
+                Some(regs::tdbal(q) + (o - vf::vftdbal(0)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Registers for IxgbeVfModel {
+    fn read(&self, offset: u32) -> u32 {
+        use regs::sriov::vf;
+        if let Some(pf) = self.pf_offset(offset) {
+            return self.model.read(pf);
+        }
+        let mut st = self.model.state();
+        match offset {
+            vf::VFLINKS => st.read_links(),
+            vf::VFMAILBOX => {
+                let line = &mut st.mailbox[self.vf as usize];
+                let mut v = 0;
+                for (on, bit) in [
+                    (line.vfu, vf::VFMAILBOX_VFU),
+                    (line.pfu, vf::VFMAILBOX_PFU),
+                    (std::mem::take(&mut line.pf_sts), vf::VFMAILBOX_PFSTS),
+                    (std::mem::take(&mut line.pf_ack), vf::VFMAILBOX_PFACK),
+                    (std::mem::take(&mut line.rstd), vf::VFMAILBOX_RSTD),
+                ] {
+                    if on {
+                        v |= bit;
+                    }
+                }
+                v
+            }
+            o if (vf::VFMBMEM..vf::VFMBMEM + 64).contains(&o) => {
+                st.reg(regs::sriov::pfmbmem(self.vf, (o - vf::VFMBMEM) / 4))
+            }
+            _ => 0,
+        }
+    }
+
+    fn write(&self, offset: u32, value: u32) {
+        use regs::sriov::{self as sr, vf};
+        if let Some(pf) = self.pf_offset(offset) {
+            return self.model.write(pf, value);
+        }
+        let mut st = self.model.state();
+        let me = self.vf;
+        match offset {
+            vf::VFCTRL if value & vf::VFCTRL_RST != 0 => {
+                let q = me * sr::QUEUES_PER_POOL;
+                for i in q..q + sr::QUEUES_PER_POOL {
+                    st.set(regs::rxdctl(i), 0);
+                    st.set(regs::txdctl(i), 0);
+                }
+                let line = &mut st.mailbox[me as usize];
+                *line = MailboxLine::default();
+                line.rstd = true;
+            }
+            vf::VFMAILBOX => {
+                let line = &mut st.mailbox[me as usize];
+                let (req, ack) = (
+                    value & vf::VFMAILBOX_REQ != 0,
+                    value & vf::VFMAILBOX_ACK != 0,
+                );
+                // VFU is granted only while the PF does not hold the buffer; REQ and
+                // ACK hand it back.
+                line.vfu = value & vf::VFMAILBOX_VFU != 0 && !line.pfu && !req && !ack;
+                let icr = sr::pfmbicr(me / 16);
+                let mut bits = 0;
+                if req {
+                    bits |= 1 << (me % 16);
+                }
+                if ack {
+                    bits |= 1 << (sr::PFMBICR_VFACK_SHIFT + me % 16);
+                }
+                let v = st.reg(icr) | bits;
+                st.set(icr, v);
+            }
+            o if (vf::VFMBMEM..vf::VFMBMEM + 64).contains(&o) => {
+                st.set(sr::pfmbmem(me, (o - vf::VFMBMEM) / 4), value);
+            }
+            _ => {}
+        }
     }
 }

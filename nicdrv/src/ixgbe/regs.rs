@@ -108,6 +108,62 @@ pub const FCTRL_BAM: u32 = 1 << 10;
 /// between the fragment checksum and the RSS hash in the write-back.
 pub const RXCSUM: u32 = 0x0_5000;
 
+/// RXCSUM.PCSD (bit 13): the write-back carries the RSS hash, not the fragment checksum.
+pub const RXCSUM_PCSD: u32 = 1 << 13;
+/// Multiple Receive Queues Command Register - MRQC (8.2.3.7.12). At 0x05818 as in the
+/// public Linux ixgbe register header (`IXGBE_MRQC`), which drives 82599 RSS with it.
+pub const MRQC: u32 = 0x0_5818;
+/// MRQC.MRQE = 0001b: RSS only (no VMDq, no DCB), up to 16 queues.
+pub const MRQC_RSSEN: u32 = 0x1;
+/// MRQC.MRQE field, bits 3:0.
+pub const MRQC_MRQE_MASK: u32 = 0xf;
+/// MRQC hash field enable: TCP over IPv4 (addresses and ports).
+pub const MRQC_RSS_FIELD_IPV4_TCP: u32 = 1 << 16;
+/// MRQC hash field enable: IPv4 addresses.
+pub const MRQC_RSS_FIELD_IPV4: u32 = 1 << 17;
+/// MRQC hash field enable: IPv6 addresses.
+pub const MRQC_RSS_FIELD_IPV6: u32 = 1 << 20;
+/// MRQC hash field enable: TCP over IPv6.
+pub const MRQC_RSS_FIELD_IPV6_TCP: u32 = 1 << 21;
+/// MRQC hash field enable: UDP over IPv4.
+pub const MRQC_RSS_FIELD_IPV4_UDP: u32 = 1 << 22;
+/// MRQC hash field enable: UDP over IPv6.
+pub const MRQC_RSS_FIELD_IPV6_UDP: u32 = 1 << 23;
+/// Every hash field the driver enables: addresses, and ports for TCP and UDP (the
+/// underlay's tunnels are UDP flows told apart by their source port).
+pub const MRQC_RSS_FIELDS: u32 = MRQC_RSS_FIELD_IPV4
+    | MRQC_RSS_FIELD_IPV4_TCP
+    | MRQC_RSS_FIELD_IPV4_UDP
+    | MRQC_RSS_FIELD_IPV6
+    | MRQC_RSS_FIELD_IPV6_TCP
+    | MRQC_RSS_FIELD_IPV6_UDP;
+/// Redirection Table - RETA\[n\] (0x05C00 + 4*n, n = 0..31), 8.2.3.7.13: 128 one-byte
+/// entries, four per register, entry 4n+i in byte i; the 82599 uses bits 3:0.
+pub const fn reta(n: u32) -> u32 {
+    0x0_5c00 + 4 * n
+}
+/// Registers of the redirection table.
+pub const RETA_REGS: u32 = 32;
+/// RSS Random Key Register - RSSRK\[n\] (0x05C80 + 4*n, n = 0..9), 8.2.3.7.14: the
+/// 40-byte Toeplitz key, byte 4n+i in bits 8i+7:8i.
+pub const fn rssrk(n: u32) -> u32 {
+    0x0_5c80 + 4 * n
+}
+/// Registers of the RSS key.
+pub const RSSRK_REGS: u32 = 10;
+/// Receive Queue Statistic Mapping - RQSMR\[n\] (0x02300 + 4*n), 8.2.3.8.12: which of
+/// the 16 per-queue counters (QPRC, QPRDC) queues 4n..4n+3 count in, one byte each.
+pub const fn rqsmr(n: u32) -> u32 {
+    0x0_2300 + 4 * n
+}
+/// Transmit Queue Statistic Mapping - TQSM\[n\] (0x08600 + 4*n), 8.2.3.9.14: the
+/// same for QPTC.
+pub const fn tqsm(n: u32) -> u32 {
+    0x0_8600 + 4 * n
+}
+/// Receive queues (and transmit queues) the driver can use: RSS spreads over at most
+/// 16; the driver takes up to 4.
+pub const MAX_QUEUES: usize = 4;
 /// Multicast Table Array - MTA\[n\] (0x05200 + 4*n, n = 0..127), 8.2.3.7.7.
 pub const MTA: u32 = 0x0_5200;
 /// Entries of the multicast table array.
@@ -233,6 +289,20 @@ pub mod stats {
     /// descriptor on queue 0 (with SRRCTL.Drop_En).
     pub const QPRDC0: u32 = 0x0_1430;
 
+    /// Queue Packets Received Count - QPRC\[n\] (0x01030 + 0x40*n, n = 0..15): frames
+    /// received on the queues RQSMR maps to counter n.
+    pub const fn qprc(n: u32) -> u32 {
+        0x0_1030 + 0x40 * n
+    }
+    /// Queue Packets Received Drop Count - QPRDC\[n\] (0x01430 + 0x40*n, n = 0..15).
+    pub const fn qprdc(n: u32) -> u32 {
+        0x0_1430 + 0x40 * n
+    }
+    /// Queue Packets Transmitted Count - QPTC\[n\] (0x06030 + 0x40*n, n = 0..15), as
+    /// the public Linux ixgbe header places it; TQSM maps queues to counters.
+    pub const fn qptc(n: u32) -> u32 {
+        0x0_6030 + 0x40 * n
+    }
     /// Every statistics register the driver reads, for clearing them at init (4.6.3).
     pub const ALL: &[u32] = &[
         CRCERRS, RLEC, MPC0, GPRC, GPTC, GORCL, GORCH, GOTCL, GOTCH, ROC, RUC, QPRDC0,
@@ -298,4 +368,138 @@ pub mod desc {
     pub const CTX_TUCMD_IPV4: u32 = 1 << 10;
     /// Context descriptor TUCMD.L4T, bits 12:11: 00b UDP, 01b TCP.
     pub const CTX_TUCMD_L4T_TCP: u32 = 1 << 11;
+}
+
+/// SR-IOV registers of the PF (8.2.3.27, "PF/VF mailbox and virtualization") and of a
+/// VF's own BAR0 (8.3). Offsets and bits as in the public Linux ixgbe/ixgbevf headers
+/// (`ixgbe_type.h`, `ixgbe_mbx.h`); the section numbers are the datasheet's chapter
+/// structure as we know it, not re-read page by page.
+pub mod sriov {
+    /// Mailbox words (64 bytes), 8.2.3.27.
+    pub const MAILBOX_WORDS: usize = 16;
+    /// VFs the 82599 supports (pools 0..63; the PF keeps one pool).
+    pub const MAX_VFS: usize = 63;
+    /// PF Mailbox - PFMAILBOX\[n\] (0x04B00 + 4*n, n = 0..63), 8.2.3.27.1.
+    pub const fn pfmailbox(vf: u32) -> u32 {
+        0x0_4b00 + 4 * vf
+    }
+    /// PFMAILBOX.STS (bit 0): the PF wrote a message for the VF (sets its PFSTS).
+    pub const PFMAILBOX_STS: u32 = 1 << 0;
+    /// PFMAILBOX.ACK (bit 1): the PF took the VF's message (sets its PFACK).
+    pub const PFMAILBOX_ACK: u32 = 1 << 1;
+    /// PFMAILBOX.VFU (bit 2, read only): the VF holds the buffer.
+    pub const PFMAILBOX_VFU: u32 = 1 << 2;
+    /// PFMAILBOX.PFU (bit 3): the PF holds the buffer; set only while VFU is clear.
+    pub const PFMAILBOX_PFU: u32 = 1 << 3;
+    /// PFMAILBOX.RVFU (bit 4): release a VF that hangs on to the buffer.
+    pub const PFMAILBOX_RVFU: u32 = 1 << 4;
+    /// PF Mailbox Memory - PFMBMEM\[n\] (0x13000 + 0x40*n), 16 words per VF, 8.2.3.27.2.
+    pub const fn pfmbmem(vf: u32, word: u32) -> u32 {
+        0x1_3000 + 0x40 * vf + 4 * word
+    }
+    /// PF Mailbox Interrupt Causes - PFMBICR\[n\] (0x00710 + 4*n, n = 0..3), 8.2.3.27.3:
+    /// write 1 to clear. Register n covers VFs 16n..16n+15.
+    pub const fn pfmbicr(n: u32) -> u32 {
+        0x0_0710 + 4 * n
+    }
+    /// PFMBICR.VFREQ, bits 15:0: VF 16n+i sent a message.
+    pub const PFMBICR_VFREQ_MASK: u32 = 0xffff;
+    /// PFMBICR.VFACK, bits 31:16: VF 16n+i acknowledged a message.
+    pub const PFMBICR_VFACK_SHIFT: u32 = 16;
+    /// PF Mailbox Interrupt Mask - PFMBIMR\[n\] (0x00720 + 4*n), 8.2.3.27.4.
+    pub const fn pfmbimr(n: u32) -> u32 {
+        0x0_0720 + 4 * n
+    }
+    /// Virtualization Control - VT_CTL (0x051B0), 8.2.3.27.13.
+    pub const VT_CTL: u32 = 0x0_51b0;
+    /// PF VF Receive Enable - PFVFRE\[n\] (0x051E0 + 4*n, n = 0..1): bit i of register
+    /// n lets pool 32n+i receive.
+    pub const fn pfvfre(n: u32) -> u32 {
+        0x0_51e0 + 4 * n
+    }
+    /// PF VF Transmit Enable - PFVFTE\[n\] (0x08110 + 4*n, n = 0..1).
+    pub const fn pfvfte(n: u32) -> u32 {
+        0x0_8110 + 4 * n
+    }
+    /// PF VF Anti-Spoof Control - PFVFSPOOF\[n\] (0x08200 + 4*n, n = 0..7): pools
+    /// 8n..8n+7, MAC anti-spoofing in bits 7:0, VLAN anti-spoofing in bits 15:8.
+    pub const fn pfvfspoof(n: u32) -> u32 {
+        0x0_8200 + 4 * n
+    }
+    /// PFVFSPOOF: VLAN anti-spoof bits start here.
+    pub const PFVFSPOOF_VLAN_SHIFT: u32 = 8;
+    /// Receive Address Low - RAL\[n\] (0x0A200 + 8*n, n = 0..127).
+    pub const fn ral(n: u32) -> u32 {
+        0x0_a200 + 8 * n
+    }
+    /// Receive Address High - RAH\[n\] (0x0A204 + 8*n).
+    pub const fn rah(n: u32) -> u32 {
+        0x0_a204 + 8 * n
+    }
+    /// MAC Pool Select Array low - MPSAR\[2n\] (0x0A600 + 8*n): pools 0..31 that
+    /// receive frames matching RAL/RAH\[n\].
+    pub const fn mpsar_lo(n: u32) -> u32 {
+        0x0_a600 + 8 * n
+    }
+    /// MPSAR high half (0x0A604 + 8*n): pools 32..63.
+    pub const fn mpsar_hi(n: u32) -> u32 {
+        0x0_a604 + 8 * n
+    }
+
+    /// Switch Security Violation Packet Count - SSVPC (0x08780), 8.2.3.23: frames a
+    /// pool sent that anti-spoofing dropped (clear on read).
+    pub const SSVPC: u32 = 0x0_8780;
+    /// Queues each pool owns in the 64-pool layout (pool p: queues 2p and 2p+1).
+    pub const QUEUES_PER_POOL: u32 = 2;
+
+    /// A VF's own registers (its BAR0), 8.3.
+    pub mod vf {
+        /// VF Control - VFCTRL (0x00000).
+        pub const VFCTRL: u32 = 0x0_0000;
+        /// VFCTRL.RST (bit 26): reset the VF (its queues and mailbox state).
+        pub const VFCTRL_RST: u32 = 1 << 26;
+        /// VF Status - VFSTATUS (0x00008).
+        pub const VFSTATUS: u32 = 0x0_0008;
+        /// VF Link Status - VFLINKS (0x00010).
+        pub const VFLINKS: u32 = 0x0_0010;
+        /// VF Mailbox - VFMAILBOX (0x002FC).
+        pub const VFMAILBOX: u32 = 0x0_02fc;
+        /// VF Mailbox Memory - VFMBMEM (0x00200), 16 words.
+        pub const VFMBMEM: u32 = 0x0_0200;
+        /// VFMAILBOX.REQ (bit 0): the VF sent a message.
+        pub const VFMAILBOX_REQ: u32 = 1 << 0;
+        /// VFMAILBOX.ACK (bit 1): the VF took the PF's message.
+        pub const VFMAILBOX_ACK: u32 = 1 << 1;
+        /// VFMAILBOX.VFU (bit 2): the VF holds the buffer.
+        pub const VFMAILBOX_VFU: u32 = 1 << 2;
+        /// VFMAILBOX.PFU (bit 3, read only): the PF holds the buffer.
+        pub const VFMAILBOX_PFU: u32 = 1 << 3;
+        /// VFMAILBOX.PFSTS (bit 4, read to clear): the PF wrote a message.
+        pub const VFMAILBOX_PFSTS: u32 = 1 << 4;
+        /// VFMAILBOX.PFACK (bit 5, read to clear): the PF took the VF's message.
+        pub const VFMAILBOX_PFACK: u32 = 1 << 5;
+        /// VFMAILBOX.RSTI (bit 6): the PF is resetting.
+        pub const VFMAILBOX_RSTI: u32 = 1 << 6;
+        /// VFMAILBOX.RSTD (bit 7, read to clear): the PF finished resetting the VF.
+        pub const VFMAILBOX_RSTD: u32 = 1 << 7;
+        /// VF Receive Descriptor Base Address Low - VFRDBAL\[n\] (0x01000 + 0x40*n).
+        pub const fn vfrdbal(n: u32) -> u32 {
+            0x0_1000 + 0x40 * n
+        }
+        /// VF Transmit Descriptor Base Address Low - VFTDBAL\[n\] (0x02000 + 0x40*n).
+        pub const fn vftdbal(n: u32) -> u32 {
+            0x0_2000 + 0x40 * n
+        }
+        /// The VF's receive queue `n` register at `pf_offset - rdbal(0)` within the
+        /// 0x40-byte block (RDBAH +4, RDLEN +8, RDH +0x10, SRRCTL +0x14, RDT +0x18,
+        /// RXDCTL +0x28: the PF's per-queue layout).
+        pub const fn vf_rx(n: u32, reg_in_block: u32) -> u32 {
+            vfrdbal(n) + reg_in_block
+        }
+        /// The same for transmit queue `n` (TDBAH +4, TDLEN +8, TDH +0x10, TDT +0x18,
+        /// TXDCTL +0x28).
+        pub const fn vf_tx(n: u32, reg_in_block: u32) -> u32 {
+            vftdbal(n) + reg_in_block
+        }
+    }
 }

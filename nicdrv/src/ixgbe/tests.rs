@@ -8,9 +8,9 @@ use super::model::{InitStep, IxgbeModel, MODEL_MAC, ModelDma, RxOutcome};
 use super::{IxgbeConfig, IxgbeError, IxgbePort, LinkSpeed, regs};
 use crate::igb::Registers;
 
-type ModelPort = IxgbePort<IxgbeModel, ModelDma>;
+pub(super) type ModelPort = IxgbePort<IxgbeModel, ModelDma>;
 
-fn pool(count: u32) -> Mempool {
+pub(super) fn pool(count: u32) -> Mempool {
     Mempool::new(count, super::pool_buffer_size(1500)).expect("pool")
 }
 
@@ -22,7 +22,7 @@ fn small_rings() -> IxgbeConfig {
     }
 }
 
-fn port_with(cfg: IxgbeConfig, pool: &Mempool) -> (IxgbeModel, ModelPort) {
+pub(super) fn port_with(cfg: IxgbeConfig, pool: &Mempool) -> (IxgbeModel, ModelPort) {
     let model = IxgbeModel::new();
     let dma = ModelDma::new(&model, pool);
     let mut port =
@@ -114,7 +114,7 @@ fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> Batch {
     b
 }
 
-fn healthy(model: &IxgbeModel) {
+pub(super) fn healthy(model: &IxgbeModel) {
     let st = model.state();
     assert_eq!(st.dma_faults, 0, "the device touched unmapped memory");
     assert!(st.violations.is_empty(), "{:?}", st.violations);

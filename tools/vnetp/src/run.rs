@@ -66,7 +66,9 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     let mut buf_size = buffer_size(&cfg);
     if matches!(cfg.host.underlay, UnderlayConfig::Vfio { .. }) {
         // The NIC writes receive buffers in whole KiB after the headroom.
-        buf_size = buf_size.max(nicdrv::igb::pool_buffer_size(1500));
+        buf_size = buf_size
+            .max(nicdrv::igb::pool_buffer_size(1500))
+            .max(nicdrv::ixgbe::pool_buffer_size(1500));
     }
     let count = (POOL_BYTES / buf_size).clamp(1024, POOL_BUFFERS as usize) as u32;
     let pool = Mempool::new(count, buf_size).context("packet pool")?;
@@ -114,16 +116,12 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             port,
             gateway,
         } => {
-            // An Intel 82576 PF bound to vfio-pci; its queues carry the underlay.
-            let mut nic = nicdrv::igb::open_vfio(pci, pool.clone(), igb_config(pci, &cfg)?)
-                .with_context(|| format!("underlay vfio {pci}"))?;
-            if !nic.wait_link(std::time::Duration::from_secs(5)) {
-                tracing::warn!(pci = %pci, "link still down after 5 s; frames are dropped until it is up");
-            }
-            let mut o = UnderlayOptions::new(nic.mac(), *ip, *port);
+            // A PF bound to vfio-pci; its queues carry the underlay.
+            let (nic, mac) = open_vfio_nic(pci, &pool, &cfg)?;
+            let mut o = UnderlayOptions::new(mac, *ip, *port);
             o.gateway = *gateway;
             Box::new(
-                L2Underlay::new(Box::new(nic), pool.clone(), o)
+                L2Underlay::new(nic, pool.clone(), o)
                     .with_context(|| format!("underlay vfio {ip} on {pci}"))?,
             )
         }
@@ -227,6 +225,88 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
     })
 }
 
+/// Which of our PF drivers runs a PCI function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VfioDriver {
+    /// Intel 82576 (`nicdrv::igb`).
+    Igb,
+    /// Intel 82599 (`nicdrv::ixgbe`).
+    Ixgbe,
+}
+
+/// Picks the driver for the function at `pci` from its vendor and device IDs.
+fn vfio_driver(pci: &str, vendor: u16, device: u16) -> anyhow::Result<VfioDriver> {
+    if vendor == 0x8086 && nicdrv::igb::IGB_PF_DEVICE_IDS.contains(&device) {
+        return Ok(VfioDriver::Igb);
+    }
+    if vendor == 0x8086 && nicdrv::ixgbe::IXGBE_PF_DEVICE_IDS.contains(&device) {
+        return Ok(VfioDriver::Ixgbe);
+    }
+    let list = |ids: &[u16]| {
+        ids.iter()
+            .map(|d| format!("{d:04x}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    bail!(
+        "underlay vfio {pci}: device {vendor:04x}:{device:04x} has no vnetp driver; supported: Intel 82576 PF (8086:{}) and Intel 82599 PF (8086:{}); VFs cannot carry the underlay. Check the address with `vnetp status`",
+        list(nicdrv::igb::IGB_PF_DEVICE_IDS),
+        list(nicdrv::ixgbe::IXGBE_PF_DEVICE_IDS)
+    )
+}
+
+/// Opens the PF at `pci` with the driver its device ID calls for, waits for its link,
+/// and returns it with its MAC address.
+fn open_vfio_nic(
+    pci: &str,
+    pool: &Mempool,
+    cfg: &Config,
+) -> anyhow::Result<(Box<dyn pkt::Port>, pkt::wire::MacAddr)> {
+    let addr: crate::pci::PciAddr = pci
+        .parse()
+        .with_context(|| format!("underlay vfio {pci}"))?;
+    let info = crate::pci::Sysfs::host()
+        .nic(addr, &crate::pci::PciIds::default())
+        .with_context(|| format!("underlay vfio {pci}"))?;
+    let link_wait = std::time::Duration::from_secs(5);
+    let warn_down = || {
+        tracing::warn!(pci = %pci, "link still down after 5 s; frames are dropped until it is up");
+    };
+    Ok(match vfio_driver(pci, info.vendor_id, info.device_id)? {
+        VfioDriver::Igb => {
+            set_pf_vf_token(pci, cfg)?;
+            let mut nic = nicdrv::igb::open_vfio(pci, pool.clone(), igb_config(pci, cfg)?)
+                .with_context(|| format!("underlay vfio {pci} (82576)"))?;
+            if !nic.wait_link(link_wait) {
+                warn_down();
+            }
+            let mac = nic.mac();
+            (Box::new(nic), mac)
+        }
+        VfioDriver::Ixgbe => {
+            if let Some(i) = cfg
+                .interfaces
+                .iter()
+                .find(|i| matches!(i.kind, InterfaceKind::Vf { .. }))
+            {
+                bail!(
+                    "interface {}: `vf` interfaces are not supported yet on an 82599 PF ({pci}): vnetp's 82599 driver does not run the PF in SR-IOV (virtualization) mode yet; remove the interface, or use an 82576 PF",
+                    i.name
+                );
+            }
+            set_pf_vf_token(pci, cfg)?;
+            let mut nic =
+                nicdrv::ixgbe::open_vfio(pci, pool.clone(), nicdrv::ixgbe::IxgbeConfig::default())
+                    .with_context(|| format!("underlay vfio {pci} (82599)"))?;
+            if !nic.wait_link(link_wait) {
+                warn_down();
+            }
+            let mac = nic.mac();
+            (Box::new(nic), mac)
+        }
+    })
+}
+
 /// The 82576 settings for the vfio underlay: SR-IOV pools when `vf` interfaces name
 /// VFs of this PF.
 fn igb_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> {
@@ -256,6 +336,49 @@ fn igb_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> 
     })
 }
 
+/// Sets the VF token on the PF at `pf` before its driver claims it: `[host] vf_token`,
+/// or a fresh one when `vf` interfaces need one. VF users (QEMU's `vf-token=`) must
+/// present it; the log says how.
+fn set_pf_vf_token(pf: &str, cfg: &Config) -> anyhow::Result<()> {
+    let vfs: Vec<&str> = cfg
+        .interfaces
+        .iter()
+        .filter_map(|i| match &i.kind {
+            InterfaceKind::Vf { pci, .. } => Some(pci.as_str()),
+            _ => None,
+        })
+        .collect();
+    let token = match &cfg.host.vf_token {
+        Some(t) => vfio::VfToken::parse(t).context("[host] vf_token")?,
+        None if vfs.is_empty() => return Ok(()),
+        None => {
+            let t = vfio::VfToken::random().context("a VF token for the vf interfaces")?;
+            tracing::info!(
+                pf,
+                "no [host] vf_token configured: generated one for this run"
+            );
+            t
+        }
+    };
+    // The driver opens the PF itself, so the token is set through a short open of
+    // its own first; the kernel keeps it while vfio-pci stays bound.
+    vfio::set_vf_token(pf, &token).with_context(|| format!("VF token on {pf}"))?;
+    for vf in &vfs {
+        tracing::info!(
+            pf,
+            vf,
+            "hand the VF to a guest with QEMU option: -device vfio-pci,host={vf},vf-token={token}"
+        );
+    }
+    if vfs.is_empty() {
+        tracing::info!(
+            pf,
+            "VF token set: VF users open the VFs with vf-token={token}"
+        );
+    }
+    Ok(())
+}
+
 /// Creates interface ports for `reload`.
 struct DevicePorts {
     pool: Mempool,
@@ -264,5 +387,39 @@ struct DevicePorts {
 impl InterfaceFactory for DevicePorts {
     fn create(&mut self, cfg: &InterfaceConfig) -> Result<Box<dyn pkt::Port>, String> {
         interface_port(cfg, &self.pool).map_err(|e| format!("{e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vfio_underlay_picks_the_driver_by_device_id() {
+        assert_eq!(
+            vfio_driver("0000:01:00.0", 0x8086, 0x10c9).unwrap(),
+            VfioDriver::Igb
+        );
+        assert_eq!(
+            vfio_driver("0000:03:00.0", 0x8086, 0x10fb).unwrap(),
+            VfioDriver::Ixgbe
+        );
+        assert_eq!(
+            vfio_driver("0000:03:00.1", 0x8086, 0x1557).unwrap(),
+            VfioDriver::Ixgbe
+        );
+    }
+
+    #[test]
+    fn vfio_underlay_refuses_vfs_and_other_vendors_naming_the_supported_ids() {
+        // An 82599 VF, an 82576 VF, and another vendor's device with an Intel ID.
+        for (vendor, device) in [(0x8086, 0x10ed), (0x8086, 0x10ca), (0x15b3, 0x10fb)] {
+            let e = vfio_driver("0000:05:10.0", vendor, device)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("0000:05:10.0"), "{e}");
+            assert!(e.contains(&format!("{vendor:04x}:{device:04x}")), "{e}");
+            assert!(e.contains("10c9") && e.contains("10fb"), "{e}");
+        }
     }
 }

@@ -1,0 +1,200 @@
+//! The 82599 VF driver against our PF mailbox on the model: the handshake, the pool
+//! and anti-spoofing it leaves, frames both ways through the VF's queue, and the
+//! PF's refusals.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pkt::{Batch, Port};
+
+use super::mailbox::{PfMailbox, VfPolicy, msg};
+use super::model::{IxgbeModel, ModelDma, RxOutcome};
+use super::regs::{self, sriov as r};
+use super::tests::{healthy, pool, port_with};
+use super::vf::{IxgbeVfConfig, IxgbeVfPort};
+use super::{IxgbeConfig, IxgbeError};
+use crate::igb::Registers;
+
+const MAC0: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x00];
+const MAC1: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x01];
+const OTHER: [u8; 6] = [0x52, 0x54, 0x00, 0x66, 0x66, 0x66];
+
+/// Our PF's mailbox, serviced on its own thread as the PF's event loop would.
+struct PfThread {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<PfMailbox>,
+}
+
+impl PfThread {
+    fn start(model: &IxgbeModel, mut pf: PfMailbox) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (model.clone(), Arc::clone(&stop));
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                pf.service(&m);
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            pf
+        });
+        Self { stop, handle }
+    }
+
+    fn finish(self) -> PfMailbox {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("PF thread")
+    }
+}
+
+fn small_vf() -> IxgbeVfConfig {
+    IxgbeVfConfig {
+        rx_ring: 16,
+        tx_ring: 16,
+        ..IxgbeVfConfig::default()
+    }
+}
+
+fn pf_config() -> IxgbeConfig {
+    IxgbeConfig {
+        rx_ring: 16,
+        tx_ring: 16,
+        ..IxgbeConfig::default()
+    }
+}
+
+fn frame(dst: [u8; 6], src: [u8; 6], seq: u8) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend((0..50).map(|i| seq.wrapping_add(i)));
+    f
+}
+
+#[test]
+fn vf_handshake_gets_mac_api_and_queues_and_frames_flow_through_its_pool() {
+    let pool = pool(1024);
+    // The PF port owns queue 0 (pool 0); VF 1 gets pool 1, queues 2 and 3.
+    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let pf =
+        PfMailbox::new(&[VfPolicy::fixed_mac(MAC0), VfPolicy::fixed_mac(MAC1)]).expect("mailbox");
+    let pf = PfThread::start(&model, pf);
+    let regs = model.vf_function(1).expect("VF 1");
+    let dma = ModelDma::new(&model, &pool);
+    let vf = IxgbeVfPort::new("vf1", regs, dma, pool.clone(), small_vf());
+    let pf = pf.finish();
+    let mut vf = vf.expect("VF up");
+
+    assert_eq!(vf.mac().0, MAC1);
+    assert_eq!(vf.api(), msg::API_11);
+    assert_eq!(vf.queues(), Some((1, 1)));
+    assert_eq!(pf.counter("mbx_handled"), 3, "reset, API, queues");
+    assert!(pf.vfs()[1].cts && !pf.vfs()[0].cts);
+    // Pool 1 enabled both ways, MAC anti-spoofing on for it alone.
+    assert_eq!(model.peek(r::pfvfre(0)), 1 << 1);
+    assert_eq!(model.peek(r::pfvfte(0)), 1 << 1);
+    assert_eq!(model.peek(r::pfvfspoof(0)), 1 << 1);
+    assert!(vf.refresh_link());
+
+    // A frame for the VF's MAC lands on its queue, not the PF's.
+    let f = frame(MAC1, OTHER, 1);
+    assert_eq!(model.receive(&f), RxOutcome::Delivered);
+    assert_eq!(model.state().rx_per_queue[2], 1);
+    let mut batch = Batch::new();
+    assert_eq!(vf.rx_batch(&mut batch), 1);
+    assert_eq!(batch.drain().next().expect("frame").data(), &f[..]);
+
+    // From its own address the VF sends; from another, anti-spoofing drops it.
+    let mut batch = Batch::new();
+    for src in [MAC1, OTHER] {
+        let mut b = pool.alloc().expect("buffer");
+        b.extend_from_slice(&frame(OTHER, src, 2)).expect("fits");
+        batch.push(b).expect("room");
+    }
+    assert_eq!(vf.tx_batch(&mut batch), 2, "both posted");
+    let wire = model.take_wire();
+    assert_eq!(wire, vec![frame(OTHER, MAC1, 2)]);
+    assert_eq!(model.state().tx_spoofed, 1);
+    assert_eq!(model.read(r::SSVPC), 1);
+    assert_eq!(vf.reclaim_tx(), 2, "the spoofed descriptor completes too");
+    assert_eq!(vf.stats().rx_packets, 1);
+    healthy(&model);
+}
+
+#[test]
+fn a_vf_without_a_mac_is_refused_with_a_clear_error() {
+    let pool = pool(1024);
+    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let pf = PfMailbox::new(&[VfPolicy::fixed_mac([0; 6])]).expect("mailbox");
+    let pf = PfThread::start(&model, pf);
+    let dma = ModelDma::new(&model, &pool);
+    let vf = IxgbeVfPort::new(
+        "vf0",
+        model.vf_function(0).expect("VF 0"),
+        dma,
+        pool.clone(),
+        small_vf(),
+    );
+    let pf = pf.finish();
+    match vf {
+        Err(IxgbeError::Config(m)) => assert!(m.contains("no MAC address"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pf.counter("mbx_nack_no_mac"), 1);
+    // The pool stays off: nothing was enabled for a VF the PF refused.
+    assert_eq!(model.peek(r::pfvfre(0)), 0);
+}
+
+#[test]
+fn a_pf_that_never_answers_is_a_timeout_naming_the_step() {
+    let pool = pool(1024);
+    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let dma = ModelDma::new(&model, &pool);
+    let cfg = IxgbeVfConfig {
+        mailbox_timeout: Duration::from_millis(20),
+        ..small_vf()
+    };
+    match IxgbeVfPort::new("vf0", model.vf_function(0).expect("VF 0"), dma, pool, cfg) {
+        Err(IxgbeError::Timeout { step, .. }) => assert!(step.contains("PF"), "{step}"),
+        other => panic!("{other:?}"),
+    }
+    // The request is still there for a PF that comes up later.
+    assert_ne!(model.peek(r::pfmbicr(0)) & 1, 0);
+}
+
+#[test]
+fn the_vf_register_block_maps_its_queue_onto_its_pools_pf_queue() {
+    let model = IxgbeModel::new();
+    let vf3 = model.vf_function(3).expect("VF 3");
+    vf3.write(r::vf::vfrdbal(0), 0x1234_0000);
+    vf3.write(r::vf::vftdbal(0), 0x5678_0000);
+    assert_eq!(model.peek(regs::rdbal(6)), 0x1234_0000);
+    assert_eq!(model.peek(regs::tdbal(6)), 0x5678_0000);
+    assert!(model.vf_function(32).is_none());
+}
+
+#[test]
+fn a_vf_whose_transmit_queue_never_enables_stops_its_receive_queue() {
+    let pool = pool(1024);
+    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let pf =
+        PfMailbox::new(&[VfPolicy::fixed_mac(MAC0), VfPolicy::fixed_mac(MAC1)]).expect("mailbox");
+    let pf = PfThread::start(&model, pf);
+    model.state().tx_enable_stuck = true;
+    let dma = ModelDma::new(&model, &pool);
+    let vf = IxgbeVfPort::new(
+        "vf1",
+        model.vf_function(1).expect("VF 1"),
+        dma,
+        pool.clone(),
+        small_vf(),
+    );
+    pf.finish();
+    match vf {
+        Err(IxgbeError::Timeout { step, .. }) => assert!(step.contains("VFTXDCTL"), "{step}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(model.peek(regs::rxdctl(2)) & regs::XDCTL_ENABLE, 0);
+    assert_eq!(model.receive(&frame(MAC1, OTHER, 1)), RxOutcome::Filtered);
+}
