@@ -8,7 +8,7 @@
 //! package once). About 10 s per guest boot on two cores.
 
 use std::io::Read;
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -231,6 +231,123 @@ fn result_field(output: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// TCP payload of the guest's TSO frame (same in tests/vm/igb_guest.rs).
+const TSO_PAYLOAD: usize = 20_000;
+/// UDP flows the host sends for RSS, two good frames each, and the frames among them
+/// sent with a bad UDP checksum.
+const RSS_FLOWS: u16 = 16;
+const RSS_BAD: u16 = 4;
+
+/// RSS test frame `idx` of flow `flow` (10.9.0.1:10000+flow -> 10.9.0.2:4789), with
+/// a correct UDP checksum when `good`, a wrong one otherwise.
+fn rss_frame(flow: u16, idx: u16, good: bool) -> Vec<u8> {
+    let (src, dst) = (Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 2));
+    let payload_len = 120 + usize::from(flow) * 9;
+    let udp_len = 8 + payload_len;
+    let mut f = Vec::with_capacity(34 + udp_len);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&HOST_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + udp_len) as u16;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    let c = offload::checksum::internet_checksum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&(10_000 + flow).to_be_bytes());
+    f.extend_from_slice(&4789u16.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(b"VNETP-RS");
+    f.extend_from_slice(&flow.to_be_bytes());
+    f.extend_from_slice(&idx.to_be_bytes());
+    f.push(u8::from(good));
+    f.extend((0..payload_len - 13).map(|i| (i as u8).wrapping_add(flow as u8)));
+    offload::checksum::fill_udp_checksum_v4(src, dst, &mut f[34..]).expect("udp checksum");
+    if !good {
+        f[40] ^= 0x5a;
+    }
+    f
+}
+
+/// The RSS frames the host sends: every flow twice, the first RSS_BAD of them bad.
+fn rss_frames() -> Vec<(u16, Vec<u8>)> {
+    (0..RSS_FLOWS)
+        .flat_map(|flow| (0..2).map(move |idx| (flow, idx)))
+        .map(|(flow, idx)| (flow, rss_frame(flow, idx, !(idx == 1 && flow < RSS_BAD))))
+        .collect()
+}
+
+/// The queue (of 2) the 82576 picks for RSS flow `flow` under the Microsoft key: the
+/// Toeplitz hash of addresses and ports, RETA entry `hash & 0x7f`, entries dealt
+/// round-robin over the queues by the driver.
+fn rss_queue(flow: u16) -> usize {
+    let h = offload::rss::flow_hash(
+        &offload::rss::DEFAULT_KEY,
+        Ipv4Addr::new(10, 9, 0, 1).into(),
+        Ipv4Addr::new(10, 9, 0, 2).into(),
+        Some((10_000 + flow, 4789)),
+    );
+    (h & 0x7f) as usize % 2
+}
+
+/// Checks the segments the device made of the guest's TSO frame: MTU-sized, valid
+/// IPv4 header and TCP checksums, contiguous sequence numbers, the payload whole.
+fn check_tso_segments(segs: &[Vec<u8>], out: &str) {
+    assert_eq!(
+        segs.len(),
+        TSO_PAYLOAD.div_ceil(1460),
+        "TSO segments on the wire:\n{out}"
+    );
+    let mut payload = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        assert!(s.len() <= 1514, "segment {i} is {} bytes", s.len());
+        assert!(
+            offload::checksum::verify_ipv4_header(&s[14..34]),
+            "segment {i}: IPv4 header checksum"
+        );
+        let ip = |at: usize| Ipv4Addr::new(s[at], s[at + 1], s[at + 2], s[at + 3]);
+        let total = usize::from(u16::from_be_bytes([s[16], s[17]]));
+        assert_eq!(total + 14, s.len(), "segment {i}: IPv4 total length");
+        let tcp = &s[34..];
+        assert!(
+            offload::checksum::verify_tcp_v4(ip(26), ip(30), tcp),
+            "segment {i}: TCP checksum"
+        );
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        assert_eq!(
+            seq as usize,
+            1000 + payload.len(),
+            "segment {i}: sequence number"
+        );
+        // PSH only on the last segment would be the real 82576 (DTXTCPFLGL/H); QEMU's
+        // segmentation (net_tx_pkt.c) clears FIN/PSH on every segment, the last too.
+        if i + 1 < segs.len() {
+            assert_eq!(tcp[13] & 0x09, 0, "segment {i}: FIN/PSH before the last");
+        }
+        payload.extend_from_slice(&tcp[20..]);
+    }
+    let want: Vec<u8> = (0..TSO_PAYLOAD).map(|i| (i * 11 + 5) as u8).collect();
+    assert!(
+        payload == want,
+        "the TSO payload arrived changed or incomplete ({} bytes)",
+        payload.len()
+    );
+}
+
 #[test]
 fn igb_pf_on_vfio_exchanges_frames_with_the_host() {
     vm_ready();
@@ -238,12 +355,33 @@ fn igb_pf_on_vfio_exchanges_frames_with_the_host() {
     let host = UdpSocket::bind("127.0.0.1:0").expect("host socket");
     let mut from_guest: Vec<Option<usize>> = vec![None; FRAMES as usize];
     let (mut unexpected, mut replied) = (0, false);
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    let mut rss_sent = false;
     let n = FRAMES.to_string();
     let run = run_guest(
         &host,
         &payload,
-        &["--frames", &n, "--host-frames", &n],
+        &[
+            "--frames",
+            &n,
+            "--host-frames",
+            &n,
+            "--queues",
+            "2",
+            "--rss-tso",
+        ],
         |f| {
+            // Segments of the guest's TSO frame: TCP from port 40000.
+            if f.len() > 54 && f[12..14] == [0x08, 0x00] && f[23] == 6 && f[34..36] == [0x9c, 0x40]
+            {
+                segments.push(f.to_vec());
+                let got: usize = segments.iter().map(|s| s.len() - 54).sum();
+                if got >= TSO_PAYLOAD && !rss_sent {
+                    rss_sent = true;
+                    return rss_frames().into_iter().map(|(_, f)| f).collect();
+                }
+                return Vec::new();
+            }
             let seq = f
                 .get(22..26)
                 .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]));
@@ -292,6 +430,34 @@ fn igb_pf_on_vfio_exchanges_frames_with_the_host() {
     assert_eq!(result_field(out, "rx_bytes"), Some(want_bytes), "{out}");
     assert_eq!(result_field(out, "hw_rx"), Some(u64::from(FRAMES)), "{out}");
     assert_eq!(result_field(out, "hw_tx"), Some(u64::from(FRAMES)), "{out}");
+    // TSO: the device cut the guest's 20 000-byte frame into checked MTU segments.
+    check_tso_segments(&segments, out);
+    // RSS: each UDP flow on the queue its Toeplitz hash picks, both queues used; the
+    // device's checksum verdicts: good frames marked, bad ones not.
+    let mut want = [0u64; 2];
+    for (flow, _) in rss_frames() {
+        want[rss_queue(flow)] += 1;
+    }
+    assert!(
+        want.iter().all(|&n| n > 0),
+        "the chosen flows must spread: {want:?}"
+    );
+    let rss = |key: &str| tagged_field(out, "guest-rss ", key).and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(
+        (rss("q0"), rss("q1")),
+        (Some(want[0]), Some(want[1])),
+        "frames per queue:\n{out}"
+    );
+    let total = u64::from(RSS_FLOWS) * 2;
+    let bad = u64::from(RSS_BAD);
+    assert_eq!(rss("udp"), Some(total), "{out}");
+    assert_eq!(
+        rss("valid"),
+        Some(total - bad),
+        "good frames marked DATA_VALID:\n{out}"
+    );
+    assert_eq!(rss("bad_flagged"), Some(0), "{out}");
+    assert_eq!(rss("csum_bad"), Some(bad), "{out}");
     assert!(
         !out.contains("DMAR: ["),
         "IOMMU faults in the guest:\n{out}"

@@ -2,6 +2,19 @@
 //! `tx_batch` (reclaim, descriptor writes, one doorbell) and `rx_batch` (write-back
 //! checks, buffer swap, re-arm, one doorbell) per batch of 64 frames.
 //!
+//! `igb_model_mq` times the same paths with RSS over 1 and 4 queue pairs, on 64
+//! UDP/IPv4 flows (one frame each, valid checksums): `rx_batch` drains the queues
+//! round-robin and maps the device's checksum verdict, `tx_batch` hashes each frame's
+//! flow to its queue and rings one doorbell per queue used. `tx_csum_64x1514` asks
+//! the device for every frame's UDP checksum (one context descriptor, reused), and
+//! `tx_tso_30k` hands it one 30 000-byte TCP frame to segment (one context and 8-9
+//! data descriptors).
+//!
+//! `IGB_BENCH_ROUNDS=N IGB_BENCH_PATH=tx|rx [IGB_BENCH_QUEUES=4] <bench binary>` runs
+//! N batches of 64 UDP flows through [`tx_only`] / [`rx_only`] (never inlined) and
+//! exits, for `valgrind --tool=callgrind --toggle-collect='*tx_only*'` (instructions
+//! per frame, docs/benchmarks.md).
+//!
 //! `mailbox` times the PF side of the SR-IOV mailbox: the pure message handler on a
 //! SET_MULTICAST of 30 hashes, and an idle poll of the service (what every
 //! `poll_every`-th `rx_batch` pays when no VF is talking).
@@ -10,9 +23,10 @@
 //! the timed section. Register accesses go through the model's mutex, which costs
 //! more than the real MMIO write on x86 would only for the doorbell (one per batch).
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use nicdrv::igb::model::{IgbModel, MODEL_MAC, ModelDma};
 use nicdrv::igb::{IgbConfig, IgbPort, pool_buffer_size};
 use pkt::{Batch, Mempool, Port};
@@ -20,7 +34,14 @@ use pkt::{Batch, Mempool, Port};
 const FRAMES: usize = 64;
 
 fn model_port() -> (IgbModel, Mempool, IgbPort<IgbModel, ModelDma>) {
-    let pool = Mempool::new(4096, pool_buffer_size(1500)).expect("pool");
+    model_port_with(IgbConfig::default(), pool_buffer_size(1500))
+}
+
+fn model_port_with(
+    cfg: IgbConfig,
+    buf_size: usize,
+) -> (IgbModel, Mempool, IgbPort<IgbModel, ModelDma>) {
+    let pool = Mempool::new(4096, buf_size).expect("pool");
     let model = IgbModel::new();
     {
         let mut st = model.state();
@@ -28,14 +49,7 @@ fn model_port() -> (IgbModel, Mempool, IgbPort<IgbModel, ModelDma>) {
         st.defer_tx = true;
     }
     let dma = ModelDma::new(&model, &pool);
-    let port = IgbPort::new(
-        "bench",
-        model.clone(),
-        dma,
-        pool.clone(),
-        IgbConfig::default(),
-    )
-    .expect("init");
+    let port = IgbPort::new("bench", model.clone(), dma, pool.clone(), cfg).expect("init");
     (model, pool, port)
 }
 
@@ -95,6 +109,195 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// A UDP/IPv4 frame of flow `flow` to the model's MAC, `len` bytes, checksums valid.
+fn udp_frame(flow: u16, len: usize) -> Vec<u8> {
+    let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&MODEL_MAC);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let total = (len - 14) as u16;
+    f[14..24].copy_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+    ]);
+    f[26..30].copy_from_slice(&src.octets());
+    f[30..34].copy_from_slice(&dst.octets());
+    let c = offload::checksum::internet_checksum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&(10_000 + flow).to_be_bytes());
+    f[36..38].copy_from_slice(&4789u16.to_be_bytes());
+    f[38..40].copy_from_slice(&(total - 20).to_be_bytes());
+    offload::checksum::fill_udp_checksum_v4(src, dst, &mut f[34..]).expect("udp");
+    f
+}
+
+type ModelPort = IgbPort<IgbModel, ModelDma>;
+
+/// The timed TX path: one `tx_batch` call (kept out of line for callgrind).
+#[inline(never)]
+fn tx_only(port: &mut ModelPort, batch: &mut Batch) -> usize {
+    port.tx_batch(std::hint::black_box(batch))
+}
+
+/// The timed RX path: one `rx_batch` call (kept out of line for callgrind).
+#[inline(never)]
+fn rx_only(port: &mut ModelPort, batch: &mut Batch) -> usize {
+    port.rx_batch(std::hint::black_box(batch))
+}
+
+/// Runs `rounds` batches of 64 UDP flows on one path, for callgrind.
+fn fixed_rounds(rounds: u64, path: &str, queues: usize) {
+    let flows: Vec<Vec<u8>> = (0..FRAMES as u16).map(|i| udp_frame(i, 64)).collect();
+    let cfg = IgbConfig {
+        queues,
+        rss_key: Some(offload::rss::DEFAULT_KEY),
+        ..IgbConfig::default()
+    };
+    let (model, pool, mut port) = model_port_with(cfg, pool_buffer_size(1500));
+    let mut batch = Batch::new();
+    let mut moved = 0;
+    for _ in 0..rounds {
+        if path == "tx" {
+            for f in &flows {
+                let mut buf = pool.alloc().expect("buffer");
+                buf.extend_from_slice(f).expect("fits");
+                let _ = batch.push(buf);
+            }
+            moved += tx_only(&mut port, &mut batch);
+            model.process_tx();
+        } else {
+            for f in &flows {
+                model.receive(f);
+            }
+            moved += rx_only(&mut port, &mut batch);
+            batch.clear();
+        }
+    }
+    println!("igb_model {path} ({queues} queue(s)): {moved} frames in {rounds} batches");
+}
+
+fn multiqueue(c: &mut Criterion) {
+    let mut g = c.benchmark_group("igb_model_mq");
+    g.throughput(Throughput::Elements(FRAMES as u64));
+    let flows: Vec<Vec<u8>> = (0..FRAMES as u16).map(|i| udp_frame(i, 64)).collect();
+    for queues in [1usize, 4] {
+        let cfg = IgbConfig {
+            queues,
+            rss_key: Some(offload::rss::DEFAULT_KEY),
+            ..IgbConfig::default()
+        };
+        let (model, pool, mut port) = model_port_with(cfg.clone(), pool_buffer_size(1500));
+        g.bench_function(format!("tx_batch_64flows_{queues}q"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut batch = Batch::new();
+                for _ in 0..iters {
+                    for f in &flows {
+                        let mut buf = pool.alloc().expect("buffer");
+                        buf.extend_from_slice(f).expect("fits");
+                        let _ = batch.push(buf);
+                    }
+                    let t = Instant::now();
+                    let n = tx_only(&mut port, &mut batch);
+                    total += t.elapsed();
+                    assert_eq!(n, FRAMES);
+                    model.process_tx();
+                }
+                total
+            })
+        });
+        let (model, _pool, mut port) = model_port_with(cfg, pool_buffer_size(1500));
+        g.bench_function(format!("rx_batch_64flows_{queues}q"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut batch = Batch::new();
+                for _ in 0..iters {
+                    for f in &flows {
+                        model.receive(f);
+                    }
+                    let t = Instant::now();
+                    let n = rx_only(&mut port, &mut batch);
+                    total += t.elapsed();
+                    assert_eq!(n, FRAMES);
+                    batch.clear();
+                }
+                total
+            })
+        });
+    }
+
+    // Checksum offload: every frame asks for its UDP checksum.
+    let (model, pool, mut port) = model_port();
+    let frame = udp_frame(1, 1514);
+    g.bench_function("tx_csum_64x1514", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut batch = Batch::new();
+            for _ in 0..iters {
+                for _ in 0..FRAMES {
+                    let mut buf = pool.alloc().expect("buffer");
+                    buf.extend_from_slice(&frame).expect("fits");
+                    buf.meta.offload.flags = offload::vnet_hdr::NEEDS_CSUM;
+                    buf.meta.offload.csum_start = 34;
+                    buf.meta.offload.csum_offset = 6;
+                    let _ = batch.push(buf);
+                }
+                let t = Instant::now();
+                let n = port.tx_batch(&mut batch);
+                total += t.elapsed();
+                assert_eq!(n, FRAMES);
+                model.process_tx();
+            }
+            total
+        })
+    });
+
+    // TSO: one 30 000-byte TCP frame per call.
+    g.throughput(Throughput::Elements(1));
+    let (model, pool, mut port) = model_port_with(IgbConfig::default(), pkt::HEADROOM + 32 * 1024);
+    let mut tcp = udp_frame(2, 30_000);
+    tcp[23] = 6;
+    tcp[24..26].copy_from_slice(&[0, 0]);
+    let c = offload::checksum::internet_checksum(&tcp[14..34], 0);
+    tcp[24..26].copy_from_slice(&c.to_be_bytes());
+    tcp[46] = 0x50; // data offset 5
+    tcp[47] = 0x10; // ACK
+    offload::checksum::fill_tcp_checksum_v4(
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        &mut tcp[34..],
+    )
+    .expect("tcp");
+    g.bench_function("tx_tso_30k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut batch = Batch::new();
+            for _ in 0..iters {
+                let mut buf = pool.alloc().expect("buffer");
+                buf.extend_from_slice(&tcp).expect("fits");
+                buf.meta.offload = offload::gso::tso_request(buf.data_mut(), 1500).expect("tso");
+                let _ = batch.push(buf);
+                let t = Instant::now();
+                let n = port.tx_batch(&mut batch);
+                total += t.elapsed();
+                assert_eq!(n, 1);
+                model.process_tx();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 fn mailbox(c: &mut Criterion) {
     use nicdrv::igb::mailbox::{VfPolicy, VfState, handle_message, msg};
     use nicdrv::igb::sriov::{PfSriov, SriovConfig};
@@ -120,5 +323,19 @@ fn mailbox(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, mailbox);
-criterion_main!(benches);
+criterion_group!(benches, bench, multiqueue, mailbox);
+
+fn main() {
+    if let Ok(rounds) = std::env::var("IGB_BENCH_ROUNDS") {
+        let rounds = rounds.parse().unwrap_or(100);
+        let path = std::env::var("IGB_BENCH_PATH").unwrap_or_else(|_| "tx".into());
+        let queues = std::env::var("IGB_BENCH_QUEUES")
+            .ok()
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(1);
+        fixed_rounds(rounds, &path, queues);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -327,6 +327,12 @@ pub struct OuterInfo {
 /// header checksum, and a bad UDP checksum: on IPv6 always (0 is invalid there), on
 /// IPv4 when the sender set one.
 pub fn parse_outer(frame: &[u8]) -> Result<OuterInfo, EncapError> {
+    parse_outer_checked(frame, true)
+}
+
+/// [`parse_outer`], except that with `verify_udp` false the UDP checksum is taken as
+/// good: the NIC checked it and said so (`DATA_VALID` in the frame's offload meta).
+pub fn parse_outer_checked(frame: &[u8], verify_udp: bool) -> Result<OuterInfo, EncapError> {
     let (eth, l3) = EthernetRepr::parse(frame)?;
     let ip_bytes = &frame[l3..];
     let (src, dst, l4, udp_bytes) = match eth.ethertype {
@@ -357,11 +363,12 @@ pub fn parse_outer(frame: &[u8]) -> Result<OuterInfo, EncapError> {
     };
     let (udp, payload_off) = UdpRepr::parse(udp_bytes)?;
     let segment = &udp_bytes[..payload_off + udp.payload_len];
-    let checksum_ok = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => checksum::verify_udp_v4(s, d, segment),
-        (IpAddr::V6(s), IpAddr::V6(d)) => checksum::verify_udp_v6(&s, &d, segment),
-        _ => false,
-    };
+    let checksum_ok = !verify_udp
+        || match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => checksum::verify_udp_v4(s, d, segment),
+            (IpAddr::V6(s), IpAddr::V6(d)) => checksum::verify_udp_v6(&s, &d, segment),
+            _ => false,
+        };
     if !checksum_ok {
         return Err(EncapError::BadChecksum { what: "udp" });
     }
@@ -684,6 +691,12 @@ mod tests {
         assert_eq!(
             parse_outer(&udp4),
             Err(EncapError::BadChecksum { what: "udp" })
+        );
+        // A NIC's DATA_VALID verdict stands for the UDP sum only, not the IPv4 header.
+        assert!(parse_outer_checked(&udp4, false).is_ok());
+        assert_eq!(
+            parse_outer_checked(&v4, false),
+            Err(EncapError::BadChecksum { what: "ipv4" })
         );
     }
 

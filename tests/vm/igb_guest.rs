@@ -9,6 +9,16 @@
 //!    every byte.
 //! 4. Prints one `guest-result` line with counts and bytes, exits 0 only if all match.
 //!
+//! With `--queues N --rss-tso` (PF mode) the PF runs N queue pairs with RSS under the
+//! Microsoft verification key, and after step 4:
+//! 5. Sends one 20 000-byte TCP/IPv4 frame as a TSO request (virtio `NEEDS_CSUM` +
+//!    `GSO_TCPV4`, MSS 1460); the device cuts it and the host checks the segments.
+//! 6. Receives the host's UDP flows ([`RSS_FRAMES`] frames, some with a bad UDP
+//!    checksum), checks each byte, that the device's checksum verdict
+//!    (`DATA_VALID`) agrees with software's, and prints a `guest-rss` line with the
+//!    frames each queue received, which the host compares with the queues the
+//!    Toeplitz hash picks.
+//!
 //! With `--provoke-fault` it instead posts one transmit descriptor whose buffer
 //! address was never mapped, so the IOMMU must report a DMA fault: the test of the
 //! test, proving the harness notices faults.
@@ -45,6 +55,13 @@ const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 /// The VF's MAC in the `--vf` and `--pf-sriov` runs.
 const VF_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x10];
+/// TCP payload of the TSO frame (same in tests/vfio_vm.rs).
+const TSO_PAYLOAD: usize = 20_000;
+/// UDP frames the host sends in the RSS step: 16 flows of 2 frames, 4 of the 32 with
+/// a bad UDP checksum.
+const RSS_FRAMES: u32 = 32;
+/// The UDP payload of RSS frames starts with this.
+const RSS_MAGIC: &[u8; 8] = b"VNETP-RS";
 
 /// Length of test frame `seq`: spreads over 60..=1514.
 fn frame_len(seq: u32) -> usize {
@@ -102,8 +119,14 @@ fn run() -> Result<(), String> {
     let host_frames = arg("--host-frames", 64);
     let bdf =
         std::env::var("VFIO_BDF").map_err(|_| "no $VFIO_BDF: run in pf-vfio or vf-vfio mode")?;
-    let pool =
-        Mempool::new(1024, nicdrv::igb::pool_buffer_size(1500)).map_err(|e| e.to_string())?;
+    let rss_tso = std::env::args().any(|a| a == "--rss-tso");
+    // A TSO frame must fit one buffer of the port's pool.
+    let pool = if rss_tso {
+        Mempool::new(768, pkt::HEADROOM + 32 * 1024)
+    } else {
+        Mempool::new(1024, nicdrv::igb::pool_buffer_size(1500))
+    }
+    .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     if std::env::args().any(|a| a == "--vf") {
         let cfg = IgbVfConfig {
@@ -133,6 +156,8 @@ fn run() -> Result<(), String> {
             vfs: vec![VfPolicy::fixed_mac(VF_MAC)],
             poll_every: 1,
         }),
+        queues: arg("--queues", 1) as usize,
+        rss_key: Some(offload::rss::DEFAULT_KEY),
         ..IgbConfig::default()
     };
     let mut port = open_vfio(&bdf, pool.clone(), cfg).map_err(|e| e.to_string())?;
@@ -146,7 +171,127 @@ fn run() -> Result<(), String> {
     if sriov {
         igbvf_on_our_pf(&mut tp, &bdf)?;
     }
-    exchange(&mut tp, &pool, frames, host_frames, t0, !sriov)
+    exchange(&mut tp, &pool, frames, host_frames, t0, !sriov)?;
+    if rss_tso {
+        tso_then_rss(&mut tp, &pool)?;
+    }
+    Ok(())
+}
+
+/// Steps 5 and 6: one TSO frame out, the host's UDP flows in over the RSS queues.
+fn tso_then_rss(port: &mut PfUnderTest, pool: &Mempool) -> Result<(), String> {
+    let mac = port.own_mac();
+    // 5. The TSO frame: 10.9.0.2:40000 -> 10.9.0.1:5201, seq 1000, ACK|PSH, with full
+    // checksums first; tso_request turns it into what a stack hands a TSO device.
+    let mut f = Vec::with_capacity(54 + TSO_PAYLOAD);
+    f.extend_from_slice(&HOST_MAC);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (40 + TSO_PAYLOAD) as u16;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&[10, 9, 0, 2, 10, 9, 0, 1]);
+    let c = offload::checksum::internet_checksum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51, 0, 0, 0x03, 0xe8, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..TSO_PAYLOAD).map(|i| (i * 11 + 5) as u8));
+    let (src, dst) = (
+        std::net::Ipv4Addr::new(10, 9, 0, 2),
+        std::net::Ipv4Addr::new(10, 9, 0, 1),
+    );
+    offload::checksum::fill_tcp_checksum_v4(src, dst, &mut f[34..]).map_err(|e| e.to_string())?;
+    let mut buf = pool.alloc().ok_or("pool empty")?;
+    buf.extend_from_slice(&f).map_err(|e| e.to_string())?;
+    buf.meta.offload =
+        offload::gso::tso_request(buf.data_mut(), 1500).map_err(|e| e.to_string())?;
+    let mut b = Batch::new();
+    let _ = b.push(buf);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.is_empty() && Instant::now() < deadline {
+        if port.tx_batch(&mut b) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    while port.in_flight() > 0 && Instant::now() < deadline {
+        port.reclaim();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let o = port.0.offload_stats();
+    println!(
+        "guest-tso payload={TSO_PAYLOAD} mss=1460 tso={} contexts={} in_flight={}",
+        o.tx_tso,
+        o.tx_contexts,
+        port.in_flight()
+    );
+    if o.tx_tso != 1 || port.in_flight() != 0 {
+        return Err("the TSO frame did not go out".into());
+    }
+
+    // 6. The host's UDP flows, spread by RSS.
+    let before: Vec<u64> = port.0.queue_stats().iter().map(|q| q.rx_packets).collect();
+    let csum_before = port.0.offload_stats();
+    let (mut got, mut valid, mut bad_flagged, mut sw_agrees, mut other) =
+        (0u32, 0u32, 0u32, 0u32, 0u32);
+    let mut rx = Batch::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < RSS_FRAMES && Instant::now() < deadline {
+        if port.rx_batch(&mut rx) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        for p in rx.drain() {
+            let d = p.data();
+            if d.len() < 55
+                || d[12..14] != [0x08, 0x00]
+                || d[23] != 17
+                || d.get(42..50) != Some(RSS_MAGIC.as_slice())
+            {
+                other += 1;
+                continue;
+            }
+            got += 1;
+            let good = d[54] == 1;
+            let flagged = p.meta.offload.flags & offload::vnet_hdr::DATA_VALID != 0;
+            let ip = |at: usize| std::net::Ipv4Addr::new(d[at], d[at + 1], d[at + 2], d[at + 3]);
+            let sw = offload::checksum::verify_udp_v4(ip(26), ip(30), &d[34..]);
+            valid += u32::from(flagged && good);
+            bad_flagged += u32::from(flagged && !good);
+            sw_agrees += u32::from(sw == good);
+        }
+    }
+    let after: Vec<u64> = port.0.queue_stats().iter().map(|q| q.rx_packets).collect();
+    let per_q: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .enumerate()
+        .map(|(i, (b, a))| format!("q{i}={}", a - b))
+        .collect();
+    let o = port.0.offload_stats();
+    println!(
+        "guest-rss {} udp={got} valid={valid} bad_flagged={bad_flagged} sw_agrees={sw_agrees} other={other} csum_good={} csum_bad={}",
+        per_q.join(" "),
+        o.rx_csum_good - csum_before.rx_csum_good,
+        o.rx_csum_bad - csum_before.rx_csum_bad
+    );
+    if got != RSS_FRAMES || bad_flagged != 0 || sw_agrees != RSS_FRAMES {
+        return Err(format!(
+            "RSS step: {got}/{RSS_FRAMES} UDP frames, {bad_flagged} bad ones marked valid, software agrees on {sw_agrees}"
+        ));
+    }
+    Ok(())
 }
 
 /// What the frame exchange needs beyond [`Port`].

@@ -1,10 +1,33 @@
 //! A poll-mode driver for the Intel 82576 ("igb") physical function, as a
 //! [`pkt::Port`] of [`PortKind::Ethernet`] frames.
 //!
-//! The driver owns one receive and one transmit queue with advanced descriptors. Frames
-//! are received straight into [`Mempool`] buffers mapped for DMA, and sent from them
-//! without a copy (a frame from another pool is copied into ours once). Each batch
-//! costs one tail-register write per direction, after a write barrier.
+//! The driver owns [`IgbConfig::queues`] receive and transmit queue pairs (1..=4) with
+//! advanced descriptors. Frames are received straight into [`Mempool`] buffers mapped
+//! for DMA, and sent from them without a copy (a frame from another pool is copied
+//! into ours once). Each batch costs at most one tail-register write per queue and
+//! direction, after a write barrier.
+//!
+//! With more than one queue the device spreads received flows by RSS: the Toeplitz
+//! hash of addresses and TCP/UDP ports under [`IgbConfig::rss_key`] (random by
+//! default, or e.g. [`offload::rss::DEFAULT_KEY`], Microsoft's verification key)
+//! indexes a 128-entry redirection table (RETA) that deals the queues out in turn.
+//! `rx_batch` drains the queues round-robin within the batch's room; `tx_batch` puts
+//! each frame on the queue its flow hashes to (addresses and ports, or MACs), so a
+//! flow stays in order. [`IgbPort::queue_stats`] counts per queue.
+//!
+//! Offloads ([`IgbConfig::offloads`], on by default): receive checksum checking
+//! (RXCSUM.IPOFLD/TUOFLD); a frame whose IPv4 header and TCP/UDP checksums the device
+//! checked and found good carries [`offload::vnet_hdr::DATA_VALID`], a bad or unchecked
+//! one carries nothing, so the stack checks it again (and counts a bad one). On
+//! transmit, a frame asking for its TCP/UDP checksum ([`offload::vnet_hdr::NEEDS_CSUM`])
+//! gets it from the device through an advanced context descriptor, written only when
+//! the header layout changes; a large TCP frame with `GSO_TCPV4/6` longer than the
+//! MTU is segmented by the device (TSO: context MSS/L4LEN, DCMD.TSE) into segments of
+//! `gso_size`, each with its IPv4 header checksum, length, ID, sequence number and
+//! TCP checksum. Layouts the device cannot describe get their checksum in software;
+//! a large frame the device cannot segment (UDP GSO, IPv6 extension headers) is
+//! dropped and counted (`tx_bad_offload`): the engine segments for ports without the
+//! capability, and [`PortCaps`] reports only what the device does here.
 //!
 //! It reaches the device only through two seams, so the ring logic runs on the host
 //! without hardware: [`Registers`] (BAR0; a VFIO mapping, or the register-level model
@@ -15,10 +38,16 @@
 //! anti-spoofing, and the PF end of the PF/VF mailbox, polled from `rx_batch`
 //! ([`sriov`], [`mailbox`]). [`vf`] is the driver for one VF.
 //!
-//! Not yet: multiple queues and RSS, checksum/VLAN offloads, interrupts.
+//! SR-IOV and RSS exclude each other in this driver: under SR-IOV the PF has one
+//! queue, its pool's (queue `num_vfs`), and VMDq picks the pool; `queues > 1` with
+//! SR-IOV is a configuration error.
+//!
+//! Not yet: VLAN strip/insert, interrupts, software segmentation inside the driver.
 
+mod hw_offload;
 pub mod mailbox;
 pub mod model;
+mod model_offload;
 mod queue;
 pub mod regs;
 pub mod ring;
@@ -33,7 +62,7 @@ use pkt::{Batch, DropCounter, HEADROOM, Mempool, Offloads, Port, PortCaps, PortK
 
 use pkt::wire::MacAddr;
 use queue::QueuePair;
-pub use queue::QueueRegs;
+pub use queue::{OffloadStats, QueueRegs};
 pub use ring::RingMemory;
 use ring::RxRing;
 pub use sriov::SriovConfig;
@@ -167,6 +196,15 @@ pub struct IgbConfig {
     /// Serve SR-IOV virtual functions (the VFs must be enabled with `sriov_numvfs`,
     /// before or after). `None`: the PF alone, queue 0.
     pub sriov: Option<SriovConfig>,
+    /// Receive/transmit queue pairs, 1..=4 ([`regs::MAX_PF_QUEUES`]); more than one
+    /// turns on RSS. Must be 1 with SR-IOV.
+    pub queues: usize,
+    /// The 40-byte RSS key (RSSRK); `None`: a random one, drawn at start.
+    pub rss_key: Option<[u8; 40]>,
+    /// Checksum offload on receive and transmit, and TSO. A TSO frame must fit one
+    /// buffer of the port's pool: give the pool larger buffers than
+    /// [`pool_buffer_size`] to send frames above the MTU.
+    pub offloads: bool,
 }
 
 impl Default for IgbConfig {
@@ -178,6 +216,9 @@ impl Default for IgbConfig {
             promiscuous: false,
             link_check_every: 1024,
             sriov: None,
+            queues: 1,
+            rss_key: None,
+            offloads: true,
         }
     }
 }
@@ -203,7 +244,17 @@ struct HwStats {
     good_tx: u64,
 }
 
-/// The 82576 PF as a [`Port`]: one queue pair (queue 0, or the PF's pool under SR-IOV).
+/// Frames one queue pair moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Frames received on the queue.
+    pub rx_packets: u64,
+    /// Frames sent on the queue.
+    pub tx_packets: u64,
+}
+
+/// The 82576 PF as a [`Port`]: queue pairs 0..queues (RSS), or the PF's pool's queue
+/// under SR-IOV.
 pub struct IgbPort<R: Registers, D: Dma> {
     name: String,
     regs: R,
@@ -211,7 +262,12 @@ pub struct IgbPort<R: Registers, D: Dma> {
     pool: Mempool,
     cfg: IgbConfig,
     mac: [u8; 6],
-    q: QueuePair,
+    qs: Vec<QueuePair>,
+    /// The queue `rx_batch` starts with (rotates, so no queue starves another).
+    rx_first: usize,
+    /// Per-queue staging of a transmit batch (allocated once).
+    tx_split: Vec<Batch>,
+    rss_key: [u8; 40],
     link_up: bool,
     tx_calls: u32,
     sriov: Option<sriov::PfSriov>,
@@ -261,6 +317,30 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         cfg: IgbConfig,
     ) -> Result<Self, IgbError> {
         let (max_frame, bsize_kb) = QueuePair::check(cfg.rx_ring, cfg.tx_ring, cfg.mtu, &pool)?;
+        let nq = cfg.queues;
+        if !(1..=regs::MAX_PF_QUEUES).contains(&nq) {
+            return Err(IgbError::Config(format!(
+                "queues = {nq}: use 1..={}",
+                regs::MAX_PF_QUEUES
+            )));
+        }
+        if nq > 1 && cfg.sriov.is_some() {
+            return Err(IgbError::Config(format!(
+                "queues = {nq} with SR-IOV: the PF then owns one queue (its VMDq pool's); set queues = 1, or drop the VFs for RSS"
+            )));
+        }
+        if pool.capacity() < nq * cfg.rx_ring + 2 * pkt::BATCH_MAX {
+            return Err(IgbError::Pool(format!(
+                "{} buffers cannot fill {nq} receive rings of {} slots and leave room for batches in flight: create it with at least {}",
+                pool.capacity(),
+                cfg.rx_ring,
+                nq * cfg.rx_ring + 2 * pkt::BATCH_MAX
+            )));
+        }
+        let rss_key = match cfg.rss_key {
+            Some(k) => k,
+            None => random_key(name),
+        };
         let sriov = cfg.sriov.as_ref().map(sriov::PfSriov::new).transpose()?;
         let queue = sriov.as_ref().map_or(0, |s| s.pf_pool());
 
@@ -338,22 +418,61 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
             regs.write(regs::RLPML, (max_frame + 4) as u32);
         }
         regs.write(regs::RCTL, rctl);
-        regs.write(regs::RXCSUM, 0);
+        let mut rxcsum = 0;
+        if cfg.offloads {
+            rxcsum |= regs::RXCSUM_IPOFLD | regs::RXCSUM_TUOFLD;
+        }
+        if nq > 1 {
+            // Multiple Receive Queues: key, redirection table, then MRQC (datasheet
+            // 7.1.1.7 "RSS"); PCSD so the descriptor carries the hash.
+            rxcsum |= regs::RXCSUM_PCSD;
+            for (i, k) in rss_key.chunks_exact(4).enumerate() {
+                regs.write(
+                    regs::RSSRK + 4 * i as u32,
+                    u32::from_le_bytes([k[0], k[1], k[2], k[3]]),
+                );
+            }
+            for n in 0..regs::RETA_ENTRIES / 4 {
+                let e = |j: u32| ((4 * n + j) as usize % nq) as u8;
+                regs.write(
+                    regs::RETA + 4 * n,
+                    u32::from_le_bytes([e(0), e(1), e(2), e(3)]),
+                );
+            }
+            regs.write(
+                regs::MRQC,
+                regs::MRQC_ENABLE_RSS
+                    | regs::MRQC_RSS_FIELD_IPV4
+                    | regs::MRQC_RSS_FIELD_IPV4_TCP
+                    | regs::MRQC_RSS_FIELD_IPV4_UDP
+                    | regs::MRQC_RSS_FIELD_IPV6
+                    | regs::MRQC_RSS_FIELD_IPV6_TCP
+                    | regs::MRQC_RSS_FIELD_IPV6_UDP,
+            );
+        }
+        regs.write(regs::RXCSUM, rxcsum);
         // Transmit Initialization (global part; the queue follows with receive's).
         regs.write(
             regs::TCTL,
             regs::TCTL_PSP | regs::TCTL_CT_15 | regs::TCTL_COLD_FD,
         );
-        let q = QueuePair::setup(
-            QueueRegs::pf(queue),
-            &regs,
-            &mut dma,
-            &pool,
-            cfg.rx_ring,
-            cfg.tx_ring,
-            max_frame,
-            bsize_kb,
-        )?;
+        let mut qs = Vec::with_capacity(nq);
+        for n in 0..nq {
+            let mut q = QueuePair::setup(
+                QueueRegs::pf(queue + n as u32),
+                &regs,
+                &mut dma,
+                &pool,
+                cfg.rx_ring,
+                cfg.tx_ring,
+                max_frame,
+                bsize_kb,
+            )?;
+            if cfg.offloads {
+                q.enable_offloads(&pool);
+            }
+            qs.push(q);
+        }
         regs.write(regs::RCTL, rctl | regs::RCTL_RXEN);
         regs.write(regs::TCTL, regs.read(regs::TCTL) | regs::TCTL_EN);
         if let Some(s) = &sriov {
@@ -361,7 +480,7 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         }
 
         let link_up = regs.read(regs::STATUS) & regs::STATUS_LU != 0;
-        tracing::info!(port = name, mac = ?mac, link_up, queue, vfs = sriov.as_ref().map_or(0, |s| s.vfs().len()), rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82576 initialised");
+        tracing::info!(port = name, mac = ?mac, link_up, queue, queues = nq, offloads = cfg.offloads, vfs = sriov.as_ref().map_or(0, |s| s.vfs().len()), rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82576 initialised");
         Ok(Self {
             name: name.to_owned(),
             regs,
@@ -369,7 +488,10 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
             pool,
             cfg,
             mac,
-            q,
+            qs,
+            rx_first: 0,
+            tx_split: (0..nq).map(|_| Batch::new()).collect(),
+            rss_key,
             link_up,
             tx_calls: 0,
             sriov,
@@ -416,17 +538,50 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
 
     /// Frames from other pools that `tx_batch` copied into this port's pool.
     pub fn tx_copied(&self) -> u64 {
-        self.q.tx_copied
+        self.qs.iter().map(|q| q.tx_copied).sum()
     }
 
-    /// Frames posted for transmit whose descriptors the device has not completed.
+    /// Descriptors posted for transmit that the device has not completed, over all
+    /// queues.
     pub fn tx_in_flight(&self) -> usize {
-        self.q.tx.in_flight()
+        self.qs.iter().map(|q| q.tx.in_flight()).sum()
     }
 
-    /// Releases transmitted frames the device is done with; returns how many.
+    /// Releases transmitted frames the device is done with; returns how many
+    /// descriptors.
     pub fn reclaim_tx(&mut self) -> usize {
-        self.q.tx.reclaim()
+        self.qs.iter_mut().map(QueuePair::reclaim).sum()
+    }
+
+    /// Frames each queue pair moved, queue 0 first.
+    pub fn queue_stats(&self) -> Vec<QueueStats> {
+        self.qs
+            .iter()
+            .map(|q| QueueStats {
+                rx_packets: q.rx_packets,
+                tx_packets: q.tx_packets,
+            })
+            .collect()
+    }
+
+    /// What the device's checksum and segmentation offloads did, over all queues.
+    pub fn offload_stats(&self) -> OffloadStats {
+        self.qs.iter().fold(OffloadStats::default(), |mut a, q| {
+            let o = q.offload;
+            a.rx_csum_good += o.rx_csum_good;
+            a.rx_csum_bad += o.rx_csum_bad;
+            a.rx_csum_unchecked += o.rx_csum_unchecked;
+            a.tx_csum += o.tx_csum;
+            a.tx_tso += o.tx_tso;
+            a.tx_sw_csum += o.tx_sw_csum;
+            a.tx_contexts += o.tx_contexts;
+            a
+        })
+    }
+
+    /// The RSS key programmed into RSSRK (used only with more than one queue).
+    pub fn rss_key(&self) -> [u8; 40] {
+        self.rss_key
     }
 
     /// The register block (for diagnostics and tests).
@@ -434,14 +589,19 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         &self.regs
     }
 
-    /// Receive descriptor ring (for tests of device misbehaviour).
+    /// Receive descriptor ring of queue 0 (for tests of device misbehaviour).
     pub fn rx_ring(&self) -> &RxRing {
-        &self.q.rx
+        &self.qs[0].rx
     }
 
     fn drop_counters(&self) -> Vec<DropCounter> {
         let hw = self.read_hw_stats();
-        let mut v: Vec<DropCounter> = self.q.drop_counters().into();
+        let mut v: Vec<DropCounter> = self.qs[0].drop_counters().into();
+        for q in &self.qs[1..] {
+            for (sum, c) in v.iter_mut().zip(q.drop_counters()) {
+                sum.count += c.count;
+            }
+        }
         v.extend(
             [
                 ("hw_rx_missed", hw.missed),
@@ -476,6 +636,36 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
     pub fn hw_good_frames(&self) -> (u64, u64) {
         let s = self.read_hw_stats();
         (s.good_rx, s.good_tx)
+    }
+}
+
+/// A random RSS key (getrandom); Microsoft's verification key if the kernel has no
+/// randomness to give, which spreads flows as well but is predictable.
+fn random_key(port: &str) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    match rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty()) {
+        Ok(40) => key,
+        _ => {
+            tracing::warn!(
+                port,
+                "no random bytes for the RSS key; using the well-known one"
+            );
+            offload::rss::DEFAULT_KEY
+        }
+    }
+}
+
+impl<R: Registers, D: Dma> IgbPort<R, D> {
+    /// The offloads this port performs.
+    fn offloads(&self) -> Offloads {
+        let mut o = Offloads::NONE;
+        if self.cfg.offloads {
+            o = o | Offloads::RX_CSUM | Offloads::TX_CSUM | Offloads::TSO4 | Offloads::TSO6;
+        }
+        if self.qs.len() > 1 {
+            o = o | Offloads::RSS;
+        }
+        o
     }
 }
 
@@ -527,7 +717,17 @@ impl<R: Registers, D: Dma> Port for IgbPort<R, D> {
         if let Some(s) = &mut self.sriov {
             s.tick(&self.regs);
         }
-        self.q.rx_batch(&self.regs, &self.dma, &self.pool, batch)
+        let n = self.qs.len();
+        let mut got = 0;
+        for i in 0..n {
+            if batch.room() == 0 {
+                break;
+            }
+            let q = (self.rx_first + i) % n;
+            got += self.qs[q].rx_batch(&self.regs, &self.dma, &self.pool, batch);
+        }
+        self.rx_first = (self.rx_first + 1) % n;
+        got
     }
 
     fn tx_batch(&mut self, batch: &mut Batch) -> usize {
@@ -540,41 +740,63 @@ impl<R: Registers, D: Dma> Port for IgbPort<R, D> {
             self.refresh_link();
         }
         if !self.link_up {
-            self.q.tx.reclaim();
-            self.q.drop_link_down(batch);
+            for q in &mut self.qs {
+                q.reclaim();
+            }
+            self.qs[0].drop_link_down(batch);
             return 0;
         }
-        self.q.tx_batch(&self.regs, &self.dma, &self.pool, batch)
+        let n = self.qs.len();
+        if n == 1 {
+            return self.qs[0].tx_batch(&self.regs, &self.dma, &self.pool, batch);
+        }
+        // Each flow to its queue, in order; what a full ring leaves goes back to the
+        // caller (per flow still in order).
+        for buf in batch.drain() {
+            let q = hw_offload::flow_hash(buf.data()) as usize % n;
+            let _ = self.tx_split[q].push(buf);
+        }
+        let mut sent = 0;
+        for (q, split) in self.qs.iter_mut().zip(self.tx_split.iter_mut()) {
+            if split.is_empty() {
+                continue;
+            }
+            sent += q.tx_batch(&self.regs, &self.dma, &self.pool, split);
+            for buf in split.drain() {
+                let _ = batch.push(buf);
+            }
+        }
+        sent
     }
 
     fn caps(&self) -> PortCaps {
         PortCaps {
             kind: PortKind::Ethernet,
             mtu: self.cfg.mtu,
-            rx_queues: 1,
-            tx_queues: 1,
-            offloads: Offloads::NONE,
+            rx_queues: self.qs.len() as u16,
+            tx_queues: self.qs.len() as u16,
+            offloads: self.offloads(),
         }
     }
 
     fn stats(&self) -> PortStats {
         tracing::debug!(
             port = %self.name,
-            rdh = self.regs.read(self.q.regs.rdh),
-            rdt = self.regs.read(self.q.regs.rdt),
-            rx_next = self.q.rx.next,
-            tdh = self.regs.read(self.q.regs.tdh),
-            tdt = self.regs.read(self.q.regs.tdt),
-            tx_clean = self.q.tx.clean,
+            rdh = self.regs.read(self.qs[0].regs.rdh),
+            rdt = self.regs.read(self.qs[0].regs.rdt),
+            rx_next = self.qs[0].rx.next,
+            tdh = self.regs.read(self.qs[0].regs.tdh),
+            tdt = self.regs.read(self.qs[0].regs.tdt),
+            tx_clean = self.qs[0].tx.clean,
             status = format_args!("{:#x}", self.regs.read(regs::STATUS)),
             rctl = format_args!("{:#x}", self.regs.read(regs::RCTL)),
             "82576 ring state"
         );
         PortStats {
-            rx_packets: self.q.rx_packets,
-            rx_bytes: self.q.rx_bytes,
-            tx_packets: self.q.tx_packets,
-            tx_bytes: self.q.tx_bytes,
+            rx_packets: self.qs.iter().map(|q| q.rx_packets).sum(),
+            rx_bytes: self.qs.iter().map(|q| q.rx_bytes).sum(),
+            tx_packets: self.qs.iter().map(|q| q.tx_packets).sum(),
+            tx_bytes: self.qs.iter().map(|q| q.tx_bytes).sum(),
             drops: self.drop_counters(),
         }
     }
@@ -589,10 +811,14 @@ impl<R: Registers, D: Dma> Drop for IgbPort<R, D> {
         // Stop the device before the rings and buffers it may still access are freed.
         self.regs.write(regs::RCTL, 0);
         self.regs.write(regs::TCTL, 0);
-        self.q.stop(&self.regs);
+        for q in &self.qs {
+            q.stop(&self.regs);
+        }
     }
 }
 
+#[cfg(test)]
+mod offload_tests;
 #[cfg(test)]
 mod sriov_tests;
 #[cfg(test)]

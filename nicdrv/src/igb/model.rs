@@ -18,7 +18,18 @@
 //! MBVFICR and VFLRE write-1-to-clear, RSTI/RSTD, clear-on-read VF bits). [`IgbModel::vf`]
 //! gives VF n's own BAR0, mapped onto the PF's registers as the device does.
 //!
-//! What it leaves out: interrupts, RSS, offloads, VLAN filtering, flow control,
+//! Offloads (in `model_offload.rs`): with MRQC in RSS mode and RXCSUM.PCSD set, a
+//! received frame's Toeplitz hash (addresses and ports as MRQC's field bits select,
+//! key from RSSRK) picks its queue through RETA and is written back with its RSS type;
+//! RXCSUM.IPOFLD/TUOFLD make the write-back carry IPCS/L4I/UDPCS and IPE/L4E as the
+//! model finds the checksums. On transmit, advanced context descriptors are latched
+//! per queue (two slots), and a frame's POPTS.TXSM/IXSM insert its L4 and IPv4 header
+//! checksums, DCMD.TSE segments it by the context's MSS and L4LEN (lengths, IPv4 ID and
+//! checksum, sequence numbers, FIN/PSH on the last segment, TCP checksums). A frame
+//! whose context is missing or impossible is dropped and counted
+//! ([`ModelState::bad_contexts`]).
+//!
+//! What it leaves out: interrupts, VLAN filtering and stripping, flow control,
 //! descriptor prefetch and write-back thresholds, timing. What it says about
 //! real hardware is only what the datasheet says; QEMU's igb model (in the VM tests) is
 //! the second opinion.
@@ -29,6 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use pkt::Mempool;
 
+use super::model_offload::{self, TxCtx};
 use super::queue::QueueRegs;
 use super::regs::{self, desc, stats, vf};
 use super::{Dma, IgbError, Registers, RingMemory};
@@ -65,6 +77,15 @@ pub struct ModelState {
     pub pool_rx: [u32; 8],
     /// Good frames transmitted per pool (VFGPTC).
     pub pool_tx: [u32; 8],
+    /// Context descriptors fetched.
+    pub tx_contexts: u64,
+    /// Frames dropped because their context was missing or impossible (the real
+    /// device's behaviour is undefined there).
+    pub bad_contexts: u64,
+    /// Frames written to each receive queue (0..=15).
+    pub queue_rx: [u64; 16],
+    /// Latched transmit contexts, two per queue.
+    tx_ctx: [[Option<TxCtx>; 2]; 16],
     /// Each VF's VFMailbox bits.
     vf_mbx: [u32; 8],
     /// Each VF's PFMailbox bits (VFU/PFU as the PF reads them).
@@ -103,6 +124,7 @@ impl ModelState {
         self.pf_mbx = [0; 8];
         self.pool_rx = [0; 8];
         self.pool_tx = [0; 8];
+        self.tx_ctx = [[None; 2]; 16];
     }
 
     fn vmdq(&self) -> bool {
@@ -269,6 +291,8 @@ impl ModelState {
             return;
         }
         let mut frame = Vec::new();
+        // The first data descriptor of a frame holds its offload requests.
+        let mut first: Option<(u32, u32)> = None;
         while self.reg(qr.tdh) != self.reg(qr.tdt) && self.reg(qr.tdt) < n {
             let head = self.reg(qr.tdh);
             let d = base + u64::from(head) * 16;
@@ -277,7 +301,17 @@ impl ModelState {
             };
             let cmd = q1 as u32;
             let len = (cmd & 0xffff) as usize;
-            if cmd & desc::TX_CMD_DEXT != 0 && cmd & (0xf << 20) == desc::TX_DTYP_DATA {
+            if cmd & desc::TX_CMD_DEXT != 0 && cmd & desc::TX_DTYP_MASK == desc::TX_DTYP_CTXT {
+                let c = TxCtx {
+                    macip: addr as u32,
+                    tucmd: cmd,
+                    mss_l4len: (q1 >> 32) as u32,
+                };
+                self.tx_ctx[q as usize % 16][c.index()] = Some(c);
+                self.tx_contexts += 1;
+            }
+            if cmd & desc::TX_CMD_DEXT != 0 && cmd & desc::TX_DTYP_MASK == desc::TX_DTYP_DATA {
+                let (fcmd, folinfo) = *first.get_or_insert((cmd, (q1 >> 32) as u32));
                 match self.dma(addr, len) {
                     Some(p) => {
                         // SAFETY: `dma` checked the range lies in a registered region.
@@ -289,6 +323,7 @@ impl ModelState {
                     None => frame.clear(),
                 }
                 if cmd & desc::TX_CMD_EOP != 0 {
+                    first = None;
                     let spoofed = self.vmdq()
                         && frame.len() >= 12
                         && !self.source_allowed(q % 8, &frame[6..12]);
@@ -297,11 +332,26 @@ impl ModelState {
                         frame.clear();
                     }
                     if !frame.is_empty() {
-                        self.pool_tx[(q % 8) as usize] += 1;
-                        self.add(stats::GPTC, 1);
-                        self.add(stats::GOTCL, frame.len() as u32 + 4);
-                        if self.keep_wire {
-                            self.wire.push_back(std::mem::take(&mut frame));
+                        let idx = ((folinfo >> desc::TX_OLINFO_IDX_SHIFT) & 1) as usize;
+                        let ctx = self.tx_ctx[q as usize % 16][idx];
+                        let mut out = Vec::new();
+                        let sent = model_offload::tx_offload(
+                            std::mem::take(&mut frame),
+                            fcmd,
+                            folinfo,
+                            ctx,
+                            |f| out.push(f),
+                        );
+                        if sent.is_err() {
+                            self.bad_contexts += 1;
+                        }
+                        for f in out {
+                            self.pool_tx[(q % 8) as usize] += 1;
+                            self.add(stats::GPTC, 1);
+                            self.add(stats::GOTCL, f.len() as u32 + 4);
+                            if self.keep_wire {
+                                self.wire.push_back(f);
+                            }
                         }
                     }
                     frame.clear();
@@ -317,6 +367,12 @@ impl ModelState {
 
     /// Writes `frame` into queue `q`'s next receive descriptor.
     fn deliver(&mut self, q: u32, frame: &[u8]) -> RxOutcome {
+        self.deliver_with(q, frame, 0, 0)
+    }
+
+    /// [`Self::deliver`] with extra write-back status bits and qword 0 (packet type,
+    /// RSS hash).
+    fn deliver_with(&mut self, q: u32, frame: &[u8], extra_status: u32, qword0: u64) -> RxOutcome {
         let qr = QueueRegs::pf(q);
         if self.reg(qr.rxdctl) & regs::XDCTL_ENABLE == 0 {
             return RxOutcome::Filtered;
@@ -348,12 +404,13 @@ impl ModelState {
         // SAFETY: `dma` checked the destination lies in a registered region; the frame
         // is a separate Rust slice, so the ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), p, frame.len()) };
-        self.dma_write_u64(d, 0);
-        let status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP;
+        self.dma_write_u64(d, qword0);
+        let status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP | extra_status;
         self.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
         self.set(qr.rdh, (head + 1) % n);
         self.add(stats::GPRC, 1);
         self.add(stats::GORCL, frame.len() as u32);
+        self.queue_rx[q as usize % 16] += 1;
         RxOutcome::Delivered
     }
 
@@ -417,6 +474,10 @@ impl IgbModel {
             keep_wire: true,
             defer_tx: false,
             spoofed: 0,
+            tx_contexts: 0,
+            bad_contexts: 0,
+            queue_rx: [0; 16],
+            tx_ctx: [[None; 2]; 16],
             pool_rx: [0; 8],
             pool_tx: [0; 8],
             vf_mbx: [0; 8],
@@ -460,7 +521,30 @@ impl IgbModel {
             if !st.accepts(frame) {
                 return RxOutcome::Filtered;
             }
-            return st.deliver(0, frame);
+            let (status, mut info) = model_offload::rx_checksum(frame, st.reg(regs::RXCSUM));
+            let mut queue = 0;
+            let mut hash = 0;
+            let rss_on = st.reg(regs::MRQC) & 3 == regs::MRQC_ENABLE_RSS
+                && st.reg(regs::RXCSUM) & regs::RXCSUM_PCSD != 0;
+            if rss_on {
+                let mut key = [0u8; 40];
+                for (i, k) in key.chunks_exact_mut(4).enumerate() {
+                    k.copy_from_slice(&st.reg(regs::RSSRK + 4 * i as u32).to_le_bytes());
+                }
+                if let Some((kind, h)) = model_offload::rss(frame, st.reg(regs::MRQC), &key) {
+                    let entry = h & 0x7f;
+                    let reta = st.reg(regs::RETA + 4 * (entry / 4)).to_le_bytes();
+                    queue = u32::from(reta[(entry % 4) as usize] & 0x0f);
+                    hash = h;
+                    info |= kind;
+                }
+            }
+            return st.deliver_with(
+                queue,
+                frame,
+                status,
+                u64::from(info) | u64::from(hash) << 32,
+            );
         }
         let pools = st.pools_for(&frame[..6]);
         let mut outcome = RxOutcome::Filtered;
@@ -489,10 +573,15 @@ impl IgbModel {
         );
     }
 
-    /// Fetches and sends the descriptors posted so far on queue 0 (with
+    /// Fetches and sends the descriptors posted so far on every queue (with
     /// [`ModelState::defer_tx`]).
     pub fn process_tx(&self) {
-        self.state().transmit(0);
+        let mut st = self.state();
+        for q in 0..16 {
+            if st.reg(QueueRegs::pf(q).tdt) != st.reg(QueueRegs::pf(q).tdh) {
+                st.transmit(q);
+            }
+        }
     }
 
     /// VF `n`'s own BAR0 (0..=7), sharing this device.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pkt::{Batch, DropCounter, HEADROOM, Mempool, PktBuf};
 
+use super::hw_offload::{self, RxVerdict, TxContext, TxOffloadError, TxPlan};
 use super::ring::{self, RxRing, RxWriteBack, TxRing, read_barrier, write_barrier};
 use super::{Dma, IgbError, Registers, poll, regs};
 
@@ -92,6 +93,28 @@ pub(super) struct Drops {
     pub tx_link_down: u64,
     pub tx_bad_length: u64,
     pub tx_no_buffer: u64,
+    pub tx_bad_offload: u64,
+}
+
+/// What the device's offloads did on one queue.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadStats {
+    /// Received frames whose checksums the device checked and found good (delivered
+    /// with `DATA_VALID`).
+    pub rx_csum_good: u64,
+    /// Received frames the device found a bad checksum in (delivered unmarked, so the
+    /// stack checks, drops and counts them).
+    pub rx_csum_bad: u64,
+    /// Received frames the device did not check (not TCP/UDP over IP, fragments).
+    pub rx_csum_unchecked: u64,
+    /// Frames sent with the device inserting their L4 checksum.
+    pub tx_csum: u64,
+    /// Frames the device segmented (TSO).
+    pub tx_tso: u64,
+    /// Checksums completed in software because the device could not describe the frame.
+    pub tx_sw_csum: u64,
+    /// Context descriptors written.
+    pub tx_contexts: u64,
 }
 
 /// The queue pair's rings, frames and counters.
@@ -108,6 +131,16 @@ pub(super) struct QueuePair {
     pub tx_bytes: u64,
     pub tx_copied: u64,
     pub drops: Drops,
+    /// Checksum and segmentation offloads on (the PF; the VF driver runs without).
+    pub hw_offload: bool,
+    /// Longest frame `tx_batch` takes: `max_frame`, or with offloads a TSO frame as
+    /// long as a pool buffer holds.
+    pub tx_max: usize,
+    /// The context the device holds in slot 0, if one was written.
+    tx_ctx: Option<TxContext>,
+    /// TX slots holding a context descriptor (no write-back of their own).
+    ctx_slots: Vec<bool>,
+    pub offload: OffloadStats,
 }
 
 impl QueuePair {
@@ -235,7 +268,49 @@ impl QueuePair {
             tx_bytes: 0,
             tx_copied: 0,
             drops: Drops::default(),
+            hw_offload: false,
+            tx_max: max_frame,
+            tx_ctx: None,
+            ctx_slots: vec![false; tx_ring],
+            offload: OffloadStats::default(),
         })
+    }
+
+    /// Turns on checksum offload on receive (the caller set RXCSUM) and checksum and
+    /// segmentation offload on transmit, for TSO frames up to what a buffer of `pool`
+    /// holds.
+    pub fn enable_offloads(&mut self, pool: &Mempool) {
+        self.hw_offload = true;
+        self.tx_max = (pool.buf_size() - HEADROOM).max(self.max_frame);
+    }
+
+    /// Releases transmitted frames the device is done with, oldest first; returns how
+    /// many descriptors. A context descriptor is done when the data descriptor after
+    /// it is (the device writes DD back only where RS was set).
+    pub fn reclaim(&mut self) -> usize {
+        let size = self.tx.size();
+        let done = |tx: &TxRing, slot: usize| {
+            (tx.mem.read(slot, 1) >> 32) as u32 & regs::desc::TX_STATUS_DD != 0
+        };
+        let mut n = 0;
+        while self.tx.clean != self.tx.tail {
+            let slot = self.tx.clean;
+            let next = (slot + 1) % size;
+            if self.ctx_slots[slot] {
+                if next == self.tx.tail || !done(&self.tx, next) {
+                    break;
+                }
+                self.ctx_slots[slot] = false;
+            } else if !done(&self.tx, slot) {
+                break;
+            } else {
+                // Dropping the buffer returns it to its pool.
+                self.tx.bufs[slot] = None;
+            }
+            self.tx.clean = next;
+            n += 1;
+        }
+        n
     }
 
     /// Stops both queues (before their memory is freed).
@@ -245,7 +320,7 @@ impl QueuePair {
     }
 
     /// The drop counters with their names.
-    pub fn drop_counters(&self) -> [DropCounter; 7] {
+    pub fn drop_counters(&self) -> [DropCounter; 8] {
         let d = self.drops;
         [
             ("rx_no_buffer", d.rx_no_buffer),
@@ -255,6 +330,7 @@ impl QueuePair {
             ("tx_link_down", d.tx_link_down),
             ("tx_bad_length", d.tx_bad_length),
             ("tx_no_buffer", d.tx_no_buffer),
+            ("tx_bad_offload", d.tx_bad_offload),
         ]
         .map(|(name, count)| DropCounter { name, count })
     }
@@ -299,9 +375,18 @@ impl QueuePair {
                 let p = fresh.reset_for_rx(HEADROOM).as_ptr();
                 match dma.iova_of(p) {
                     Some(iova) => {
+                        let flags = if self.hw_offload {
+                            self.rx_csum_flags(wb.status_error, self.rx.mem.read(slot, 0) as u32)
+                        } else {
+                            0
+                        };
                         if let Some(mut full) = self.rx.bufs[slot].replace(fresh) {
                             // Cannot fail: `len <= space` was checked above.
                             let _ = full.set_len(len);
+                            full.meta.offload = pkt::OffloadMeta {
+                                flags,
+                                ..pkt::OffloadMeta::default()
+                            };
                             let _ = batch.push(full);
                             self.rx.iovas[slot] = iova;
                             self.rx_packets += 1;
@@ -338,7 +423,7 @@ impl QueuePair {
         pool: &Mempool,
         batch: &mut Batch,
     ) -> usize {
-        self.tx.reclaim();
+        self.reclaim();
         let mut free = self.tx.free();
         let mut sent = 0;
         let mut spill = std::mem::replace(&mut self.spill, Batch::unallocated());
@@ -349,11 +434,11 @@ impl QueuePair {
                 continue;
             }
             let len = buf.len();
-            if len == 0 || len > self.max_frame {
+            if len == 0 || len > self.tx_max {
                 self.drops.tx_bad_length += 1;
                 continue;
             }
-            let (buf, iova) = match dma.iova_of(buf.data().as_ptr()) {
+            let (mut buf, iova) = match dma.iova_of(buf.data().as_ptr()) {
                 Some(iova) => (buf, iova),
                 None => match self.copy_into_pool(pool, &buf) {
                     Some(own) => match dma.iova_of(own.data().as_ptr()) {
@@ -369,12 +454,75 @@ impl QueuePair {
                     }
                 },
             };
-            let need = TxRing::slots_for(iova, len);
+            let plan = if self.hw_offload {
+                match hw_offload::plan(&buf, self.max_frame) {
+                    Ok(p) => p,
+                    Err(TxOffloadError::TooLong) => {
+                        self.drops.tx_bad_length += 1;
+                        continue;
+                    }
+                    Err(TxOffloadError::Bad | TxOffloadError::Unsupported) => {
+                        self.drops.tx_bad_offload += 1;
+                        continue;
+                    }
+                }
+            } else {
+                TxPlan::Plain
+            };
+            let ctx = match plan {
+                TxPlan::Plain => None,
+                TxPlan::Checksum(c) | TxPlan::Segment(c) => Some(c),
+            };
+            let new_ctx = ctx.is_some() && ctx != self.tx_ctx;
+            let need = TxRing::pages_for(iova, len) + usize::from(new_ctx);
+            if need >= self.tx.size() {
+                // Could never fit, even in an empty ring.
+                self.drops.tx_bad_length += 1;
+                continue;
+            }
             if need > free {
                 let _ = spill.push(buf);
                 continue;
             }
-            self.tx.post(iova, len, buf);
+            if let Some(c) = ctx.filter(|_| new_ctx) {
+                let slot = self.tx.tail;
+                self.tx.post_context(c.descriptor());
+                self.ctx_slots[slot] = true;
+                self.tx_ctx = ctx;
+                self.offload.tx_contexts += 1;
+            }
+            let payload = (len as u32) << regs::desc::TX_PAYLEN_SHIFT;
+            match plan {
+                TxPlan::Plain => {
+                    if buf.meta.offload.flags & offload::vnet_hdr::NEEDS_CSUM != 0 {
+                        // A layout the device cannot describe (plan checked the
+                        // request is sound): complete it here.
+                        let mut meta = buf.meta.offload;
+                        if offload::checksum::complete_if_needed(buf.data_mut(), &mut meta).is_ok()
+                        {
+                            buf.meta.offload = meta;
+                            self.offload.tx_sw_csum += 1;
+                        }
+                    }
+                    self.tx.post_pages(iova, len, buf, 0, payload);
+                }
+                TxPlan::Checksum(_) => {
+                    self.offload.tx_csum += 1;
+                    let olinfo = payload | regs::desc::TX_OLINFO_TXSM;
+                    self.tx.post_pages(iova, len, buf, 0, olinfo);
+                }
+                TxPlan::Segment(c) => {
+                    self.offload.tx_tso += 1;
+                    hw_offload::prepare_segmentation(&mut buf, &c);
+                    let mut olinfo = ((len - c.header_len()) as u32) << regs::desc::TX_PAYLEN_SHIFT
+                        | regs::desc::TX_OLINFO_TXSM;
+                    if c.ipv4 {
+                        olinfo |= regs::desc::TX_OLINFO_IXSM;
+                    }
+                    self.tx
+                        .post_pages(iova, len, buf, regs::desc::TX_CMD_TSE, olinfo);
+                }
+            }
             self.tx_packets += 1;
             self.tx_bytes += len as u64;
             free -= need;
@@ -389,6 +537,25 @@ impl QueuePair {
         std::mem::swap(batch, &mut spill);
         self.spill = spill;
         sent
+    }
+
+    /// The checksum flags for a received frame from its write-back, counted.
+    #[inline]
+    fn rx_csum_flags(&mut self, status_error: u32, pkt_info: u32) -> u8 {
+        match hw_offload::rx_verdict(status_error, pkt_info) {
+            RxVerdict::Good => {
+                self.offload.rx_csum_good += 1;
+                offload::vnet_hdr::DATA_VALID
+            }
+            RxVerdict::Bad => {
+                self.offload.rx_csum_bad += 1;
+                0
+            }
+            RxVerdict::Unchecked => {
+                self.offload.rx_csum_unchecked += 1;
+                0
+            }
+        }
     }
 
     /// Drops a whole batch because the link is down.

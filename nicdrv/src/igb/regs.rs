@@ -3,12 +3,15 @@
 //! Each item names the register heading in the "Intel 82576EB Gigabit Ethernet
 //! Controller Datasheet", chapter 8 ("Programming Interface"), so it can be checked
 //! against the source. Per-queue registers repeat every 0x40 bytes for queues 0..=3 in
-//! these blocks (the datasheet's "n" index); the driver uses queue 0 only.
+//! these blocks (the datasheet's "n" index); the PF driver uses queues 0..=3 (RSS) or
+//! its pool's queue under SR-IOV.
 
 /// Device Control Register - CTRL (0x00000).
 pub const CTRL: u32 = 0x0000;
 /// CTRL.SLU: set link up (copper: let the MAC follow the PHY's link indication).
 pub const CTRL_SLU: u32 = 1 << 6;
+/// CTRL.VME: VLAN mode enable (strip tags on receive when not in VMDq mode).
+pub const CTRL_VME: u32 = 1 << 30;
 /// CTRL.RST: device reset (self-clearing): resets everything except the PCI config
 /// space and the PHY.
 pub const CTRL_RST: u32 = 1 << 26;
@@ -90,6 +93,42 @@ pub const RCTL_SECRC: u32 = 1 << 26;
 pub const RLPML: u32 = 0x5004;
 /// Receive Checksum Control - RXCSUM (0x05000).
 pub const RXCSUM: u32 = 0x5000;
+/// RXCSUM.IPOFLD: check the IPv4 header checksum on receive (status IPCS, error IPE).
+pub const RXCSUM_IPOFLD: u32 = 1 << 8;
+/// RXCSUM.TUOFLD: check TCP/UDP checksums on receive (status L4I/UDPCS, error L4E).
+pub const RXCSUM_TUOFLD: u32 = 1 << 9;
+/// RXCSUM.PCSD: packet checksum disable. The descriptor's upper dword of qword 0
+/// carries either the fragment checksum and IP ID (0) or the RSS hash (1); RSS
+/// needs 1 (QEMU's igb disables RSS without it, as the datasheet's table says).
+pub const RXCSUM_PCSD: u32 = 1 << 13;
+
+/// MRQC.Multiple Receive Queues Enable = 010b: RSS only, queues picked by the
+/// redirection table (datasheet 8.10.x "Multiple Receive Queues Command").
+pub const MRQC_ENABLE_RSS: u32 = 0x2;
+/// MRQC hash fields: TCP over IPv4.
+pub const MRQC_RSS_FIELD_IPV4_TCP: u32 = 1 << 16;
+/// MRQC hash fields: IPv4 addresses only (frames without a hashed L4).
+pub const MRQC_RSS_FIELD_IPV4: u32 = 1 << 17;
+/// MRQC hash fields: TCP over IPv6 (with extension headers).
+pub const MRQC_RSS_FIELD_IPV6_TCP_EX: u32 = 1 << 18;
+/// MRQC hash fields: IPv6 addresses only.
+pub const MRQC_RSS_FIELD_IPV6: u32 = 1 << 20;
+/// MRQC hash fields: TCP over IPv6.
+pub const MRQC_RSS_FIELD_IPV6_TCP: u32 = 1 << 21;
+/// MRQC hash fields: UDP over IPv4.
+pub const MRQC_RSS_FIELD_IPV4_UDP: u32 = 1 << 22;
+/// MRQC hash fields: UDP over IPv6.
+pub const MRQC_RSS_FIELD_IPV6_UDP: u32 = 1 << 23;
+/// Redirection Table - RETA\[31:0\] (0x05C00 + 4*n): 128 one-byte entries, the low
+/// bits of each a queue index; entry `hash & 0x7f` picks the queue.
+pub const RETA: u32 = 0x5c00;
+/// Entries in the redirection table.
+pub const RETA_ENTRIES: u32 = 128;
+/// RSS Random Key - RSSRK\[9:0\] (0x05C80 + 4*n): 40 bytes, byte 0 lowest in RSSRK\[0\].
+pub const RSSRK: u32 = 0x5c80;
+/// Queues the PF driver runs without SR-IOV (the 82576 has 16; four cover the
+/// dispatcher cores this product targets).
+pub const MAX_PF_QUEUES: usize = 4;
 
 /// Multicast Table Array - MTA\[127:0\] (0x05200 + 4*n).
 pub const MTA: u32 = 0x5200;
@@ -184,6 +223,45 @@ pub mod desc {
     /// RX write-back extended errors that mean a damaged frame: CE (CRC/alignment),
     /// SE (symbol), SEQ (sequence), CXE (carrier extension), RXE (RX data error).
     pub const RX_ERR_FRAME: u32 = (1 << 24) | (1 << 25) | (1 << 26) | (1 << 28) | (1 << 31);
+    /// RX write-back extended status UDPCS (bit 4): the L4 checksum checked was UDP's.
+    pub const RX_STATUS_UDPCS: u32 = 1 << 4;
+    /// RX write-back extended status L4I (bit 5): the TCP/UDP checksum was checked.
+    pub const RX_STATUS_L4I: u32 = 1 << 5;
+    /// RX write-back extended status IPCS (bit 6): the IPv4 header checksum was checked.
+    pub const RX_STATUS_IPCS: u32 = 1 << 6;
+    /// RX write-back extended error L4E (bit 29): bad TCP/UDP checksum.
+    pub const RX_ERR_L4E: u32 = 1 << 29;
+    /// RX write-back extended error IPE (bit 30): bad IPv4 header checksum.
+    pub const RX_ERR_IPE: u32 = 1 << 30;
+    /// RX write-back qword 0, packet type bit "IPv4" (pkt_info bit 4).
+    pub const RX_PKT_IPV4: u32 = 1 << 4;
+    /// RX write-back qword 0, RSS type (pkt_info bits 3:0); 0 when no hash was taken.
+    pub const RX_RSS_TYPE_MASK: u32 = 0xf;
+
+    /// TX descriptor DTYP = 0010b: advanced context descriptor.
+    pub const TX_DTYP_CTXT: u32 = 2 << 20;
+    /// DTYP field mask (cmd_type_len bits 23:20).
+    pub const TX_DTYP_MASK: u32 = 0xf << 20;
+    /// DCMD.TSE (bit 31): TCP segmentation for this frame (with a context's MSS/L4LEN).
+    pub const TX_CMD_TSE: u32 = 1 << 31;
+    /// olinfo_status POPTS.IXSM (bit 8): insert the IPv4 header checksum.
+    pub const TX_OLINFO_IXSM: u32 = 1 << 8;
+    /// olinfo_status POPTS.TXSM (bit 9): insert the TCP/UDP checksum.
+    pub const TX_OLINFO_TXSM: u32 = 1 << 9;
+    /// olinfo_status IDX, bits 6:4: the context slot (0 or 1) this frame uses.
+    pub const TX_OLINFO_IDX_SHIFT: u32 = 4;
+    /// Context vlan_macip_lens: IPLEN bits 8:0, MACLEN bits 15:9.
+    pub const CTX_MACLEN_SHIFT: u32 = 9;
+    /// Context type_tucmd_mlhl TUCMD.IPV4 (bit 10): IPv4 (else IPv6).
+    pub const CTX_TUCMD_IPV4: u32 = 1 << 10;
+    /// Context TUCMD.L4T, bits 12:11: 00b UDP, 01b TCP.
+    pub const CTX_TUCMD_L4T_TCP: u32 = 1 << 11;
+    /// Context mss_l4len_idx: IDX bits 6:4.
+    pub const CTX_IDX_SHIFT: u32 = 4;
+    /// Context mss_l4len_idx: L4LEN bits 15:8 (TCP header bytes, for TSO).
+    pub const CTX_L4LEN_SHIFT: u32 = 8;
+    /// Context mss_l4len_idx: MSS bits 31:16 (TCP payload bytes per segment).
+    pub const CTX_MSS_SHIFT: u32 = 16;
 
     /// TX data descriptor DTYP = 0011b (advanced data), cmd_type_len bits 23:20.
     pub const TX_DTYP_DATA: u32 = 3 << 20;

@@ -259,6 +259,66 @@ impl TxRing {
         self.tail = (slot + 1) % self.size();
     }
 
+    /// Descriptors [`TxRing::post_pages`] takes for a frame of `len` bytes at `iova`:
+    /// one per 4 KiB page it touches.
+    #[inline]
+    pub fn pages_for(iova: u64, len: usize) -> usize {
+        (iova as usize % TX_SPLIT + len).div_ceil(TX_SPLIT).max(1)
+    }
+
+    /// Writes the advanced data descriptors of a frame in one buffer from the tail
+    /// slot, one per 4 KiB page it touches (see [`TxRing::post`] for why), each with
+    /// IFCS and RS, EOP on the last, `cmd` (e.g. TSE) and `olinfo` (PAYLEN, POPTS,
+    /// context index) added. The caller checks [`TxRing::free`] against
+    /// [`TxRing::pages_for`] first.
+    #[inline]
+    pub fn post_pages(&mut self, iova: u64, len: usize, buf: PktBuf, cmd: u32, olinfo: u32) {
+        let base =
+            desc::TX_DTYP_DATA | desc::TX_CMD_DEXT | desc::TX_CMD_IFCS | desc::TX_CMD_RS | cmd;
+        if iova as usize % TX_SPLIT + len <= TX_SPLIT {
+            // The common case: one page, one descriptor.
+            let slot = self.tail;
+            let c = len as u32 | base | desc::TX_CMD_EOP;
+            self.mem.write(slot, 0, iova);
+            self.mem
+                .write(slot, 1, u64::from(c) | u64::from(olinfo) << 32);
+            self.bufs[slot] = Some(buf);
+            self.tail = (slot + 1) % self.size();
+            return;
+        }
+        self.post_split(iova, len, buf, base, olinfo);
+    }
+
+    /// [`TxRing::post_pages`] for a frame over more than one page.
+    #[inline(never)]
+    fn post_split(&mut self, iova: u64, len: usize, buf: PktBuf, base: u32, olinfo: u32) {
+        let (mut at, end) = (iova, iova + len as u64);
+        let mut buf = Some(buf);
+        while at < end {
+            let piece = (TX_SPLIT as u64 - at % TX_SPLIT as u64).min(end - at);
+            let last = at + piece == end;
+            let slot = self.tail;
+            let c = piece as u32 | base | if last { desc::TX_CMD_EOP } else { 0 };
+            self.mem.write(slot, 0, at);
+            self.mem
+                .write(slot, 1, u64::from(c) | u64::from(olinfo) << 32);
+            self.bufs[slot] = if last { buf.take() } else { None };
+            self.tail = (slot + 1) % self.size();
+            at += piece;
+        }
+    }
+
+    /// Writes an advanced context descriptor (its two qwords) at the tail. It has no
+    /// write-back of its own: it is done when the data descriptor after it is.
+    #[inline]
+    pub fn post_context(&mut self, words: [u64; 2]) {
+        let slot = self.tail;
+        self.mem.write(slot, 0, words[0]);
+        self.mem.write(slot, 1, words[1]);
+        self.bufs[slot] = None;
+        self.tail = (slot + 1) % self.size();
+    }
+
     /// Releases the frames whose descriptors the device completed (DD written back),
     /// oldest first; returns how many descriptors.
     #[inline]

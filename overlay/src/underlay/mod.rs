@@ -804,7 +804,9 @@ impl L2Underlay {
             self.drops.rx_not_for_us += 1;
             return None;
         }
-        match encap::parse_outer(data) {
+        // A NIC that checked the UDP checksum (DATA_VALID) spares us summing the frame.
+        let verify_udp = buf.meta.offload.flags & offload::vnet_hdr::DATA_VALID == 0;
+        match encap::parse_outer_checked(data, verify_udp) {
             Ok(info) => self.rx_udp(buf, info, now),
             Err(EncapError::Fragment | EncapError::NotUdp { .. } | EncapError::NotIp { .. }) => {
                 self.rx_slow(buf, now)
