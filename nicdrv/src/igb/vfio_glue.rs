@@ -50,8 +50,20 @@ pub fn open_vfio(
     pool: Mempool,
     cfg: IgbConfig,
 ) -> Result<IgbPort<vfio::MappedBar, VfioDma>, IgbError> {
+    open_vfio_with(bdf, pool, cfg, &vfio::OpenOptions::new())
+}
+
+/// [`open_vfio`] with VFIO open options: a PF whose VFs a guest may hold open must be
+/// opened with the VF token they were given ([`vfio::OpenOptions::vf_token`]); opening
+/// it with a token while no VF is in use also sets that token.
+pub fn open_vfio_with(
+    bdf: &str,
+    pool: Mempool,
+    cfg: IgbConfig,
+    options: &vfio::OpenOptions,
+) -> Result<IgbPort<vfio::MappedBar, VfioDma>, IgbError> {
     let container = vfio::Container::new()?;
-    let device = container.open_device(bdf)?;
+    let device = container.open_device_with_options(bdf, options)?;
     let (vendor, dev_id) = device.ids()?;
     if vendor != 0x8086 || !IGB_PF_DEVICE_IDS.contains(&dev_id) {
         return Err(IgbError::NotIgb {

@@ -274,9 +274,15 @@ fn open_vfio_nic(
     };
     Ok(match vfio_driver(pci, info.vendor_id, info.device_id)? {
         VfioDriver::Igb => {
-            set_pf_vf_token(pci, cfg)?;
-            let mut nic = nicdrv::igb::open_vfio(pci, pool.clone(), igb_config(pci, cfg)?)
-                .with_context(|| format!("underlay vfio {pci} (82576)"))?;
+            // With the token, the PF opens even while a guest holds one of its VFs
+            // (a vnetp restart under running guests).
+            let options = match set_pf_vf_token(pci, cfg)? {
+                Some(t) => vfio::OpenOptions::new().vf_token(t),
+                None => vfio::OpenOptions::new(),
+            };
+            let mut nic =
+                nicdrv::igb::open_vfio_with(pci, pool.clone(), igb_config(pci, cfg)?, &options)
+                    .with_context(|| format!("underlay vfio {pci} (82576)"))?;
             if !nic.wait_link(link_wait) {
                 warn_down();
             }
@@ -338,8 +344,8 @@ fn igb_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> 
 
 /// Sets the VF token on the PF at `pf` before its driver claims it: `[host] vf_token`,
 /// or a fresh one when `vf` interfaces need one. VF users (QEMU's `vf-token=`) must
-/// present it; the log says how.
-fn set_pf_vf_token(pf: &str, cfg: &Config) -> anyhow::Result<()> {
+/// present it; the log says how. Returns the token, if one was set.
+fn set_pf_vf_token(pf: &str, cfg: &Config) -> anyhow::Result<Option<vfio::VfToken>> {
     let vfs: Vec<&str> = cfg
         .interfaces
         .iter()
@@ -350,7 +356,7 @@ fn set_pf_vf_token(pf: &str, cfg: &Config) -> anyhow::Result<()> {
         .collect();
     let token = match &cfg.host.vf_token {
         Some(t) => vfio::VfToken::parse(t).context("[host] vf_token")?,
-        None if vfs.is_empty() => return Ok(()),
+        None if vfs.is_empty() => return Ok(None),
         None => {
             let t = vfio::VfToken::random().context("a VF token for the vf interfaces")?;
             tracing::info!(
@@ -376,7 +382,7 @@ fn set_pf_vf_token(pf: &str, cfg: &Config) -> anyhow::Result<()> {
             "VF token set: VF users open the VFs with vf-token={token}"
         );
     }
-    Ok(())
+    Ok(Some(token))
 }
 
 /// Creates interface ports for `reload`.
