@@ -80,6 +80,12 @@ fn vm_ready() {
 
 /// Builds the guest payload as a static binary and returns its path.
 fn guest_payload() -> PathBuf {
+    static_example("igb_vm_guest")
+}
+
+/// Builds the `nicdrv` example `name` as a static binary (it runs inside the guest,
+/// which has no libc) and returns its path.
+fn static_example(name: &str) -> PathBuf {
     const TRIPLE: &str = "x86_64-unknown-linux-gnu";
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
@@ -91,7 +97,7 @@ fn guest_payload() -> PathBuf {
             "-p",
             "nicdrv",
             "--example",
-            "igb_vm_guest",
+            name,
             "--target",
             TRIPLE,
         ])
@@ -100,16 +106,16 @@ fn guest_payload() -> PathBuf {
         .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
         .stdin(Stdio::null())
         .output()
-        .expect("run cargo build for the guest payload");
+        .expect("run cargo build for a guest program");
     assert!(
         out.status.success(),
-        "building the static guest payload failed:\n{}",
+        "building the static guest program {name} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    let path = target.join(TRIPLE).join("release/examples/igb_vm_guest");
-    assert!(path.exists(), "no payload at {}", path.display());
+    let path = target.join(TRIPLE).join("release/examples").join(name);
+    assert!(path.exists(), "no guest program at {}", path.display());
     path
 }
 
@@ -1026,39 +1032,9 @@ sed 's/^/guest-vnetp: /' /tmp/vnetp.log | grep -v ' TRACE ' | tail -20
 exit $rc
 "#;
 
-/// Builds the VF user of the VF-token test (an example of the `nicdrv` crate) as a static
-/// binary and returns its path.
+/// The VF user of the VF-token test (a `nicdrv` example), built statically.
 fn guest_vf_token_user() -> PathBuf {
-    const TRIPLE: &str = "x86_64-unknown-linux-gnu";
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(repo())
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "nicdrv",
-            "--example",
-            "vf_token_guest",
-            "--target",
-            TRIPLE,
-        ])
-        .env_remove("RUSTFLAGS")
-        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo build for the VF token guest program");
-    assert!(
-        out.status.success(),
-        "building the static VF token guest program failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-    let path = target.join(TRIPLE).join("release/examples/vf_token_guest");
-    assert!(path.exists(), "no guest program at {}", path.display());
-    path
+    static_example("vf_token_guest")
 }
 
 #[test]

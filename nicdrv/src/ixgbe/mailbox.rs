@@ -2,11 +2,10 @@
 //! protocol that moves messages between it and the device (82599 datasheet 7.10.2.9,
 //! registers in [`super::regs::sriov`]).
 //!
-//! **Not wired into [`super::IxgbePort`] yet.** Servicing VFs also needs the PF in
-//! virtualization mode (VT_CTL, MRQC/MTQC in VMDq mode, the PF's own pool and queue
-//! layout), which the PF driver does not set up; until then `vf` interfaces on an
-//! 82599 are refused by `vnetp run`. What is here is tested against the model's
-//! mailbox registers, with the tests playing the VF's part.
+//! [`super::IxgbePort`] runs it from its `rx_batch` when configured for SR-IOV
+//! ([`super::IxgbeConfig::sriov`], [`super::sriov`], which also puts the device in
+//! virtualization mode). It is tested against the model's mailbox registers, with the
+//! tests playing the VF's part, and with our VF driver against the PF port.
 //!
 //! # The message set
 //!
@@ -89,6 +88,8 @@ struct ProtocolCounters {
     unknown_vf: u64,
     /// Messages handled.
     handled: u64,
+    /// Function-level resets of a VF (PFVFLRE) handled.
+    flr: u64,
 }
 
 /// The PF's side of the mailbox for `vfs` VFs (pools 0..vfs; the PF's own pool is
@@ -132,7 +133,20 @@ impl PfMailbox {
     /// Handles every pending VF request (PFMBICR.VFREQ), one message each; returns how
     /// many were handled. Bounded: at most one message per VF per call. A request
     /// whose buffer the VF still holds stays pending for the next call.
+    ///
+    /// First, VFs reset through PCIe (FLR, PFVFLRE) lose their state and their pool
+    /// until they send VF_RESET again.
     pub fn service<R: Registers>(&mut self, regs: &R) -> usize {
+        for n in 0..2u32 {
+            let flr = regs.read(r::pfvflre(n));
+            if flr == 0 {
+                continue;
+            }
+            regs.write(r::pfvflrec(n), flr);
+            for bit in (0..32).filter(|b| flr & (1 << b) != 0) {
+                self.function_reset(regs, 32 * n + bit);
+            }
+        }
         let mut handled = 0;
         for n in 0..(r::MAX_VFS as u32).div_ceil(16) {
             let cause = regs.read(r::pfmbicr(n)) & r::PFMBICR_VFREQ_MASK;
@@ -170,6 +184,7 @@ impl PfMailbox {
         let h = handle_message(state, &m);
         let mac = state.mac;
         let vlan = state.policy.vlan;
+        let max_frame = state.max_frame;
         if let Some(why) = h.refused
             && let Some(i) = Refusal::ALL.iter().position(|&x| x == why)
         {
@@ -180,6 +195,9 @@ impl PfMailbox {
         }
         if h.changes.mac {
             program_mac(regs, vf, mac);
+        }
+        if h.changes.offload && max_frame > 0 {
+            grow_max_frame(regs, max_frame);
         }
         if h.len > 0 {
             // 7.10.2.9.1: take the buffer again, write the reply, then STS (which also
@@ -197,9 +215,33 @@ impl PfMailbox {
         true
     }
 
+    /// A VF went through a function-level reset: forget what it negotiated and stop
+    /// its pool and its MAC filter (its next VF_RESET brings them back).
+    fn function_reset<R: Registers>(&mut self, regs: &R, vf: u32) {
+        let Some(state) = self.vfs.get_mut(vf as usize) else {
+            self.proto.unknown_vf += 1;
+            return;
+        };
+        state.reset();
+        self.proto.flr += 1;
+        let (reg, bit) = (vf / 32, 1u32 << (vf % 32));
+        regs.write(r::pfvfre(reg), regs.read(r::pfvfre(reg)) & !bit);
+        regs.write(r::pfvfte(reg), regs.read(r::pfvfte(reg)) & !bit);
+        regs.write(r::rah(1 + vf), 0);
+        regs.write(r::mpsar_lo(1 + vf), 0);
+        regs.write(r::mpsar_hi(1 + vf), 0);
+    }
+
     /// Lets pool `vf` receive and transmit, and turns on MAC (and with a port VLAN,
     /// VLAN) anti-spoofing for it, so it can send only from the address we gave it.
+    /// Its VMOLR accepts broadcast and multicast-table hits, and untagged frames
+    /// unless the VF has a port VLAN (then only that VLAN's frames are its).
     fn enable_pool<R: Registers>(&self, regs: &R, vf: u32, vlan: bool) {
+        let mut vmolr = r::VMOLR_BAM | r::VMOLR_ROMPE;
+        if !vlan {
+            vmolr |= r::VMOLR_AUPE;
+        }
+        regs.write(r::vmolr(vf), vmolr);
         let (reg, bit) = (vf / 32, 1 << (vf % 32));
         regs.write(r::pfvfre(reg), regs.read(r::pfvfre(reg)) | bit);
         regs.write(r::pfvfte(reg), regs.read(r::pfvfte(reg)) | bit);
@@ -233,6 +275,10 @@ impl PfMailbox {
                     name: "mbx_handled",
                     count: self.proto.handled,
                 },
+                DropCounter {
+                    name: "vf_flr",
+                    count: self.proto.flr,
+                },
             ])
             .collect()
     }
@@ -251,6 +297,24 @@ impl PfMailbox {
 fn lock<R: Registers>(regs: &R, vf: u32) -> bool {
     regs.write(r::pfmailbox(vf), r::PFMAILBOX_PFU);
     regs.read(r::pfmailbox(vf)) & r::PFMAILBOX_PFU != 0
+}
+
+/// A VF asked for frames up to `frame` bytes (SET_LPE, FCS included). The 82599 has
+/// one frame limit for the whole port (MAXFRS with HLREG0.JUMBOEN, shared by every
+/// pool), so it only grows, as Linux ixgbe does it; a smaller request changes nothing.
+fn grow_max_frame<R: Registers>(regs: &R, frame: u32) {
+    use super::regs as g;
+    let hlreg0 = regs.read(g::HLREG0);
+    let current = if hlreg0 & g::HLREG0_JUMBOEN != 0 {
+        regs.read(g::MAXFRS) >> g::MAXFRS_MFS_SHIFT
+    } else {
+        // Without JUMBOEN the MAC takes standard frames (1518 bytes, 1522 tagged).
+        1522
+    };
+    if frame > current {
+        regs.write(g::MAXFRS, frame << g::MAXFRS_MFS_SHIFT);
+        regs.write(g::HLREG0, hlreg0 | g::HLREG0_JUMBOEN);
+    }
 }
 
 /// Receive address entry 1 + `vf` holds the VF's MAC, for its pool only.

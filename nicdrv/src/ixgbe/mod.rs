@@ -26,9 +26,10 @@
 //! redirection table; [`rss`]), `rx_batch` drains them round-robin, and `tx_batch`
 //! keeps each flow on one transmit queue.
 //!
-//! SR-IOV: [`vf`] is a driver for an 82599 VF and [`mailbox`] the PF's side of the
-//! PF/VF mailbox; both are tested on the model, and the PF port does not run
-//! virtualization mode yet, so `vnetp run` uses neither (see docs/ixgbe.md).
+//! SR-IOV: with [`IxgbeConfig::sriov`] the PF runs in virtualization mode ([`sriov`]:
+//! 64 pools, VF n in pool n, the PF alone on one queue of the pool after the VFs')
+//! and answers its VFs' mailboxes ([`mailbox`]) from its own `rx_batch`. [`vf`] is a
+//! driver for an 82599 VF. All of it is tested on the model (see docs/ixgbe.md).
 //!
 //! Not yet: TSO, VLAN offload, interrupts, SFP+ module identification.
 
@@ -36,6 +37,7 @@ pub mod mailbox;
 pub mod model;
 pub mod regs;
 pub mod rss;
+pub mod sriov;
 mod tx_csum;
 pub mod vf;
 mod vfio_glue;
@@ -139,6 +141,11 @@ pub struct IxgbeConfig {
     pub queues: usize,
     /// The 40-byte Toeplitz key programmed into RSSRK (used with `queues` > 1).
     pub rss_key: [u8; 40],
+    /// Serve SR-IOV virtual functions: the device runs in virtualization mode, each VF
+    /// gets its pool and MAC from this (port VLANs are refused for now), and the PF
+    /// keeps one queue pair in its own pool (`queues` must be 1). The VFs must exist
+    /// (`sriov_numvfs`) first; [`sriov::config_from_sysfs`] builds this from them.
+    pub sriov: Option<sriov::IxgbeSriovConfig>,
 }
 
 impl Default for IxgbeConfig {
@@ -152,6 +159,7 @@ impl Default for IxgbeConfig {
             link_check_every: 1024,
             queues: 1,
             rss_key: offload::rss::DEFAULT_KEY,
+            sriov: None,
         }
     }
 }
@@ -251,6 +259,11 @@ pub struct IxgbePort<R: Registers, D: Dma> {
     max_frame: usize,
     rx: Vec<RxRing>,
     tx: Vec<TxQueue>,
+    /// The device's index of our queue pair 0 (0, or the PF pool's first queue with
+    /// SR-IOV); our queue q is the device's `qbase + q`.
+    qbase: u32,
+    /// SR-IOV: the PF's pool and its VFs' mailbox.
+    sriov: Option<sriov::PfSriov>,
     /// The receive queue `rx_batch` starts with next (round-robin).
     rx_first: usize,
     queue_stats: Vec<QueueStats>,
@@ -284,6 +297,7 @@ impl<R: Registers, D: Dma> std::fmt::Debug for IxgbePort<R, D> {
 /// device, so no DMA reaches ring or buffer memory after it is freed.
 struct StopQueuesOnError<'a, R: Registers> {
     regs: &'a R,
+    qbase: u32,
     queues: u32,
 }
 
@@ -291,7 +305,7 @@ impl<R: Registers> Drop for StopQueuesOnError<'_, R> {
     fn drop(&mut self) {
         let r = self.regs;
         r.write(regs::RXCTRL, r.read(regs::RXCTRL) & !regs::RXCTRL_RXEN);
-        for q in 0..self.queues {
+        for q in self.qbase..self.qbase + self.queues {
             r.write(regs::rxdctl(q), 0);
             r.write(regs::txdctl(q), 0);
         }
@@ -334,6 +348,15 @@ fn check_config(cfg: &IxgbeConfig, pool: &Mempool) -> Result<(usize, usize), Ixg
             cfg.queues,
             regs::MAX_QUEUES
         )));
+    }
+    if let Some(s) = &cfg.sriov {
+        s.check()?;
+        if cfg.queues != 1 {
+            return Err(IxgbeError::Config(format!(
+                "queues = {} with SR-IOV: the PF keeps one queue pair in its own pool (no RSS across a pool yet); set queues = 1",
+                cfg.queues
+            )));
+        }
     }
     if !(68..=MAX_MTU).contains(&cfg.mtu) {
         return Err(IxgbeError::Config(format!(
@@ -437,6 +460,13 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             let _ = regs.read(r);
         }
 
+        // 4.6.10 Virtualization: VT mode, pools and filters before any queue.
+        let sriov = cfg.sriov.as_ref().map(sriov::PfSriov::new).transpose()?;
+        let qbase = sriov.as_ref().map_or(0, sriov::PfSriov::pf_queue);
+        if let Some(s) = &sriov {
+            s.program_vt(&regs);
+        }
+
         // 4.6.7 Receive initialization, with the receiver off while it is configured.
         regs.write(regs::RXCTRL, regs.read(regs::RXCTRL) & !regs::RXCTRL_RXEN);
         let (ral, rah) = (regs.read(regs::RAL0), regs.read(regs::RAH0));
@@ -450,6 +480,9 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             )));
         }
         regs.write(regs::RAH0, rah | regs::RAH_AV);
+        if let Some(s) = &sriov {
+            s.select_pf_mac_pool(&regs);
+        }
         for i in 0..regs::MTA_LEN {
             regs.write(regs::MTA + 4 * i, 0);
         }
@@ -483,8 +516,12 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         );
         // One per-queue statistics counter per queue (RQSMR/TQSM reset to "all queues
         // count in counter 0").
-        regs.write(regs::rqsmr(0), rss::reta_word(0, regs::MAX_QUEUES));
-        regs.write(regs::tqsm(0), rss::reta_word(0, regs::MAX_QUEUES));
+        if let Some(s) = &sriov {
+            s.map_queue_counters(&regs);
+        } else {
+            regs.write(regs::rqsmr(0), rss::reta_word(0, regs::MAX_QUEUES));
+            regs.write(regs::tqsm(0), rss::reta_word(0, regs::MAX_QUEUES));
+        }
         // 4.6.7.1 / 7.1.2.8: RSS over the queues (key, redirection table, hash fields),
         // the hash written back in place of the fragment checksum.
         if cfg.queues > 1 {
@@ -496,7 +533,7 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             }
             regs.write(regs::RXCSUM, regs.read(regs::RXCSUM) | regs::RXCSUM_PCSD);
             regs.write(regs::MRQC, regs::MRQC_RSSEN | regs::MRQC_RSS_FIELDS);
-        } else {
+        } else if sriov.is_none() {
             regs.write(regs::MRQC, 0);
         }
 
@@ -506,10 +543,11 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         // after the guard, which is declared later) are freed.
         let guard = StopQueuesOnError {
             regs: &regs,
+            qbase,
             queues: cfg.queues as u32,
         };
         for q in 0..cfg.queues {
-            let qr = q as u32;
+            let qr = qbase + q as u32;
             regs.write(
                 regs::dca_rxctrl(qr),
                 regs.read(regs::dca_rxctrl(qr)) & !regs::DCA_RXCTRL_BIT12,
@@ -557,11 +595,17 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         regs.write(regs::RXCTRL, regs.read(regs::RXCTRL) | regs::RXCTRL_RXEN);
 
         // 4.6.8 Transmit initialization: one packet buffer, no DCB (arbiter off while
-        // MTQC changes), then the ring, DMATXCTL.TE, and the queue.
+        // MTQC changes; with SR-IOV the 64-pool VT layout), then the ring,
+        // DMATXCTL.TE, and the queue.
         regs.write(regs::RTTDCS, regs.read(regs::RTTDCS) | regs::RTTDCS_ARBDIS);
-        regs.write(regs::MTQC, 0);
+        let mtqc = if sriov.is_some() {
+            regs::MTQC_VT_ENA | regs::MTQC_64VF
+        } else {
+            0
+        };
+        regs.write(regs::MTQC, mtqc);
         regs.write(regs::RTTDCS, regs.read(regs::RTTDCS) & !regs::RTTDCS_ARBDIS);
-        for q in 0..cfg.queues as u32 {
+        for q in qbase..qbase + cfg.queues as u32 {
             let tx_mem = dma.alloc_ring(cfg.tx_ring * ring::DESC_BYTES)?;
             let ring = TxRing {
                 mem: tx_mem,
@@ -587,7 +631,7 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             regs::DMATXCTL,
             regs.read(regs::DMATXCTL) | regs::DMATXCTL_TE,
         );
-        for q in 0..cfg.queues as u32 {
+        for q in qbase..qbase + cfg.queues as u32 {
             regs.write(regs::txdctl(q), regs::TXDCTL_THRESH | regs::XDCTL_ENABLE);
             poll(
                 || regs.read(regs::txdctl(q)) & regs::XDCTL_ENABLE != 0,
@@ -597,8 +641,12 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         }
 
         std::mem::forget(guard);
+        if sriov.is_some() {
+            // The PF is up: VF resets complete and their mailboxes get answered.
+            sriov::PfSriov::announce_reset_done(&regs);
+        }
         let link_up = regs.read(regs::LINKS) & regs::LINKS_UP != 0;
-        tracing::info!(port = name, mac = %MacAddr(mac), link_up, queues = cfg.queues, rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82599 initialised");
+        tracing::info!(port = name, mac = %MacAddr(mac), link_up, queues = cfg.queues, first_queue = qbase, vfs = cfg.sriov.as_ref().map_or(0, |s| s.vfs.len()), rx_ring = cfg.rx_ring, tx_ring = cfg.tx_ring, "82599 initialised");
         let queues = cfg.queues;
         Ok(Self {
             name: name.to_owned(),
@@ -610,6 +658,8 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             max_frame,
             rx,
             tx,
+            qbase,
+            sriov,
             rx_first: 0,
             queue_stats: vec![QueueStats::default(); queues],
             tx_sw_csum: 0,
@@ -702,6 +752,22 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         self.csum
     }
 
+    /// The device's index of the port's first queue pair: 0, or with SR-IOV the first
+    /// queue of the PF's pool.
+    pub fn first_queue_index(&self) -> u32 {
+        self.qbase
+    }
+
+    /// With SR-IOV: the PF's pool and the VFs' mailbox state and counters.
+    pub fn sriov_mailbox(&self) -> Option<&mailbox::PfMailbox> {
+        self.sriov.as_ref().map(sriov::PfSriov::mailbox)
+    }
+
+    /// With SR-IOV: the pool the PF keeps for itself (the one after the VFs').
+    pub fn pf_pool(&self) -> Option<u32> {
+        self.sriov.as_ref().map(sriov::PfSriov::pf_pool)
+    }
+
     /// The register block (for diagnostics and tests).
     pub fn registers(&self) -> &R {
         &self.regs
@@ -734,6 +800,7 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
         ]
         .into_iter()
         .map(|(name, count)| DropCounter { name, count })
+        .chain(self.sriov.iter().flat_map(sriov::PfSriov::counters))
         .collect()
     }
 
@@ -832,7 +899,8 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             // re-armed long ago, goes back to the device.
             self.rx[q].tail = (self.rx[q].next + size - 1) % size;
             write_barrier();
-            self.regs.write(regs::rdt(q as u32), self.rx[q].tail as u32);
+            self.regs
+                .write(regs::rdt(self.qbase + q as u32), self.rx[q].tail as u32);
         }
         got
     }
@@ -890,6 +958,11 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
     }
 
     fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+        // SR-IOV: the VFs' mailboxes are answered from here (every `poll_every` calls
+        // or MAX_SERVICE_GAP), not from a thread of their own.
+        if let Some(s) = &mut self.sriov {
+            s.tick(&self.regs);
+        }
         // Round-robin: each call starts one queue further, so a busy queue cannot
         // starve the others when batches fill up.
         let n = self.rx.len();
@@ -1013,7 +1086,8 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             write_barrier();
             for (q, txq) in self.tx.iter().enumerate() {
                 if touched & (1 << q) != 0 {
-                    self.regs.write(regs::tdt(q as u32), txq.ring.tail as u32);
+                    self.regs
+                        .write(regs::tdt(self.qbase + q as u32), txq.ring.tail as u32);
                 }
             }
         }
@@ -1039,13 +1113,15 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
     }
 
     fn stats(&self) -> PortStats {
+        let q0 = self.qbase;
         tracing::debug!(
             port = %self.name,
-            rdh = self.regs.read(regs::rdh(0)),
-            rdt = self.regs.read(regs::rdt(0)),
+            queue = q0,
+            rdh = self.regs.read(regs::rdh(q0)),
+            rdt = self.regs.read(regs::rdt(q0)),
             rx_next = self.rx[0].next,
-            tdh = self.regs.read(regs::tdh(0)),
-            tdt = self.regs.read(regs::tdt(0)),
+            tdh = self.regs.read(regs::tdh(q0)),
+            tdt = self.regs.read(regs::tdt(q0)),
             tx_clean = self.tx[0].ring.clean,
             links = format_args!("{:#x}", self.regs.read(regs::LINKS)),
             rxctrl = format_args!("{:#x}", self.regs.read(regs::RXCTRL)),
@@ -1074,12 +1150,16 @@ impl<R: Registers, D: Dma> Drop for IxgbePort<R, D> {
             regs::RXCTRL,
             self.regs.read(regs::RXCTRL) & !regs::RXCTRL_RXEN,
         );
-        let queues = self.rx.len() as u32;
-        for q in 0..queues {
+        if self.sriov.is_some() {
+            // The VFs lose their PF: stop their pools too.
+            sriov::PfSriov::shut_down(&self.regs);
+        }
+        let queues = self.qbase..self.qbase + self.rx.len() as u32;
+        for q in queues.clone() {
             self.regs.write(regs::rxdctl(q), 0);
             self.regs.write(regs::txdctl(q), 0);
         }
-        for q in 0..queues {
+        for q in queues {
             for (reg, what) in [(regs::rxdctl(q), "rx"), (regs::txdctl(q), "tx")] {
                 if poll(
                     || self.regs.read(reg) & regs::XDCTL_ENABLE == 0,
@@ -1103,6 +1183,8 @@ impl<R: Registers, D: Dma> Drop for IxgbePort<R, D> {
 mod mailbox_tests;
 #[cfg(test)]
 mod mq_tests;
+#[cfg(test)]
+mod sriov_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

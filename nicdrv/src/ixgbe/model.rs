@@ -20,7 +20,17 @@
 //!   RQSMR/TQSM mapping.
 //! - The PF/VF mailbox (PFMAILBOX, PFMBMEM, PFMBICR) with hooks that play the VF,
 //!   one VF's register block ([`IxgbeVfModel`]), and MAC anti-spoofing (PFVFSPOOF,
-//!   SSVPC).
+//!   SSVPC). A VF's reset (VFCTRL.RST) completes (VFMAILBOX.RSTD) only once the PF
+//!   has set CTRL_EXT.PFRSTD; until then the VF reads RSTI. A VF's function-level
+//!   reset ([`IxgbeModel::vf_flr`]) stops its queues and raises PFVFLRE.
+//! - Virtualization mode (VT_CTL.VT_Ena): receive switching by destination MAC over
+//!   every receive address entry and its MPSAR pools, the default pool (VT_CTL.DEF_PL)
+//!   for unmatched unicast in promiscuous mode, broadcast replicated to every pool
+//!   with VMOLR.BAM (VT_CTL.Rpl_En), per-pool PFVFRE and VMOLR (AUPE for untagged
+//!   frames, BAM), pool p on queue p·(queues per pool from GCR_EXT.VT_Mode), a
+//!   pool's queues sending only while its PFVFTE bit is set; and
+//!   local switching (PFDTXGSWC.LBE): a unicast frame a pool sends to another pool's
+//!   address is delivered inside the device instead of the wire.
 //!
 //! Every DMA goes through an IOMMU-like check: an address outside the registered
 //! regions touches nothing and is counted in [`ModelState::dma_faults`].
@@ -31,8 +41,9 @@
 //! reset completed, RXEN before the ring is set up, TXDCTL.ENABLE before
 //! DMATXCTL.TE).
 //!
-//! Left out: interrupts, queues 64..127, VMDq beyond MAC-to-pool switching (VLAN
-//! filters, VT_CTL, VMOLR, VF loopback), flow control, DCB, the security block,
+//! Left out: interrupts, queues 64..127 (so the PF's SR-IOV queue must be below 64:
+//! at most 31 VFs on the model), VLAN filters and VLAN anti-spoofing (registers
+//! only), multicast tables per pool, broadcast loopback, flow control, DCB, the security block,
 //! descriptor prefetch and write-back thresholds, TSO, frames spread over several
 //! receive buffers, timing, and the PHY/SFP module. What it says
 //! about the device is what the datasheet says, as this project read it; it has not
@@ -114,6 +125,9 @@ struct MailboxLine {
     pf_ack: bool,
     /// A VF reset completed (VFMAILBOX.RSTD, read to clear).
     rstd: bool,
+    /// The VF reset while the PF had not said "reset done" (CTRL_EXT.PFRSTD): RSTD
+    /// comes when it does.
+    reset_pending: bool,
 }
 
 /// VF mailboxes the model has (pools 0..63).
@@ -176,6 +190,12 @@ pub struct ModelState {
     pub tx_per_queue: [u64; MODEL_QUEUES as usize],
     /// Frames a pool sent from an address not its own, dropped by MAC anti-spoofing.
     pub tx_spoofed: u64,
+    /// Frames a pool sent to another pool's address that local switching
+    /// (PFDTXGSWC.LBE) delivered inside the device instead of the wire.
+    pub tx_looped_back: u64,
+    /// Frames a pool's VMOLR refused in virtualization mode (untagged without AUPE,
+    /// broadcast without BAM).
+    pub rx_vmolr_refused: u64,
     /// TXDCTL.ENABLE never reads back set (a hung transmit queue), for init-failure
     /// tests.
     pub tx_enable_stuck: bool,
@@ -298,7 +318,12 @@ impl ModelState {
     }
 
     fn tx_running(&self, q: u32) -> bool {
-        self.reg(regs::DMATXCTL) & regs::DMATXCTL_TE != 0
+        // In virtualization mode a queue sends only while its pool may (PFVFTE).
+        let pool = q / self.queues_per_pool();
+        let pool_on =
+            !self.vt_enabled() || self.reg(regs::sriov::pfvfte(pool / 32)) & 1 << (pool % 32) != 0;
+        pool_on
+            && self.reg(regs::DMATXCTL) & regs::DMATXCTL_TE != 0
             && self.reg(regs::txdctl(q)) & regs::XDCTL_ENABLE != 0
             && self.link_up
     }
@@ -373,7 +398,10 @@ impl ModelState {
                             self.add(stats::qptc(qc), 1);
                             self.tx_per_queue[q as usize] += 1;
                             self.add(stats::GOTCL, frame.len() as u32 + 4);
-                            if self.keep_wire {
+                            if self.switched_locally(q, &frame) {
+                                self.tx_looped_back += 1;
+                                let _ = self.receive(&frame);
+                            } else if self.keep_wire {
                                 self.wire.push_back(std::mem::take(&mut frame));
                             }
                         }
@@ -429,6 +457,196 @@ impl ModelState {
                 u64::from(self.reg(sr::mpsar_lo(n))) | u64::from(self.reg(sr::mpsar_hi(n))) << 32;
             (hit && pools != 0).then(|| pools.trailing_zeros())
         })
+    }
+
+    /// Virtualization mode is on (VT_CTL.VT_Ena).
+    fn vt_enabled(&self) -> bool {
+        self.reg(regs::sriov::VT_CTL) & regs::sriov::VT_CTL_VT_ENABLE != 0
+    }
+
+    /// Queues per pool for GCR_EXT.VT_Mode (16, 32 or 64 pools; 64 when unset).
+    fn queues_per_pool(&self) -> u32 {
+        use regs::sriov as sr;
+        match self.reg(sr::GCR_EXT) & sr::GCR_EXT_VT_MODE_MASK {
+            1 => 8,
+            2 => 4,
+            _ => 2,
+        }
+    }
+
+    /// The pools (MPSAR bits) of the first valid receive address entry 0..=64 that
+    /// holds `dst`.
+    fn rar_pools(&self, dst: &[u8]) -> Option<u64> {
+        use regs::sriov as sr;
+        (0..=MODEL_VFS).find_map(|n| {
+            let (ral, rah) = (self.reg(sr::ral(n)), self.reg(sr::rah(n)));
+            let hit = rah & regs::RAH_AV != 0
+                && dst[..4] == ral.to_le_bytes()
+                && dst[4..6] == rah.to_le_bytes()[..2];
+            hit.then(|| {
+                u64::from(self.reg(sr::mpsar_lo(n))) | u64::from(self.reg(sr::mpsar_hi(n))) << 32
+            })
+        })
+    }
+
+    /// With local switching on (VT mode, PFDTXGSWC.LBE), a unicast frame sent on
+    /// queue `q` to an address of another pool stays inside the device (7.10.3.x).
+    fn switched_locally(&self, q: u32, frame: &[u8]) -> bool {
+        use regs::sriov as sr;
+        if !self.vt_enabled()
+            || self.reg(sr::PFDTXGSWC) & sr::PFDTXGSWC_VT_LBEN == 0
+            || frame.len() < 14
+            || frame[0] & 1 == 1
+        {
+            return false;
+        }
+        let pool = q / self.queues_per_pool();
+        self.rar_pools(&frame[..6])
+            .is_some_and(|pools| pools != 0 && pools & (1 << pool) == 0)
+    }
+
+    /// Virtualization-mode receive (7.10.3): the destination's pools from the receive
+    /// addresses (MPSAR), else the default pool (VT_CTL.DEF_PL) when unicast
+    /// promiscuous; broadcast to every pool whose VMOLR.BAM is set (VT_CTL.Rpl_En) or
+    /// the default pool; each pool only if enabled (PFVFRE) and its VMOLR accepts the
+    /// frame (AUPE for untagged frames, BAM for broadcast). Multicast goes to the
+    /// default pool with FCTRL.MPE (no MTA model).
+    fn receive_vt(&mut self, frame: &[u8]) -> RxOutcome {
+        use regs::sriov as sr;
+        let fctrl = self.reg(regs::FCTRL);
+        let vt = self.reg(sr::VT_CTL);
+        let default = 1u64 << ((vt & sr::VT_CTL_POOL_MASK) >> sr::VT_CTL_POOL_SHIFT);
+        let broadcast = frame[..6] == [0xff; 6];
+        let pools = if broadcast {
+            if fctrl & regs::FCTRL_BAM == 0 {
+                return RxOutcome::Filtered;
+            }
+            if vt & sr::VT_CTL_REPLEN != 0 {
+                (0..sr::POOLS)
+                    .filter(|&p| self.reg(sr::vmolr(p)) & sr::VMOLR_BAM != 0)
+                    .fold(0u64, |m, p| m | 1 << p)
+            } else {
+                default
+            }
+        } else if frame[0] & 1 == 1 {
+            if fctrl & regs::FCTRL_MPE == 0 {
+                return RxOutcome::Filtered;
+            }
+            default
+        } else {
+            match self.rar_pools(&frame[..6]) {
+                Some(p) if p != 0 => p,
+                _ if fctrl & regs::FCTRL_UPE != 0 && vt & sr::VT_CTL_DIS_DEFPL == 0 => default,
+                _ => return RxOutcome::Filtered,
+            }
+        };
+        let tagged = frame[12..14] == [0x81, 0x00];
+        let qpp = self.queues_per_pool();
+        let mut outcome = RxOutcome::Filtered;
+        for pool in (0..sr::POOLS).filter(|p| pools & (1 << p) != 0) {
+            if self.reg(sr::pfvfre(pool / 32)) & 1 << (pool % 32) == 0 {
+                continue;
+            }
+            let vmolr = self.reg(sr::vmolr(pool));
+            if (!tagged && vmolr & sr::VMOLR_AUPE == 0) || (broadcast && vmolr & sr::VMOLR_BAM == 0)
+            {
+                self.rx_vmolr_refused += 1;
+                continue;
+            }
+            let o = self.deliver(pool * qpp, frame, None);
+            if outcome != RxOutcome::Delivered {
+                outcome = o;
+            }
+        }
+        outcome
+    }
+
+    /// Offers a frame from the wire (or looped back) to the receive side.
+    fn receive(&mut self, frame: &[u8]) -> RxOutcome {
+        if self.reg(regs::RXCTRL) & regs::RXCTRL_RXEN == 0 || !self.link_up || frame.len() < 14 {
+            return RxOutcome::Filtered;
+        }
+        if self.vt_enabled() {
+            return self.receive_vt(frame);
+        }
+        if !self.accepts(frame) {
+            return RxOutcome::Filtered;
+        }
+        let (q, hash) = match self.pool_of(&frame[..6]) {
+            Some(pool) => {
+                let (reg, bit) = (pool / 32, 1 << (pool % 32));
+                if self.reg(regs::sriov::pfvfre(reg)) & bit == 0 {
+                    return RxOutcome::Filtered;
+                }
+                (pool * regs::sriov::QUEUES_PER_POOL, None)
+            }
+            None => self.steer(frame),
+        };
+        self.deliver(q, frame, hash)
+    }
+
+    /// Writes `frame` into receive queue `q`'s next descriptor with a write-back.
+    fn deliver(&mut self, q: u32, frame: &[u8], hash: Option<(u32, u8)>) -> RxOutcome {
+        let st = self;
+        if st.reg(regs::rxdctl(q)) & regs::XDCTL_ENABLE == 0 {
+            // 8.2.3.8.6: frames for a disabled queue are dropped.
+            return RxOutcome::Filtered;
+        }
+        let qc = st.stat_counter(regs::rqsmr, q);
+        let n = st.reg(regs::rdlen(q)) / 16;
+        let (head, tail) = (st.reg(regs::rdh(q)), st.reg(regs::rdt(q)));
+        if n == 0 || head == tail || tail >= n {
+            if st.reg(regs::srrctl(q)) & regs::SRRCTL_DROP_EN != 0 {
+                st.add(stats::qprdc(qc), 1);
+            } else {
+                st.add(stats::MPC0, 1);
+            }
+            return RxOutcome::NoDescriptor;
+        }
+        let bufsize = (st.reg(regs::srrctl(q)) & regs::SRRCTL_BSIZEPACKET_MASK) as usize * 1024;
+        let tagged = frame[12..14] == [0x81, 0x00];
+        let max = if st.reg(regs::HLREG0) & regs::HLREG0_JUMBOEN != 0 {
+            ((st.reg(regs::MAXFRS) >> regs::MAXFRS_MFS_SHIFT) as usize).saturating_sub(4)
+        } else {
+            1518 + if tagged { 4 } else { 0 }
+        };
+        if frame.len() > bufsize || frame.len() > max {
+            st.add(stats::ROC, 1);
+            return RxOutcome::Oversize;
+        }
+        let base = u64::from(st.reg(regs::rdbal(q))) | u64::from(st.reg(regs::rdbah(q))) << 32;
+        let d = base + u64::from(head) * 16;
+        let Some(addr) = st.dma_read_u64(d) else {
+            return RxOutcome::Fault;
+        };
+        let Some(p) = st.dma(addr, frame.len()) else {
+            return RxOutcome::Fault;
+        };
+        // SAFETY: `dma` checked the destination lies in a registered region; the frame
+        // is a separate Rust slice (a looped-back frame is the model's own buffer, not
+        // ring or pool memory), so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), p, frame.len()) };
+        let mut status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP | rx_checksum_status(frame);
+        if tagged {
+            status |= desc::RX_STATUS_VP;
+        }
+        // 7.1.6.2: qword 0 holds the RSS type (bits 3:0) and, with RXCSUM.PCSD, the
+        // RSS hash (bits 63:32).
+        let qword0 = match hash {
+            Some((h, kind)) if st.reg(regs::RXCSUM) & regs::RXCSUM_PCSD != 0 => {
+                u64::from(kind) | u64::from(h) << 32
+            }
+            Some((_, kind)) => u64::from(kind),
+            None => 0,
+        };
+        st.dma_write_u64(d, qword0);
+        st.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
+        st.set(regs::rdh(q), (head + 1) % n);
+        st.add(stats::GPRC, 1);
+        st.add(stats::qprc(qc), 1);
+        st.rx_per_queue[q as usize] += 1;
+        st.add(stats::GORCL, frame.len() as u32 + 4);
+        RxOutcome::Delivered
     }
 
     /// Whether MAC anti-spoofing (PFVFSPOOF) drops `frame` sent on queue `q`: its
@@ -593,6 +811,8 @@ impl IxgbeModel {
             rx_per_queue: [0; MODEL_QUEUES as usize],
             tx_per_queue: [0; MODEL_QUEUES as usize],
             tx_spoofed: 0,
+            tx_looped_back: 0,
+            rx_vmolr_refused: 0,
             tx_enable_stuck: false,
             rx_enable_pending: 0,
             tx_enable_pending: 0,
@@ -635,6 +855,25 @@ impl IxgbeModel {
         let v = st.reg(icr) | 1 << (vf % 16);
         st.set(icr, v);
         true
+    }
+
+    /// Plays the host resetting VF `vf` through PCIe (function-level reset, as VFIO
+    /// does when a guest starts or stops using it): its queues stop, its mailbox is
+    /// cleared, and PFVFLRE reports it to the PF.
+    pub fn vf_flr(&self, vf: u32) {
+        let mut st = self.state();
+        if vf >= MODEL_VFS {
+            return;
+        }
+        let q = vf * regs::sriov::QUEUES_PER_POOL;
+        for i in q..q + regs::sriov::QUEUES_PER_POOL {
+            st.set(regs::rxdctl(i), 0);
+            st.set(regs::txdctl(i), 0);
+        }
+        st.mailbox[vf as usize] = MailboxLine::default();
+        let reg = regs::sriov::pfvflre(vf / 32);
+        let v = st.reg(reg) | 1 << (vf % 32);
+        st.set(reg, v);
     }
 
     /// Plays VF `vf` taking (VFU) or releasing its mailbox buffer.
@@ -693,84 +932,11 @@ impl IxgbeModel {
     }
 
     /// Offers a frame from the wire to the receive side: queue 0, or with MRQC in RSS
-    /// mode the queue the redirection table gives for the frame's Toeplitz hash.
+    /// mode the queue the redirection table gives for the frame's Toeplitz hash, or a
+    /// VF pool's queue for its address; in virtualization mode (VT_CTL.VT_Ena) the
+    /// queues of the pools the frame is for (see `receive_vt`).
     pub fn receive(&self, frame: &[u8]) -> RxOutcome {
-        let mut st = self.state();
-        if st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN == 0
-            || !st.link_up
-            || frame.len() < 14
-            || !st.accepts(frame)
-        {
-            return RxOutcome::Filtered;
-        }
-        let (q, hash) = match st.pool_of(&frame[..6]) {
-            Some(pool) => {
-                let (reg, bit) = (pool / 32, 1 << (pool % 32));
-                if st.reg(regs::sriov::pfvfre(reg)) & bit == 0 {
-                    return RxOutcome::Filtered;
-                }
-                (pool * regs::sriov::QUEUES_PER_POOL, None)
-            }
-            None => st.steer(frame),
-        };
-        if st.reg(regs::rxdctl(q)) & regs::XDCTL_ENABLE == 0 {
-            // 8.2.3.8.6: frames for a disabled queue are dropped.
-            return RxOutcome::Filtered;
-        }
-        let qc = st.stat_counter(regs::rqsmr, q);
-        let n = st.reg(regs::rdlen(q)) / 16;
-        let (head, tail) = (st.reg(regs::rdh(q)), st.reg(regs::rdt(q)));
-        if n == 0 || head == tail || tail >= n {
-            if st.reg(regs::srrctl(q)) & regs::SRRCTL_DROP_EN != 0 {
-                st.add(stats::qprdc(qc), 1);
-            } else {
-                st.add(stats::MPC0, 1);
-            }
-            return RxOutcome::NoDescriptor;
-        }
-        let bufsize = (st.reg(regs::srrctl(q)) & regs::SRRCTL_BSIZEPACKET_MASK) as usize * 1024;
-        let tagged = frame[12..14] == [0x81, 0x00];
-        let max = if st.reg(regs::HLREG0) & regs::HLREG0_JUMBOEN != 0 {
-            ((st.reg(regs::MAXFRS) >> regs::MAXFRS_MFS_SHIFT) as usize).saturating_sub(4)
-        } else {
-            1518 + if tagged { 4 } else { 0 }
-        };
-        if frame.len() > bufsize || frame.len() > max {
-            st.add(stats::ROC, 1);
-            return RxOutcome::Oversize;
-        }
-        let base = u64::from(st.reg(regs::rdbal(q))) | u64::from(st.reg(regs::rdbah(q))) << 32;
-        let d = base + u64::from(head) * 16;
-        let Some(addr) = st.dma_read_u64(d) else {
-            return RxOutcome::Fault;
-        };
-        let Some(p) = st.dma(addr, frame.len()) else {
-            return RxOutcome::Fault;
-        };
-        // SAFETY: `dma` checked the destination lies in a registered region; the frame
-        // is a separate Rust slice, so the ranges do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), p, frame.len()) };
-        let mut status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP | rx_checksum_status(frame);
-        if tagged {
-            status |= desc::RX_STATUS_VP;
-        }
-        // 7.1.6.2: qword 0 holds the RSS type (bits 3:0) and, with RXCSUM.PCSD, the
-        // RSS hash (bits 63:32).
-        let qword0 = match hash {
-            Some((h, kind)) if st.reg(regs::RXCSUM) & regs::RXCSUM_PCSD != 0 => {
-                u64::from(kind) | u64::from(h) << 32
-            }
-            Some((_, kind)) => u64::from(kind),
-            None => 0,
-        };
-        st.dma_write_u64(d, qword0);
-        st.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
-        st.set(regs::rdh(q), (head + 1) % n);
-        st.add(stats::GPRC, 1);
-        st.add(stats::qprc(qc), 1);
-        st.rx_per_queue[q as usize] += 1;
-        st.add(stats::GORCL, frame.len() as u32 + 4);
-        RxOutcome::Delivered
+        self.state().receive(frame)
     }
 
     /// Writes qword 1 of receive descriptor `slot` as the device would on write-back:
@@ -942,7 +1108,8 @@ impl Registers for IxgbeModel {
             }
             regs::RXCTRL => {
                 if value & regs::RXCTRL_RXEN != 0 && st.reg(regs::RXCTRL) & regs::RXCTRL_RXEN == 0 {
-                    if st.reg(regs::rxdctl(0)) & regs::XDCTL_ENABLE == 0 {
+                    if !(0..MODEL_QUEUES).any(|q| st.reg(regs::rxdctl(q)) & regs::XDCTL_ENABLE != 0)
+                    {
                         st.violation("RXCTRL.RXEN set before the RX queue was enabled");
                     }
                     st.steps.push(InitStep::RxEnabled);
@@ -999,6 +1166,16 @@ impl Registers for IxgbeModel {
             }
             // Read-only or read-to-clear from the driver's side.
             regs::EEC | regs::STATUS | regs::LINKS => {}
+            regs::CTRL_EXT => {
+                if value & regs::CTRL_EXT_PFRSTD != 0 {
+                    // "PF reset done": VF resets waiting for it complete now.
+                    for line in st.mailbox.iter_mut().filter(|l| l.reset_pending) {
+                        line.reset_pending = false;
+                        line.rstd = true;
+                    }
+                }
+                st.set(regs::CTRL_EXT, value);
+            }
             o if let Some(vf) = pfmailbox_vf(o) => {
                 use regs::sriov as sr;
                 let line = &mut st.mailbox[vf as usize];
@@ -1014,6 +1191,14 @@ impl Registers for IxgbeModel {
                     line.pf_ack = true;
                 }
             }
+            // Write 1 to clear the FLR events.
+            o if (0..2).any(|n| o == regs::sriov::pfvflrec(n)) => {
+                let n = (o - regs::sriov::pfvflrec(0)) / 4;
+                let v = st.reg(regs::sriov::pfvflre(n)) & !value;
+                st.set(regs::sriov::pfvflre(n), v);
+            }
+            // Read-only: set by a VF's FLR.
+            o if (0..2).any(|n| o == regs::sriov::pfvflre(n)) => {}
             // Write 1 to clear.
             o if (0..4).any(|n| o == regs::sriov::pfmbicr(n)) => {
                 let v = st.reg(o) & !value;
@@ -1138,8 +1323,9 @@ impl Registers for IxgbeVfModel {
         match offset {
             vf::VFLINKS => st.read_links(),
             vf::VFMAILBOX => {
+                let pf_in_reset = st.reg(regs::CTRL_EXT) & regs::CTRL_EXT_PFRSTD == 0;
                 let line = &mut st.mailbox[self.vf as usize];
-                let mut v = 0;
+                let mut v = if pf_in_reset { vf::VFMAILBOX_RSTI } else { 0 };
                 for (on, bit) in [
                     (line.vfu, vf::VFMAILBOX_VFU),
                     (line.pfu, vf::VFMAILBOX_PFU),
@@ -1174,9 +1360,11 @@ impl Registers for IxgbeVfModel {
                     st.set(regs::rxdctl(i), 0);
                     st.set(regs::txdctl(i), 0);
                 }
+                let pf_ready = st.reg(regs::CTRL_EXT) & regs::CTRL_EXT_PFRSTD != 0;
                 let line = &mut st.mailbox[me as usize];
                 *line = MailboxLine::default();
-                line.rstd = true;
+                line.rstd = pf_ready;
+                line.reset_pending = !pf_ready;
             }
             vf::VFMAILBOX => {
                 let line = &mut st.mailbox[me as usize];

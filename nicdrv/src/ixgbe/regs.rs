@@ -27,6 +27,9 @@ pub const STATUS_MASTER_ENABLE: u32 = 1 << 19;
 pub const CTRL_EXT: u32 = 0x0_0018;
 /// CTRL_EXT.NS_DIS (bit 16): no-snoop disable (4.6.7 asks for it).
 pub const CTRL_EXT_NS_DIS: u32 = 1 << 16;
+/// CTRL_EXT.PFRSTD (bit 14): "PF reset done". Until the PF sets it, VFs see their
+/// mailbox in reset (VFMAILBOX.RSTI) and a VF reset does not complete (RSTD), 7.10.2.
+pub const CTRL_EXT_PFRSTD: u32 = 1 << 14;
 
 /// Extended Interrupt Cause Register - EICR (0x00800), 8.2.3.5.1; read to clear.
 pub const EICR: u32 = 0x0_0800;
@@ -117,6 +120,9 @@ pub const MRQC: u32 = 0x0_5818;
 pub const MRQC_RSSEN: u32 = 0x1;
 /// MRQC.MRQE field, bits 3:0.
 pub const MRQC_MRQE_MASK: u32 = 0xf;
+/// MRQC.MRQE = 1000b: VMDq with 64 pools, no RSS (the SR-IOV layout this driver uses:
+/// two queues per pool, pool p owns queues 2p and 2p+1).
+pub const MRQC_VMDQEN: u32 = 0x8;
 /// MRQC hash field enable: TCP over IPv4 (addresses and ports).
 pub const MRQC_RSS_FIELD_IPV4_TCP: u32 = 1 << 16;
 /// MRQC hash field enable: IPv4 addresses.
@@ -175,37 +181,46 @@ pub const RAH0: u32 = 0x0_a204;
 /// RAH.AV (bit 31): the address is valid.
 pub const RAH_AV: u32 = 1 << 31;
 
+/// Receive queue `n`'s register at `reg` within its 0x40-byte block: queues 0..63 at
+/// 0x01000, queues 64..127 at 0x0D000 (8.2.3.8; the SR-IOV PF's queue can be past 63).
+const fn rx_block(n: u32, reg: u32) -> u32 {
+    if n < 64 {
+        0x0_1000 + 0x40 * n + reg
+    } else {
+        0x0_d000 + 0x40 * (n - 64) + reg
+    }
+}
 /// Receive Descriptor Base Address Low - RDBAL\[n\] (0x01000 + 0x40*n, n < 64), 8.2.3.8.1.
 pub const fn rdbal(n: u32) -> u32 {
-    0x0_1000 + 0x40 * n
+    rx_block(n, 0x000)
 }
 /// Receive Descriptor Base Address High - RDBAH\[n\] (0x01004 + 0x40*n), 8.2.3.8.2.
 pub const fn rdbah(n: u32) -> u32 {
-    0x0_1004 + 0x40 * n
+    rx_block(n, 0x004)
 }
 /// Receive Descriptor Length - RDLEN\[n\] (0x01008 + 0x40*n), 8.2.3.8.3: bytes, 128-byte multiple.
 pub const fn rdlen(n: u32) -> u32 {
-    0x0_1008 + 0x40 * n
+    rx_block(n, 0x008)
 }
 /// Receive Descriptor Head - RDH\[n\] (0x01010 + 0x40*n), 8.2.3.8.4.
 pub const fn rdh(n: u32) -> u32 {
-    0x0_1010 + 0x40 * n
+    rx_block(n, 0x010)
 }
 /// Split Receive Control - SRRCTL\[n\] (0x01014 + 0x40*n), 8.2.3.8.7.
 pub const fn srrctl(n: u32) -> u32 {
-    0x0_1014 + 0x40 * n
+    rx_block(n, 0x014)
 }
 /// Receive Descriptor Tail - RDT\[n\] (0x01018 + 0x40*n), 8.2.3.8.5.
 pub const fn rdt(n: u32) -> u32 {
-    0x0_1018 + 0x40 * n
+    rx_block(n, 0x018)
 }
 /// Receive Descriptor Control - RXDCTL\[n\] (0x01028 + 0x40*n), 8.2.3.8.6.
 pub const fn rxdctl(n: u32) -> u32 {
-    0x0_1028 + 0x40 * n
+    rx_block(n, 0x028)
 }
 /// Rx DCA Control - DCA_RXCTRL\[n\] (0x0100C + 0x40*n), 8.2.3.11.1.
 pub const fn dca_rxctrl(n: u32) -> u32 {
-    0x0_100c + 0x40 * n
+    rx_block(n, 0x00c)
 }
 /// DCA_RXCTRL bit 12, which 4.6.7 says to clear (reserved, defaults to 1).
 pub const DCA_RXCTRL_BIT12: u32 = 1 << 12;
@@ -231,6 +246,10 @@ pub const RTTDCS: u32 = 0x0_4900;
 pub const RTTDCS_ARBDIS: u32 = 1 << 6;
 /// Multiple Transmit Queues Command Register - MTQC (0x08120), 8.2.3.9.15.
 pub const MTQC: u32 = 0x0_8120;
+/// MTQC.VT_Ena (bit 1): transmit queues belong to pools (virtualization).
+pub const MTQC_VT_ENA: u32 = 1 << 1;
+/// MTQC.NUM_TC_OR_Q = 01b (bits 3:2) with VT_Ena: 64 pools of two transmit queues.
+pub const MTQC_64VF: u32 = 1 << 2;
 
 /// Transmit Descriptor Base Address Low - TDBAL\[n\] (0x06000 + 0x40*n), 8.2.3.9.5.
 pub const fn tdbal(n: u32) -> u32 {
@@ -412,6 +431,58 @@ pub mod sriov {
     }
     /// Virtualization Control - VT_CTL (0x051B0), 8.2.3.27.13.
     pub const VT_CTL: u32 = 0x0_51b0;
+    /// VT_CTL.VT_Ena (bit 0): virtualization (pool switching) on.
+    pub const VT_CTL_VT_ENABLE: u32 = 1 << 0;
+    /// VT_CTL.DEF_PL, bits 12:7: the default pool, which gets frames no filter claims.
+    pub const VT_CTL_POOL_SHIFT: u32 = 7;
+    /// VT_CTL.DEF_PL field mask.
+    pub const VT_CTL_POOL_MASK: u32 = 0x3f << VT_CTL_POOL_SHIFT;
+    /// VT_CTL.Dis_Def_Pool (bit 29): drop frames no filter claims instead.
+    pub const VT_CTL_DIS_DEFPL: u32 = 1 << 29;
+    /// VT_CTL.Rpl_En (bit 30): replicate broadcast and multicast to every pool that
+    /// accepts them.
+    pub const VT_CTL_REPLEN: u32 = 1 << 30;
+    /// PCIe Control Extended - GCR_EXT (0x11050), 8.2.3.27.x: the VT mode, which
+    /// fixes how many pools (and queues per pool) the device exposes.
+    pub const GCR_EXT: u32 = 0x1_1050;
+    /// GCR_EXT.VT_Mode, bits 1:0.
+    pub const GCR_EXT_VT_MODE_MASK: u32 = 3;
+    /// GCR_EXT.VT_Mode = 11b: 64 pools (VFs), two queues each.
+    pub const GCR_EXT_VT_MODE_64: u32 = 3;
+    /// General Purpose Interrupt Enable - GPIE (0x00898), 8.2.3.5.18.
+    pub const GPIE: u32 = 0x0_0898;
+    /// GPIE.Multiple_MSIX (bit 4): MSI-X mode (the VFs' drivers use MSI-X vectors).
+    pub const GPIE_MSIX_MODE: u32 = 1 << 4;
+    /// GPIE.VT_Mode, bits 15:14 = 11b: interrupt layout of 64 pools (as GCR_EXT).
+    pub const GPIE_VTMODE_64: u32 = 3 << 14;
+    /// GPIE.VT_Mode field mask.
+    pub const GPIE_VTMODE_MASK: u32 = 3 << 14;
+    /// GPIE.EIAME (bit 30): auto-mask on interrupt.
+    pub const GPIE_EIAME: u32 = 1 << 30;
+    /// GPIE.PBA_support (bit 31): MSI-X pending-bit array support.
+    pub const GPIE_PBA_SUPPORT: u32 = 1 << 31;
+    /// Pools in the 64-pool mode (the VFs' and the PF's).
+    pub const POOLS: u32 = 64;
+    /// PF VM Offload - VMOLR\[n\] (0x0F000 + 4*n, n = 0..63), 8.2.3.27.x: what pool
+    /// n accepts.
+    pub const fn vmolr(pool: u32) -> u32 {
+        0x0_f000 + 4 * pool
+    }
+    /// VMOLR.AUPE (bit 24): accept untagged frames.
+    pub const VMOLR_AUPE: u32 = 1 << 24;
+    /// VMOLR.ROMPE (bit 25): accept multicast that hits the MTA.
+    pub const VMOLR_ROMPE: u32 = 1 << 25;
+    /// VMOLR.ROPE (bit 26): accept unicast that hits the unicast table array.
+    pub const VMOLR_ROPE: u32 = 1 << 26;
+    /// VMOLR.BAM (bit 27): accept broadcast.
+    pub const VMOLR_BAM: u32 = 1 << 27;
+    /// VMOLR.MPE (bit 28): multicast promiscuous.
+    pub const VMOLR_MPE: u32 = 1 << 28;
+    /// PF DMA Tx General Switch Control - PFDTXGSWC (0x08220), 8.2.3.27.x.
+    pub const PFDTXGSWC: u32 = 0x0_8220;
+    /// PFDTXGSWC.LBE (bit 0): local switching: a pool's frame to another pool's
+    /// address is looped back inside the device (VM-to-VM and PF-to-VF traffic).
+    pub const PFDTXGSWC_VT_LBEN: u32 = 1 << 0;
     /// PF VF Receive Enable - PFVFRE\[n\] (0x051E0 + 4*n, n = 0..1): bit i of register
     /// n lets pool 32n+i receive.
     pub const fn pfvfre(n: u32) -> u32 {
@@ -446,6 +517,17 @@ pub mod sriov {
         0x0_a604 + 8 * n
     }
 
+    /// PF VF Function Level Reset Event - PFVFLRE\[n\] (n = 0: 0x00600, VFs 0..31;
+    /// n = 1: 0x001C0, VFs 32..63), 8.2.3.27.x: bit i set when VF 32n+i was reset
+    /// through PCIe (FLR). The offsets are those of the public Linux ixgbe header as we
+    /// remember them (`IXGBE_VFLRE`); they were not found again in a copy of it.
+    pub const fn pfvflre(n: u32) -> u32 {
+        if n == 0 { 0x0_0600 } else { 0x0_01c0 }
+    }
+    /// PFVFLREC\[n\] (0x00700 + 4*n): write 1 to clear the VFLRE bits.
+    pub const fn pfvflrec(n: u32) -> u32 {
+        0x0_0700 + 4 * n
+    }
     /// Switch Security Violation Packet Count - SSVPC (0x08780), 8.2.3.23: frames a
     /// pool sent that anti-spoofing dropped (clear on read).
     pub const SSVPC: u32 = 0x0_8780;

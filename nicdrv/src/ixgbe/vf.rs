@@ -4,10 +4,10 @@
 //! registers in [`super::regs::sriov::vf`]).
 //!
 //! It talks to whichever PF driver owns the device: Linux ixgbe, or vnetp's own
-//! [`super::mailbox::PfMailbox`]. Tested against the model's VF register block
-//! ([`super::model::IxgbeVfModel`]) with our PF mailbox answering; it has not run on
-//! an 82599, and `vnetp run` does not use it yet (no VFIO glue, no `vf` interface
-//! on an 82599 PF).
+//! [`super::mailbox::PfMailbox`] (run by the SR-IOV PF port from its `rx_batch`).
+//! Tested against the model's VF register block ([`super::model::IxgbeVfModel`]) with
+//! our PF answering; it has not run on an 82599. `vnetp run` does not use it: a `vf`
+//! interface hands the VF to a guest, whose own driver (Linux ixgbevf) talks to our PF.
 //!
 //! Not here: checksum offload, multiple queues, interrupts, and the PF's unsolicited
 //! messages (PF_CONTROL after a PF reset: the port then needs re-creating).

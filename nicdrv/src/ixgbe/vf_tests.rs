@@ -21,7 +21,17 @@ const MAC0: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x00];
 const MAC1: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x01];
 const OTHER: [u8; 6] = [0x52, 0x54, 0x00, 0x66, 0x66, 0x66];
 
-/// Our PF's mailbox, serviced on its own thread as the PF's event loop would.
+/// Tells the VFs the PF is up (CTRL_EXT.PFRSTD), as a PF driver does once it has
+/// initialised: without it a VF's reset never completes.
+pub(super) fn pf_reset_done(model: &IxgbeModel) {
+    model.write(
+        regs::CTRL_EXT,
+        model.peek(regs::CTRL_EXT) | regs::CTRL_EXT_PFRSTD,
+    );
+}
+
+/// Our PF's mailbox on its own, serviced on a thread of its own (the PF port here runs
+/// without SR-IOV; sriov_tests.rs has the PF port servicing it from `rx_batch`).
 struct PfThread {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<PfMailbox>,
@@ -29,6 +39,7 @@ struct PfThread {
 
 impl PfThread {
     fn start(model: &IxgbeModel, mut pf: PfMailbox) -> Self {
+        pf_reset_done(model);
         let stop = Arc::new(AtomicBool::new(false));
         let (m, s) = (model.clone(), Arc::clone(&stop));
         let handle = std::thread::spawn(move || {
@@ -150,6 +161,8 @@ fn a_vf_without_a_mac_is_refused_with_a_clear_error() {
 fn a_pf_that_never_answers_is_a_timeout_naming_the_step() {
     let pool = pool(1024);
     let (model, _pf_port) = port_with(pf_config(), &pool);
+    // The PF says it is up, but nobody answers its mailbox.
+    pf_reset_done(&model);
     let dma = ModelDma::new(&model, &pool);
     let cfg = IxgbeVfConfig {
         mailbox_timeout: Duration::from_millis(20),

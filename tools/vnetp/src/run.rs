@@ -290,20 +290,9 @@ fn open_vfio_nic(
             (Box::new(nic), mac)
         }
         VfioDriver::Ixgbe => {
-            if let Some(i) = cfg
-                .interfaces
-                .iter()
-                .find(|i| matches!(i.kind, InterfaceKind::Vf { .. }))
-            {
-                bail!(
-                    "interface {}: `vf` interfaces are not supported yet on an 82599 PF ({pci}): vnetp's 82599 driver does not run the PF in SR-IOV (virtualization) mode yet; remove the interface, or use an 82576 PF",
-                    i.name
-                );
-            }
             set_pf_vf_token(pci, cfg)?;
-            let mut nic =
-                nicdrv::ixgbe::open_vfio(pci, pool.clone(), nicdrv::ixgbe::IxgbeConfig::default())
-                    .with_context(|| format!("underlay vfio {pci} (82599)"))?;
+            let mut nic = nicdrv::ixgbe::open_vfio(pci, pool.clone(), ixgbe_config(pci, cfg)?)
+                .with_context(|| format!("underlay vfio {pci} (82599)"))?;
             if !nic.wait_link(link_wait) {
                 warn_down();
             }
@@ -337,6 +326,35 @@ fn igb_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> 
         )
     };
     Ok(nicdrv::igb::IgbConfig {
+        sriov,
+        ..Default::default()
+    })
+}
+
+/// The 82599 settings for the vfio underlay: SR-IOV (virtualization mode, a pool per
+/// VF) when `vf` interfaces name VFs of this PF.
+fn ixgbe_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::ixgbe::IxgbeConfig> {
+    let vfs: Vec<nicdrv::ixgbe::sriov::VfAssignment> = cfg
+        .interfaces
+        .iter()
+        .filter_map(|i| match &i.kind {
+            InterfaceKind::Vf { pci, vlan } => Some(nicdrv::ixgbe::sriov::VfAssignment {
+                pci: pci.clone(),
+                mac: i.mac.0,
+                vlan: *vlan,
+            }),
+            _ => None,
+        })
+        .collect();
+    let sriov = if vfs.is_empty() {
+        None
+    } else {
+        Some(
+            nicdrv::ixgbe::sriov::config_from_sysfs(pf, &vfs)
+                .with_context(|| format!("SR-IOV on {pf} (82599)"))?,
+        )
+    };
+    Ok(nicdrv::ixgbe::IxgbeConfig {
         sriov,
         ..Default::default()
     })
