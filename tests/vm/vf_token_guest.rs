@@ -16,10 +16,9 @@
 //! Built statically (`-C target-feature=+crt-static`) by tests/vfio_vm.rs.
 
 use std::process::ExitCode;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use nicdrv::igb::{Dma, IgbError, IgbVfConfig, IgbVfPort, RingMemory};
+use nicdrv::igb::{IgbVfConfig, IgbVfPort, VfioDma};
 use pkt::{Batch, Mempool, Port};
 use vfio::{OpenOptions, VfToken, VfioError};
 
@@ -27,8 +26,6 @@ const GUEST_MAGIC: &[u8; 8] = b"VNETP-GT";
 const HOST_MAGIC: &[u8; 8] = b"VNETP-HT";
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-/// PCI device ID of the 82576 VF.
-const IGB_VF_DEVICE_ID: u16 = 0x10ca;
 
 fn frame_len(seq: u32) -> usize {
     60 + (seq as usize * 97) % 1455
@@ -70,30 +67,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Rings in memfd memory mapped at fresh IOVAs of the VF's container, and the packet
-/// pool mapped whole (what `nicdrv::igb::VfioDma` does for a VF opened without token).
-struct TokenVfDma {
-    container: vfio::Container,
-    pool: vfio::PoolMapping,
-    _device: vfio::Device,
-}
-
-impl Dma for TokenVfDma {
-    fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
-        let region = self.container.alloc_dma(bytes)?;
-        let ptr = NonNull::new(region.memory().as_ptr())
-            .ok_or_else(|| IgbError::Config("DMA memory mapped at address 0".into()))?;
-        let iova = region.iova();
-        // SAFETY: the region is at least `bytes` long (page-rounded), page-aligned,
-        // zeroed, used only by this ring, and kept alive by the box we hand over.
-        Ok(unsafe { RingMemory::new(ptr, bytes, iova, Box::new(region)) })
-    }
-
-    fn iova_of(&self, p: *const u8) -> Option<u64> {
-        self.pool.iova_of(p)
-    }
-}
-
 fn run() -> Result<(), String> {
     let vf = arg("--vf")?;
     let token = VfToken::parse(&arg("--token")?).map_err(|e| e.to_string())?;
@@ -121,27 +94,14 @@ fn run() -> Result<(), String> {
         }
     }
 
+    // The refused attempts attached the VF's group to this container: let it go, so
+    // the driver's own container can take the group.
+    drop(container);
+
     // 2. With the right token: our VF driver against vnetp's PF mailbox.
     let t0 = Instant::now();
-    let device = container
-        .open_device_with_options(&vf, &OpenOptions::new().vf_token(token))
-        .map_err(|e| format!("open with the right token: {e}"))?;
-    let (vendor, dev_id) = device.ids().map_err(|e| e.to_string())?;
-    if vendor != 0x8086 || dev_id != IGB_VF_DEVICE_ID {
-        return Err(format!(
-            "{vf} is {vendor:04x}:{dev_id:04x}, not an 82576 VF"
-        ));
-    }
-    device.enable_bus_master().map_err(|e| e.to_string())?;
-    let bar = device.map_bar(0).map_err(|e| e.to_string())?;
     let pool =
         Mempool::new(1024, nicdrv::igb::pool_buffer_size(1500)).map_err(|e| e.to_string())?;
-    let pool_map = container.map_pool(&pool).map_err(|e| e.to_string())?;
-    let dma = TokenVfDma {
-        container,
-        pool: pool_map,
-        _device: device,
-    };
     let cfg = IgbVfConfig {
         rx_ring: 256,
         tx_ring: 256,
@@ -149,8 +109,9 @@ fn run() -> Result<(), String> {
         mac: None,
         ..IgbVfConfig::default()
     };
-    let mut port = IgbVfPort::new(&format!("igbvf:{vf}"), bar, dma, pool.clone(), cfg)
-        .map_err(|e| format!("VF handshake with vnetp's PF: {e}"))?;
+    let options = OpenOptions::new().vf_token(token);
+    let mut port = nicdrv::igb::open_vf_vfio_with(&vf, pool.clone(), cfg, &options)
+        .map_err(|e| format!("open with the right token, VF handshake with vnetp's PF: {e}"))?;
     let mac = port.mac().0;
     println!(
         "guest-token-vf opened=1 mac={} api={} init_ms={}",
@@ -170,7 +131,7 @@ fn run() -> Result<(), String> {
 /// Step 3: `frames` test frames to the host, as many back; other frames (none are
 /// expected, but the wire is shared with vnetp's PF) are counted and ignored.
 fn exchange(
-    port: &mut IgbVfPort<vfio::MappedBar, TokenVfDma>,
+    port: &mut IgbVfPort<vfio::MappedBar, VfioDma>,
     pool: &Mempool,
     mac: [u8; 6],
     frames: u32,

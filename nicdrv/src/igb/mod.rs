@@ -67,7 +67,7 @@ pub use ring::RingMemory;
 use ring::RxRing;
 pub use sriov::SriovConfig;
 pub use vf::{IgbVfConfig, IgbVfPort};
-pub use vfio_glue::{VfioDma, open_vf_vfio, open_vfio, open_vfio_with};
+pub use vfio_glue::{VfioDma, open_vf_vfio, open_vf_vfio_with, open_vfio, open_vfio_with};
 
 /// 32-bit register access to the device's BAR0, by byte offset.
 pub trait Registers: Send {

@@ -18,6 +18,18 @@ pub struct VfioDma {
     _device: vfio::Device,
 }
 
+impl VfioDma {
+    /// DMA for a device opened through `container`, whose packet pool is mapped as
+    /// `pool`; holds `device` open for as long as the port lives.
+    pub fn new(container: vfio::Container, pool: vfio::PoolMapping, device: vfio::Device) -> Self {
+        Self {
+            container,
+            pool,
+            _device: device,
+        }
+    }
+}
+
 impl std::fmt::Debug for VfioDma {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VfioDma")
@@ -82,11 +94,7 @@ pub fn open_vfio_with(
     let bar = device.map_bar(0)?;
     let pool_map = container.map_pool(&pool)?;
     let name = format!("igb:{}", device.address());
-    let dma = VfioDma {
-        container,
-        pool: pool_map,
-        _device: device,
-    };
+    let dma = VfioDma::new(container, pool_map, device);
     IgbPort::new(&name, bar, dma, pool, cfg)
 }
 
@@ -100,8 +108,20 @@ pub fn open_vf_vfio(
     pool: Mempool,
     cfg: IgbVfConfig,
 ) -> Result<IgbVfPort<vfio::MappedBar, VfioDma>, IgbError> {
+    open_vf_vfio_with(bdf, pool, cfg, &vfio::OpenOptions::new())
+}
+
+/// [`open_vf_vfio`] with VFIO open options: a VF whose PF is owned by a VFIO user
+/// (vnetp) opens only with the VF token that owner set ([`vfio::OpenOptions::vf_token`]),
+/// as QEMU's `vfio-pci,vf-token=` does.
+pub fn open_vf_vfio_with(
+    bdf: &str,
+    pool: Mempool,
+    cfg: IgbVfConfig,
+    options: &vfio::OpenOptions,
+) -> Result<IgbVfPort<vfio::MappedBar, VfioDma>, IgbError> {
     let container = vfio::Container::new()?;
-    let device = container.open_device(bdf)?;
+    let device = container.open_device_with_options(bdf, options)?;
     let (vendor, dev_id) = device.ids()?;
     if vendor != 0x8086 || dev_id != IGB_VF_DEVICE_ID {
         return Err(IgbError::NotIgbVf {
@@ -116,10 +136,6 @@ pub fn open_vf_vfio(
     let bar = device.map_bar(0)?;
     let pool_map = container.map_pool(&pool)?;
     let name = format!("igbvf:{}", device.address());
-    let dma = VfioDma {
-        container,
-        pool: pool_map,
-        _device: device,
-    };
+    let dma = VfioDma::new(container, pool_map, device);
     IgbVfPort::new(&name, bar, dma, pool, cfg)
 }

@@ -1,48 +1,14 @@
 //! The 82599 over VFIO: [`open_vfio`] claims the PF, maps BAR0 and the packet pool,
 //! and hands them to [`IxgbePort::new`].
 
-use std::ptr::NonNull;
-
 use pkt::Mempool;
 
 use super::vf::{IxgbeVfConfig, IxgbeVfPort};
 use super::{IXGBE_PF_DEVICE_IDS, IXGBE_VF_DEVICE_IDS, IxgbeConfig, IxgbeError, IxgbePort};
-use crate::igb::{Dma, IgbError, RingMemory};
 
-/// [`Dma`] through a VFIO container: rings in memfd memory mapped at fresh IOVAs, and
-/// the packet pool mapped whole.
-pub struct IxgbeVfioDma {
-    container: vfio::Container,
-    pool: vfio::PoolMapping,
-    // Keeps the device fd open for as long as the port lives.
-    _device: vfio::Device,
-}
-
-impl std::fmt::Debug for IxgbeVfioDma {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IxgbeVfioDma")
-            .field("pool_iova", &format_args!("{:#x}", self.pool.iova()))
-            .finish()
-    }
-}
-
-impl Dma for IxgbeVfioDma {
-    fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
-        let region = self.container.alloc_dma(bytes)?;
-        let ptr = NonNull::new(region.memory().as_ptr())
-            .ok_or_else(|| IgbError::Config("DMA memory mapped at address 0".into()))?;
-        let iova = region.iova();
-        // SAFETY: the region is at least `bytes` long (page-rounded), page-aligned (so
-        // 128-byte aligned as RDBAL/TDBAL need), zeroed, used only by this ring, and kept
-        // alive by the box we hand over.
-        Ok(unsafe { RingMemory::new(ptr, bytes, iova, Box::new(region)) })
-    }
-
-    #[inline]
-    fn iova_of(&self, p: *const u8) -> Option<u64> {
-        self.pool.iova_of(p)
-    }
-}
+/// [`crate::igb::Dma`] through a VFIO container (rings in memfd memory at fresh IOVAs,
+/// the packet pool mapped whole): the 82599 uses the same one as the 82576.
+pub type IxgbeVfioDma = crate::igb::VfioDma;
 
 /// Claims the 82599 PF at `bdf` (bound to vfio-pci: `vnetp bind <bdf>`) and brings it
 /// up as a port whose frames live in `pool` (buffers of at least
@@ -72,11 +38,7 @@ pub fn open_vfio(
     let bar = device.map_bar(0)?;
     let pool_map = container.map_pool(&pool)?;
     let name = format!("ixgbe:{}", device.address());
-    let dma = IxgbeVfioDma {
-        container,
-        pool: pool_map,
-        _device: device,
-    };
+    let dma = IxgbeVfioDma::new(container, pool_map, device);
     IxgbePort::new(&name, bar, dma, pool, cfg)
 }
 
@@ -108,10 +70,6 @@ pub fn open_vfio_vf(
     let bar = device.map_bar(0)?;
     let pool_map = container.map_pool(&pool)?;
     let name = format!("ixgbevf:{}", device.address());
-    let dma = IxgbeVfioDma {
-        container,
-        pool: pool_map,
-        _device: device,
-    };
+    let dma = IxgbeVfioDma::new(container, pool_map, device);
     IxgbeVfPort::new(&name, bar, dma, pool, cfg)
 }
