@@ -630,3 +630,41 @@ fn bind_unbind_and_status_on_igb_in_a_qemu_guest() {
     );
     let _ = std::fs::remove_file(&exe);
 }
+
+/// The overlay path with vhost-user guests (our virtio-user frontend on each daemon's
+/// vhost-user interface) instead of taps: same rows, same checks, its own label.
+#[test]
+fn bench_quick_with_vhost_user_guests_measures_the_overlay_guest_to_guest() {
+    need_root();
+    let json = scratch("bvu.json");
+    let svg = scratch("bvu.svg");
+    let o = vnetp(&[
+        "bench",
+        "--quick",
+        "--guest",
+        "vhost-user",
+        "--no-kernel-vxlan",
+        "--json",
+        json.to_str().unwrap_or_default(),
+        "--svg",
+        svg.to_str().unwrap_or_default(),
+    ]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json file")).expect("JSON");
+    assert_eq!(
+        v["paths"],
+        serde_json::json!(["native", "overlay (vhost-user guests)"])
+    );
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 6, "{v}");
+    for r in rows {
+        check_latency(&r["latency"], r);
+        check_throughput(&r["throughput"], f(&r["size"]), r);
+    }
+    let out = stdout(&o);
+    assert!(out.contains("vhost-user guests at MTU 8986"), "{out}");
+    for f in [json, svg] {
+        let _ = std::fs::remove_file(f);
+    }
+}

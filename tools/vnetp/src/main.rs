@@ -103,6 +103,10 @@ enum Cmd {
         /// The daemons' dispatch mode: adaptive, guest or polling.
         #[arg(long, default_value = "adaptive")]
         dispatch: String,
+        /// The overlay's guests: tap (taps, UDP sockets behind them), vhost-user (our
+        /// virtio-user frontend on each daemon's vhost-user interface) or both.
+        #[arg(long, default_value = "tap")]
+        guest: String,
         /// Also write the results as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -132,12 +136,16 @@ enum AgentRole {
         /// Exit after this many seconds at the latest.
         #[arg(long, default_value_t = 300)]
         seconds: u64,
+        /// Also reflect for a vhost-user guest attached to this socket.
+        #[arg(long)]
+        guest: Option<PathBuf>,
     },
     /// Measure one path; print one JSON line per frame size.
     Probe {
-        /// The reflector's address, once per path to measure.
+        /// The reflector's address (IP:PORT), or `vhost-user:...` for a guest path,
+        /// once per path to measure.
         #[arg(long, required = true)]
-        target: Vec<std::net::SocketAddr>,
+        target: Vec<bench::agent::Target>,
         /// Frame sizes, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         sizes: Vec<usize>,
@@ -180,6 +188,7 @@ fn main() -> ExitCode {
             sizes,
             no_kernel_vxlan,
             dispatch,
+            guest,
             csv,
             json,
             svg,
@@ -189,6 +198,7 @@ fn main() -> ExitCode {
             sizes.as_deref(),
             no_kernel_vxlan,
             &dispatch,
+            &guest,
             &bench::Outputs { csv, json, svg },
         ),
         Cmd::BenchAgent { role } => bench_agent(role),
@@ -226,8 +236,16 @@ fn ctl(socket: &std::path::Path, json: bool, words: &[String]) -> anyhow::Result
 
 fn bench_agent(role: AgentRole) -> anyhow::Result<ExitCode> {
     match role {
-        AgentRole::Serve { port, seconds } => {
-            bench::agent::serve(port, std::time::Duration::from_secs(seconds))?;
+        AgentRole::Serve {
+            port,
+            seconds,
+            guest,
+        } => {
+            bench::agent::serve(
+                port,
+                std::time::Duration::from_secs(seconds),
+                guest.as_deref(),
+            )?;
         }
         AgentRole::Probe {
             target,

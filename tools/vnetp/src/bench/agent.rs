@@ -6,6 +6,8 @@
 
 use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,6 +15,7 @@ use nicdrv::{UdpOptions, UdpPort};
 use pkt::{Batch, HEADROOM, Mempool, Port};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
+use super::guest::{GuestProbe, GuestTarget, TARGET_PREFIX};
 use super::proto::{FRAME_OVERHEAD, HEADER, Header, Kind, REPORT_LEN, SinkCounts};
 use super::report::{Latency, Point, Throughput};
 
@@ -52,8 +55,34 @@ fn prefault(pool: &Mempool) {
 }
 
 /// Reflects echo probes, counts sink runs, answers reports; stops on a quit datagram
-/// or after `max` time.
-pub fn serve(port: u16, max: Duration) -> anyhow::Result<()> {
+/// or after `max` time. With `guest`, a vhost-user guest attached to that socket does
+/// the same for frames from the prober's guest, on a second thread.
+pub fn serve(port: u16, max: Duration, guest: Option<&Path>) -> anyhow::Result<()> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let g = guest.map(|socket| {
+            let stop = &stop;
+            scope.spawn(move || {
+                let r = super::guest::serve(socket, max, stop);
+                if let Err(e) = &r {
+                    // Now, into the reflector's log: the process is killed, not joined.
+                    eprintln!("bench guest reflector: {e:#}");
+                }
+                r
+            })
+        });
+        let r = serve_udp(port, max);
+        stop.store(true, Ordering::Relaxed);
+        let g = match g.map(|h| h.join()) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(anyhow::anyhow!("the bench guest reflector panicked")),
+        };
+        r.and(g)
+    })
+}
+
+fn serve_udp(port: u16, max: Duration) -> anyhow::Result<()> {
     let pool = Mempool::new(1024, HEADROOM + MAX_PAYLOAD).context("bench reflector pool")?;
     prefault(&pool);
     let bind = SocketAddr::from(([0, 0, 0, 0], port));
@@ -127,22 +156,72 @@ pub struct ProbeBudget {
     pub tput_time: Duration,
 }
 
+/// One path the prober measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The reflector's UDP socket, through the namespace's kernel stack: `IP:PORT`.
+    Udp(SocketAddr),
+    /// The reflector's vhost-user guest, from a guest of our own on this socket:
+    /// `vhost-user:...` (see [`GuestTarget`]).
+    Guest(GuestTarget),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with(TARGET_PREFIX) {
+            return s.parse().map(Self::Guest);
+        }
+        s.parse()
+            .map(Self::Udp)
+            .map_err(|e| format!("{s:?}: {e}: expected IP:PORT or {TARGET_PREFIX}..."))
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Udp(a) => write!(f, "{a}"),
+            Self::Guest(g) => write!(f, "{g}"),
+        }
+    }
+}
+
+/// A target's open end: a connected UDP socket or an attached guest.
+enum Probe {
+    Udp(UdpSocket, SocketAddr),
+    Guest(Box<GuestProbe>),
+}
+
 /// Measures latency and throughput to each of `targets` for each frame size, size by
 /// size (all targets at one size, then the next size), so the paths compared at a size
 /// are measured seconds apart. Prints one JSON [`Point`] per line as soon as measured.
 pub fn probe(
-    targets: &[SocketAddr],
+    targets: &[Target],
     sizes: &[usize],
     budget: ProbeBudget,
     run_base: u32,
 ) -> anyhow::Result<()> {
-    let mut socks = Vec::with_capacity(targets.len());
-    for target in targets {
-        let sock = UdpSocket::bind(("0.0.0.0", 0)).context("bench probe socket")?;
-        sock.connect(target)
-            .with_context(|| format!("bench probe: connect {target}"))?;
-        sock.set_read_timeout(Some(PROBE_TIMEOUT))?;
-        socks.push(sock);
+    let largest = sizes.iter().copied().max().unwrap_or(1500);
+    let mut probes = Vec::with_capacity(targets.len());
+    for (ti, target) in targets.iter().enumerate() {
+        probes.push(match target {
+            Target::Udp(target) => {
+                let sock = UdpSocket::bind(("0.0.0.0", 0)).context("bench probe socket")?;
+                sock.connect(target)
+                    .with_context(|| format!("bench probe: connect {target}"))?;
+                sock.set_read_timeout(Some(PROBE_TIMEOUT))?;
+                Probe::Udp(sock, *target)
+            }
+            Target::Guest(g) => {
+                let mut p = GuestProbe::connect(g.clone(), largest)?;
+                // A run number no measurement uses.
+                let warm_run = run_base.wrapping_sub(1 + ti as u32);
+                p.warm(largest, warm_run)?;
+                Probe::Guest(Box::new(p))
+            }
+        });
     }
     let mut out = std::io::stdout().lock();
     for (si, &size) in sizes.iter().enumerate() {
@@ -150,20 +229,30 @@ pub fn probe(
         if payload > MAX_PAYLOAD {
             anyhow::bail!("frame size {size} exceeds the largest UDP datagram");
         }
-        for (ti, (sock, &target)) in socks.iter().zip(targets).enumerate() {
+        for (ti, (probe, target)) in probes.iter_mut().zip(targets).enumerate() {
             let run = run_base.wrapping_add((si * targets.len() + ti) as u32);
             let tries = if si == 0 {
                 FIRST_WARMUP_TRIES
             } else {
                 WARMUP_TRIES
             };
-            let latency = latency(sock, payload, run, budget, tries)?;
+            let latency = match probe {
+                Probe::Udp(sock, _) => latency(sock, payload, run, budget, tries)?,
+                Probe::Guest(g) => {
+                    g.latency(size, run, budget.latency_count, budget.latency_time, tries)?
+                }
+            };
             if si == 0 && latency.samples == 0 {
                 anyhow::bail!(
                     "no echo from the reflector at {target} for {size}-byte frames after {tries} tries: the path carries no traffic"
                 );
             }
-            let throughput = throughput(sock, target, size, payload, run, budget.tput_time)?;
+            let throughput = match probe {
+                Probe::Udp(sock, target) => {
+                    throughput(sock, *target, size, payload, run, budget.tput_time)?
+                }
+                Probe::Guest(g) => g.throughput(size, run, budget.tput_time)?,
+            };
             let p = Point {
                 path: ti,
                 size,

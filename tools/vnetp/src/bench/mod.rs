@@ -2,12 +2,16 @@
 //!
 //! Host B runs a reflector (`vnetp bench-agent serve`); host A runs a prober
 //! (`vnetp bench-agent probe`) once per path: natively over the veth underlay, through
-//! the vnetp overlay (tap to tap, a daemon on each host), and through the Linux
-//! kernel's own VXLAN between the same namespaces, the reference an overlay is judged
-//! against. Each measures round-trip latency (min, p50, p99, p99.9) and one-way
-//! throughput for a sweep of frame sizes; the report puts each path next to native.
+//! the vnetp overlay (a daemon on each host), and through the Linux kernel's own VXLAN
+//! between the same namespaces, the reference an overlay is judged against. The
+//! overlay's guests ([`Guest`]) are taps with the agents' UDP sockets behind them, or
+//! vhost-user guests: our virtio-user frontend attached to each daemon's vhost-user
+//! interface ([`guest`]), as a VM attaches, with no system call per frame. Each path is
+//! measured for round-trip latency (min, p50, p99, p99.9) and one-way throughput over a
+//! sweep of frame sizes; the report puts each path next to native.
 
 pub mod agent;
+pub mod guest;
 pub mod plot;
 pub mod proto;
 pub mod report;
@@ -52,13 +56,55 @@ pub struct Plan {
     pub sizes: Vec<usize>,
     /// Time and probe counts per size.
     pub budget: ProbeBudget,
-    /// MTU of the taps and kernel VXLAN devices: the largest size minus its header.
+    /// MTU of the taps, vhost-user interfaces and kernel VXLAN devices: the largest
+    /// size minus its header.
     pub tap_mtu: u32,
     /// Also measure Linux kernel VXLAN.
     pub kernel_vxlan: bool,
     /// The daemons' dispatch mode (`[host] dispatch`).
     pub dispatch: Dispatch,
+    /// How the overlay's guests attach.
+    pub guest: Guest,
 }
+
+/// How the overlay path's guests attach to the daemons (`vnetp bench --guest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guest {
+    /// A tap per daemon, the agents' UDP sockets behind it in the host's kernel stack.
+    Tap,
+    /// A vhost-user interface per daemon with our virtio-user frontend attached.
+    VhostUser,
+    /// Both, each its own overlay path, measured in the same run.
+    Both,
+}
+
+impl Guest {
+    /// True when the overlay has tap guests.
+    pub fn tap(self) -> bool {
+        matches!(self, Self::Tap | Self::Both)
+    }
+
+    /// True when the overlay has vhost-user guests.
+    pub fn vhost_user(self) -> bool {
+        matches!(self, Self::VhostUser | Self::Both)
+    }
+}
+
+/// The guest mode named on the command line.
+pub fn parse_guest(mode: &str) -> anyhow::Result<Guest> {
+    match mode {
+        "tap" => Ok(Guest::Tap),
+        "vhost-user" => Ok(Guest::VhostUser),
+        "both" => Ok(Guest::Both),
+        other => bail!("unknown guest {other:?}: expected tap, vhost-user or both"),
+    }
+}
+
+/// Report name of the tap-guest overlay path ("overlay" alone, as before, when it is
+/// the only overlay path).
+const OVERLAY_TAP: &str = "overlay (tap guests)";
+/// Report name of the vhost-user-guest overlay path.
+pub const OVERLAY_VHOST_USER: &str = "overlay (vhost-user guests)";
 
 impl Plan {
     /// The default plan (under 30 s), the `--quick` one, or explicit sizes.
@@ -97,6 +143,7 @@ impl Plan {
             tap_mtu,
             kernel_vxlan: true,
             dispatch: Dispatch::Adaptive,
+            guest: Guest::Tap,
         })
     }
 }
@@ -190,30 +237,93 @@ pub fn setup(
     Ok(daemons)
 }
 
-/// Starts a daemon on each host with taps at the plan's MTU and the plan's dispatch
-/// mode, and addresses both taps.
+/// The vhost-user guest of one side: the side's own MAC and overlay address when it is
+/// the only guest, others (52:54:00:97:..) next to a tap.
+#[derive(Debug, Clone)]
+struct GuestSide {
+    socket: PathBuf,
+    mac: String,
+    ip: String,
+}
+
+fn guest_side(hosts: &TwoHosts, plan: &Plan, name: &str, side: &netns::Side, n: u8) -> GuestSide {
+    let socket = hosts.dir.join(format!("{name}-guest.sock"));
+    if plan.guest.tap() {
+        GuestSide {
+            socket,
+            mac: format!("52:54:00:97:00:{n:02x}"),
+            ip: format!("10.97.0.{n}"),
+        }
+    } else {
+        GuestSide {
+            socket,
+            mac: side.mac.clone(),
+            ip: side.overlay_ip.clone(),
+        }
+    }
+}
+
+/// A side's daemon config for the plan: tap, vhost-user interface or both (a second
+/// interface `vm1` with its own routes), at the plan's MTU and dispatch mode.
+fn daemon_config(
+    hosts: &TwoHosts,
+    encap: LinkEncap,
+    plan: &Plan,
+    name: &str,
+    (me, me_n): (&netns::Side, u8),
+    (peer, peer_n): (&netns::Side, u8),
+) -> String {
+    let mtu = plan.tap_mtu;
+    let g = guest_side(hosts, plan, name, me, me_n);
+    let base = match plan.guest {
+        Guest::Tap | Guest::Both => hosts.config(me, peer, name, encap).replace(
+            "kind = \"tap\"\n",
+            &format!("kind = \"tap\"\nmtu = {mtu}\n"),
+        ),
+        Guest::VhostUser => hosts
+            .vhost_user_config(me, peer, name, encap, &g.socket)
+            .replace(
+                "kind = \"vhost-user\"\n",
+                &format!("kind = \"vhost-user\"\nmtu = {mtu}\n"),
+            ),
+    };
+    let mut cfg = base.replace(
+        "[host]\n",
+        &format!("[host]\ndispatch = \"{}\"\n", dispatch_name(plan.dispatch)),
+    );
+    if plan.guest == Guest::Both {
+        let peer_name = if name == "a" { "b" } else { "a" };
+        let pg = guest_side(hosts, plan, peer_name, peer, peer_n);
+        cfg.push_str(&format!(
+            "\n[[interface]]\nname = \"vm1\"\nkind = \"vhost-user\"\nsocket = \"{}\"\nmac = \"{}\"\nmtu = {mtu}\n\n\
+             [[route]]\nsrc = \"any\"\ndst = \"{}\"\nto = {{ link = \"peer\" }}\n\n\
+             [[route]]\nsrc = \"any\"\ndst = \"{}\"\nto = {{ interface = \"vm1\" }}\n",
+            g.socket.display(),
+            g.mac,
+            pg.mac,
+            g.mac
+        ));
+    }
+    cfg
+}
+
+/// Starts a daemon on each host with the plan's guests at the plan's MTU and dispatch
+/// mode, and addresses both taps (when there are taps).
 fn start_daemons(
     hosts: &TwoHosts,
     exe: &Path,
     encap: LinkEncap,
     plan: &Plan,
 ) -> Result<(Daemon, Daemon), netns::CmdError> {
-    let cfg = |me, peer, name| {
-        hosts
-            .config(me, peer, name, encap)
-            .replace(
-                "kind = \"tap\"\n",
-                &format!("kind = \"tap\"\nmtu = {}\n", plan.tap_mtu),
-            )
-            .replace(
-                "[host]\n",
-                &format!("[host]\ndispatch = \"{}\"\n", dispatch_name(plan.dispatch)),
-            )
-    };
-    let da = hosts.start_daemon(&hosts.a, "a", &cfg(&hosts.side_a, &hosts.side_b, "a"), exe)?;
-    let db = hosts.start_daemon(&hosts.b, "b", &cfg(&hosts.side_b, &hosts.side_a, "b"), exe)?;
-    hosts.address_tap(&hosts.a, &hosts.side_a)?;
-    hosts.address_tap(&hosts.b, &hosts.side_b)?;
+    let (a, b) = ((&hosts.side_a, 1), (&hosts.side_b, 2));
+    let ca = daemon_config(hosts, encap, plan, "a", a, b);
+    let cb = daemon_config(hosts, encap, plan, "b", b, a);
+    let da = hosts.start_daemon(&hosts.a, "a", &ca, exe)?;
+    let db = hosts.start_daemon(&hosts.b, "b", &cb, exe)?;
+    if plan.guest.tap() {
+        hosts.address_tap(&hosts.a, &hosts.side_a)?;
+        hosts.address_tap(&hosts.b, &hosts.side_b)?;
+    }
     Ok((da, db))
 }
 
@@ -262,20 +372,24 @@ pub fn measure(
 ) -> anyhow::Result<Report> {
     let exe_s = exe.display().to_string();
     let port = AGENT_PORT.to_string();
+    let ga = guest_side(hosts, plan, "a", &hosts.side_a, 1);
+    let gb = guest_side(hosts, plan, "b", &hosts.side_b, 2);
+    let gb_socket = gb.socket.display().to_string();
+    let mut serve = vec![
+        exe_s.as_str(),
+        "bench-agent",
+        "serve",
+        "--port",
+        &port,
+        "--seconds",
+        "900",
+    ];
+    if plan.guest.vhost_user() {
+        serve.extend(["--guest", &gb_socket]);
+    }
     let mut reflector = hosts
         .b
-        .spawn(
-            &[
-                &exe_s,
-                "bench-agent",
-                "serve",
-                "--port",
-                &port,
-                "--seconds",
-                "900",
-            ],
-            Some(&hosts.dir.join("bench-reflector.log")),
-        )
+        .spawn(&serve, Some(&hosts.dir.join("bench-reflector.log")))
         .context("starting the bench reflector on host B")?;
     std::thread::sleep(Duration::from_millis(100));
     if let Ok(Some(status)) = reflector.try_wait() {
@@ -286,12 +400,26 @@ pub fn measure(
             log.trim()
         );
     }
-    let mut paths: Vec<(&str, String)> = vec![
-        ("native", hosts.side_b.underlay_ip.clone()),
-        ("overlay", hosts.side_b.overlay_ip.clone()),
-    ];
+    let udp = |ip: &str| format!("{ip}:{AGENT_PORT}");
+    let mut paths: Vec<(&str, String)> = vec![("native", udp(&hosts.side_b.underlay_ip))];
+    match plan.guest {
+        Guest::Tap => paths.push(("overlay", udp(&hosts.side_b.overlay_ip))),
+        Guest::Both => paths.push((OVERLAY_TAP, udp(&hosts.side_b.overlay_ip))),
+        Guest::VhostUser => {}
+    }
+    if plan.guest.vhost_user() {
+        let target = guest::GuestTarget {
+            socket: ga.socket.clone(),
+            mac: ga.mac.parse().context("guest MAC")?,
+            peer_mac: gb.mac.parse().context("guest MAC")?,
+            ip: ga.ip.parse().context("guest IP")?,
+            peer_ip: gb.ip.parse().context("guest IP")?,
+            port: AGENT_PORT,
+        };
+        paths.push((OVERLAY_VHOST_USER, target.to_string()));
+    }
     if plan.kernel_vxlan {
-        paths.push(("kernel-vxlan", kvx_ip(2)));
+        paths.push(("kernel-vxlan", udp(&kvx_ip(2))));
     }
     let total = (paths.len() * plan.sizes.len()) as u64;
     let pb = if std::io::stderr().is_terminal() {
@@ -311,10 +439,7 @@ pub fn measure(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let targets: Vec<String> = paths
-        .iter()
-        .map(|(_, ip)| format!("{ip}:{AGENT_PORT}"))
-        .collect();
+    let targets: Vec<String> = paths.iter().map(|(_, t)| t.clone()).collect();
     let names: Vec<&str> = paths.iter().map(|(n, _)| *n).collect();
     let outcome = probe_all(
         hosts,
@@ -442,31 +567,39 @@ pub fn emit(report: &Report, out: &Outputs) -> anyhow::Result<()> {
 }
 
 /// `vnetp bench`.
+#[allow(clippy::too_many_arguments)]
 pub fn bench(
     encap: &str,
     quick: bool,
     sizes: Option<&[usize]>,
     no_kernel_vxlan: bool,
     dispatch: &str,
+    guest: &str,
     out: &Outputs,
 ) -> anyhow::Result<ExitCode> {
     let encap = parse_encap(encap)?;
     let mut plan = Plan::new(quick, sizes)?;
     plan.kernel_vxlan = !no_kernel_vxlan;
     plan.dispatch = parse_dispatch(dispatch)?;
+    plan.guest = parse_guest(guest)?;
     preflight("bench")?;
     let interrupted = interrupt_flag()?;
     let exe = std::env::current_exe().context("cannot find the vnetp executable")?;
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("vnetp-bench-{pid}"));
     let hosts = TwoHosts::new(&format!("vnetp-bench-{pid}"), 0, false, &dir)?;
+    let guests = match plan.guest {
+        Guest::Tap => "taps",
+        Guest::VhostUser => "vhost-user guests",
+        Guest::Both => "taps and vhost-user guests",
+    };
     println!(
-        "vnetp bench: hosts vnetp-bench-{pid}-a/b over a veth (MTU {UNDERLAY_MTU}); {} overlay, dispatch {}, taps at MTU {}; {} size(s) x {} path(s)",
+        "vnetp bench: hosts vnetp-bench-{pid}-a/b over a veth (MTU {UNDERLAY_MTU}); {} overlay, dispatch {}, {guests} at MTU {}; {} size(s) x {} path(s)",
         encap_name(encap),
         dispatch_name(plan.dispatch),
         plan.tap_mtu,
         plan.sizes.len(),
-        if plan.kernel_vxlan { 3 } else { 2 }
+        2 + usize::from(plan.guest == Guest::Both) + usize::from(plan.kernel_vxlan)
     );
     let result = setup(&hosts, &exe, encap, &plan)
         .and_then(|daemons| Ok((measure(&hosts, &exe, encap, &plan, &interrupted)?, daemons)));
@@ -573,6 +706,26 @@ mod tests {
         }
         let err = parse_dispatch("busy").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("expected adaptive, guest or polling")));
+    }
+
+    #[test]
+    fn guest_modes_are_parsed_and_unknown_ones_are_refused() {
+        let modes = ["tap", "vhost-user", "both"].map(|m| parse_guest(m).ok());
+        assert_eq!(
+            modes,
+            [Some(Guest::Tap), Some(Guest::VhostUser), Some(Guest::Both)]
+        );
+        assert_eq!(
+            modes.map(|m| m.map(|g| (g.tap(), g.vhost_user()))),
+            [Some((true, false)), Some((false, true)), Some((true, true))]
+        );
+        let err = parse_guest("virtio").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("expected tap, vhost-user or both")));
+        // Every planned size fits a guest's frames and its frontend's buffers.
+        let p = Plan::new(false, None).unwrap_or_else(|e| panic!("{e}"));
+        let largest = p.sizes.last().copied().unwrap_or(0);
+        assert!(largest <= guest::MAX_FRAME && largest <= p.tap_mtu as usize + 14);
+        assert!(guest::frontend_options(largest).buf_size as usize >= largest + 12);
     }
 
     #[test]

@@ -206,9 +206,11 @@ impl Report {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         let r = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         let mut s = String::new();
+        // As wide as the longest path name ("overlay (vhost-user guests)").
+        let w = self.paths.iter().map(String::len).fold(13, usize::max);
         let _ = writeln!(
             s,
-            "{:>6} {:<13} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6}  {:>13} {:>13}",
+            "{:>6} {:<w$} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6}  {:>13} {:>13}",
             "frame",
             "path",
             "min us",
@@ -228,7 +230,7 @@ impl Report {
             });
             let _ = writeln!(
                 s,
-                "{:>6} {:<13} {:>8} {:>8} {:>8} {:>8} {:>10.1} {:>8.3} {:>5.1}%  {:>13} {:>13}",
+                "{:>6} {:<w$} {:>8} {:>8} {:>8} {:>8} {:>10.1} {:>8.3} {:>5.1}%  {:>13} {:>13}",
                 row.size,
                 row.path,
                 f(l.min_us),
