@@ -473,6 +473,7 @@ impl Port for TapPort {
             buf.meta = pkt::Meta {
                 addr: None,
                 offload: parse_vnet_hdr(&hdr),
+                vlan: None,
             };
             let len = buf.len();
             if batch.push(buf).is_ok() {

@@ -27,4 +27,9 @@ pub struct Meta {
     pub addr: Option<SocketAddr>,
     /// Offload state of the frame.
     pub offload: OffloadMeta,
+    /// The 802.1Q tag control information (PCP, DEI, VID) that travels beside the
+    /// frame instead of in it: on receive, the tag a NIC stripped; on transmit, the
+    /// tag a NIC with [`crate::Offloads::VLAN`] should insert. `None` (the default):
+    /// no tag beside the frame (a tag may still be in its bytes).
+    pub vlan: Option<u16>,
 }

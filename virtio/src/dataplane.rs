@@ -231,6 +231,7 @@ fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Resul
     buf.meta = pkt::Meta {
         addr: None,
         offload: meta,
+        vlan: None,
     };
     Ok(())
 }

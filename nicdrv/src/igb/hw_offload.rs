@@ -1,7 +1,7 @@
 //! What the 82576 does for a frame besides moving it: the transmit context a frame's
 //! offload request ([`pkt::OffloadMeta`], virtio-net terms) needs (checksum insertion,
 //! TCP segmentation), the receive checksum verdict of a write-back, and the transmit
-//! queue of a flow.
+//! queue of a flow. A tag to insert (DCMD.VLE) rides in the same context's VLAN field.
 //!
 //! Advanced context descriptor layout: 82576 datasheet 7.2.2.3.x ("Advanced Transmit
 //! Context Descriptor"): vlan_macip_lens (IPLEN 8:0, MACLEN 15:9, VLAN 31:16),
@@ -27,12 +27,31 @@ pub(super) struct TxContext {
     pub l4len: u8,
     /// Payload bytes per segment (TSO only; 0 otherwise).
     pub mss: u16,
+    /// The 802.1Q TCI the device inserts into frames sent with DCMD.VLE (0 when no
+    /// frame under this context asks for a tag).
+    pub vlan: u16,
 }
 
 impl TxContext {
+    /// A context that only carries a tag to insert, for a frame without checksum or
+    /// segmentation requests (the device reads no other field for it).
+    pub fn vlan_only(tci: u16) -> Self {
+        Self {
+            maclen: 0,
+            iplen: 0,
+            ipv4: false,
+            tcp: false,
+            l4len: 0,
+            mss: 0,
+            vlan: tci,
+        }
+    }
+
     /// The two qwords of the context descriptor (context slot 0).
     pub fn descriptor(&self) -> [u64; 2] {
-        let macip = u32::from(self.iplen) | u32::from(self.maclen) << desc::CTX_MACLEN_SHIFT;
+        let macip = u32::from(self.iplen)
+            | u32::from(self.maclen) << desc::CTX_MACLEN_SHIFT
+            | u32::from(self.vlan) << desc::CTX_VLAN_SHIFT;
         let mut tucmd = desc::TX_DTYP_CTXT | desc::TX_CMD_DEXT;
         if self.ipv4 {
             tucmd |= desc::CTX_TUCMD_IPV4;
@@ -116,6 +135,7 @@ fn layout(d: &[u8], csum_start: usize, csum_offset: usize) -> Option<TxContext> 
         tcp,
         l4len: 0,
         mss: 0,
+        vlan: 0,
     })
 }
 

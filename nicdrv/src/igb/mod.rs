@@ -42,7 +42,19 @@
 //! queue, its pool's (queue `num_vfs`), and VMDq picks the pool; `queues > 1` with
 //! SR-IOV is a configuration error.
 //!
-//! Not yet: VLAN strip/insert, interrupts, software segmentation inside the driver.
+//! 802.1Q offload ([`IgbConfig::vlan_strip`], off by default): CTRL.VME makes the
+//! device strip a received frame's tag; the driver moves the TCI from the write-back
+//! (status VP) into [`pkt::Meta::vlan`]. A frame sent with a tag in its meta gets it
+//! inserted by the device (DCMD.VLE, the TCI in the advanced context descriptor's VLAN
+//! field, the same context that carries checksum and TSO layouts, so each TSO segment
+//! is tagged); the frame in memory stays untagged and its MACLEN excludes the tag.
+//! [`PortCaps`] reports [`Offloads::VLAN`] only then. Without it, a tagged meta is
+//! dropped and counted (`tx_bad_vlan`) rather than sent on the wrong VLAN, and a VP
+//! write-back (a VF under a port VLAN) is delivered as before and counted
+//! ([`OffloadStats::rx_vlan_unrequested`]). Not with SR-IOV: in VMDq mode the device
+//! strips per pool (VMOLR.STRVLAN), which this driver does not yet program for the PF.
+//!
+//! Not yet: interrupts, software segmentation inside the driver.
 
 mod hw_offload;
 pub mod mailbox;
@@ -205,6 +217,9 @@ pub struct IgbConfig {
     /// buffer of the port's pool: give the pool larger buffers than
     /// [`pool_buffer_size`] to send frames above the MTU.
     pub offloads: bool,
+    /// 802.1Q offload: strip tags on receive into [`pkt::Meta::vlan`] (CTRL.VME) and
+    /// insert [`pkt::Meta::vlan`] tags on transmit. Off by default; not with SR-IOV.
+    pub vlan_strip: bool,
 }
 
 impl Default for IgbConfig {
@@ -219,6 +234,7 @@ impl Default for IgbConfig {
             queues: 1,
             rss_key: None,
             offloads: true,
+            vlan_strip: false,
         }
     }
 }
@@ -329,6 +345,11 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
                 "queues = {nq} with SR-IOV: the PF then owns one queue (its VMDq pool's); set queues = 1, or drop the VFs for RSS"
             )));
         }
+        if cfg.vlan_strip && cfg.sriov.is_some() {
+            return Err(IgbError::Config(
+                "vlan_strip with SR-IOV: in VMDq mode the 82576 strips per pool (VMOLR.STRVLAN), which this driver does not program for the PF yet; turn one of them off".into(),
+            ));
+        }
         if pool.capacity() < nq * cfg.rx_ring + 2 * pkt::BATCH_MAX {
             return Err(IgbError::Pool(format!(
                 "{} buffers cannot fill {nq} receive rings of {} slots and leave room for batches in flight: create it with at least {}",
@@ -370,7 +391,8 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
                 "82576: EEPROM auto-read not reported done; using RAL0/RAH0 as they are"
             );
         }
-        regs.write(regs::CTRL, regs.read(regs::CTRL) | regs::CTRL_SLU);
+        let vme = if cfg.vlan_strip { regs::CTRL_VME } else { 0 };
+        regs.write(regs::CTRL, regs.read(regs::CTRL) | regs::CTRL_SLU | vme);
         // Link Setup: restart auto-negotiation on the internal PHY (copper).
         mdic_write(
             &regs,
@@ -471,6 +493,7 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
             if cfg.offloads {
                 q.enable_offloads(&pool);
             }
+            q.vlan = cfg.vlan_strip;
             qs.push(q);
         }
         regs.write(regs::RCTL, rctl | regs::RCTL_RXEN);
@@ -564,7 +587,7 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
             .collect()
     }
 
-    /// What the device's checksum and segmentation offloads did, over all queues.
+    /// What the device's checksum, segmentation and VLAN offloads did, over all queues.
     pub fn offload_stats(&self) -> OffloadStats {
         self.qs.iter().fold(OffloadStats::default(), |mut a, q| {
             let o = q.offload;
@@ -575,6 +598,9 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
             a.tx_tso += o.tx_tso;
             a.tx_sw_csum += o.tx_sw_csum;
             a.tx_contexts += o.tx_contexts;
+            a.rx_vlan_stripped += o.rx_vlan_stripped;
+            a.rx_vlan_unrequested += o.rx_vlan_unrequested;
+            a.tx_vlan_inserted += o.tx_vlan_inserted;
             a
         })
     }
@@ -664,6 +690,9 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         }
         if self.qs.len() > 1 {
             o = o | Offloads::RSS;
+        }
+        if self.cfg.vlan_strip {
+            o = o | Offloads::VLAN;
         }
         o
     }
@@ -823,3 +852,5 @@ mod offload_tests;
 mod sriov_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vlan_tests;

@@ -29,7 +29,16 @@
 //! whose context is missing or impossible is dropped and counted
 //! ([`ModelState::bad_contexts`]).
 //!
-//! What it leaves out: interrupts, VLAN filtering and stripping, flow control,
+//! 802.1Q outside VMDq mode: with CTRL.VME a received frame's tag (EtherType 0x8100,
+//! VET's reset value) is removed before the frame is written, its TCI goes into the
+//! write-back's VLAN field and status VP is set; the checksum and RSS engines see the
+//! untagged frame. A transmitted frame whose first data descriptor has DCMD.VLE gets
+//! a tag with the TCI of its context's VLAN field inserted after the MAC addresses,
+//! in each TSO segment, after the checksums are computed on the untagged frame (whose
+//! MACLEN excludes the tag); VLE without a context is counted in
+//! [`ModelState::bad_contexts`].
+//!
+//! What it leaves out: interrupts, VLAN filtering and per-pool stripping, flow control,
 //! descriptor prefetch and write-back thresholds, timing. What it says about
 //! real hardware is only what the datasheet says; QEMU's igb model (in the VM tests) is
 //! the second opinion.
@@ -345,6 +354,19 @@ impl ModelState {
                         if sent.is_err() {
                             self.bad_contexts += 1;
                         }
+                        if fcmd & desc::TX_CMD_VLE != 0 {
+                            match ctx {
+                                Some(c) => {
+                                    let tci = (c.macip >> desc::CTX_VLAN_SHIFT) as u16;
+                                    out.iter_mut()
+                                        .for_each(|f| model_offload::insert_vlan(f, tci));
+                                }
+                                None => {
+                                    self.bad_contexts += 1;
+                                    out.clear();
+                                }
+                            }
+                        }
                         for f in out {
                             self.pool_tx[(q % 8) as usize] += 1;
                             self.add(stats::GPTC, 1);
@@ -367,12 +389,19 @@ impl ModelState {
 
     /// Writes `frame` into queue `q`'s next receive descriptor.
     fn deliver(&mut self, q: u32, frame: &[u8]) -> RxOutcome {
-        self.deliver_with(q, frame, 0, 0)
+        self.deliver_with(q, frame, 0, 0, 0)
     }
 
-    /// [`Self::deliver`] with extra write-back status bits and qword 0 (packet type,
-    /// RSS hash).
-    fn deliver_with(&mut self, q: u32, frame: &[u8], extra_status: u32, qword0: u64) -> RxOutcome {
+    /// [`Self::deliver`] with extra write-back status bits, qword 0 (packet type, RSS
+    /// hash) and the VLAN field (the stripped TCI, with VP in `extra_status`).
+    fn deliver_with(
+        &mut self,
+        q: u32,
+        frame: &[u8],
+        extra_status: u32,
+        qword0: u64,
+        vlan: u16,
+    ) -> RxOutcome {
         let qr = QueueRegs::pf(q);
         if self.reg(qr.rxdctl) & regs::XDCTL_ENABLE == 0 {
             return RxOutcome::Filtered;
@@ -406,7 +435,10 @@ impl ModelState {
         unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), p, frame.len()) };
         self.dma_write_u64(d, qword0);
         let status = desc::RX_STATUS_DD | desc::RX_STATUS_EOP | extra_status;
-        self.dma_write_u64(d + 8, u64::from(status) | (frame.len() as u64) << 32);
+        self.dma_write_u64(
+            d + 8,
+            u64::from(status) | (frame.len() as u64) << 32 | u64::from(vlan) << 48,
+        );
         self.set(qr.rdh, (head + 1) % n);
         self.add(stats::GPRC, 1);
         self.add(stats::GORCL, frame.len() as u32);
@@ -521,7 +553,18 @@ impl IgbModel {
             if !st.accepts(frame) {
                 return RxOutcome::Filtered;
             }
-            let (status, mut info) = model_offload::rx_checksum(frame, st.reg(regs::RXCSUM));
+            // CTRL.VME: the tag leaves the frame for the write-back.
+            let stripped = if st.reg(regs::CTRL) & regs::CTRL_VME != 0 {
+                model_offload::strip_vlan(frame)
+            } else {
+                None
+            };
+            let (frame, vp, tci) = match &stripped {
+                Some((f, tci)) => (f.as_slice(), desc::RX_STATUS_VP, *tci),
+                None => (frame, 0, 0),
+            };
+            let (mut status, mut info) = model_offload::rx_checksum(frame, st.reg(regs::RXCSUM));
+            status |= vp;
             let mut queue = 0;
             let mut hash = 0;
             let rss_on = st.reg(regs::MRQC) & 3 == regs::MRQC_ENABLE_RSS
@@ -544,6 +587,7 @@ impl IgbModel {
                 frame,
                 status,
                 u64::from(info) | u64::from(hash) << 32,
+                tci,
             );
         }
         let pools = st.pools_for(&frame[..6]);

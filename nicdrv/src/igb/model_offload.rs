@@ -2,7 +2,8 @@
 //! and queue of a received frame (7.1.1.7: Toeplitz over addresses and ports as MRQC
 //! selects, queue from the 128-entry RETA), the receive checksum status a write-back
 //! carries (7.1.5: IPCS/L4I/UDPCS, IPE/L4E), and transmit checksum insertion and TCP
-//! segmentation from an advanced context descriptor (7.2.4, 7.2.5).
+//! segmentation from an advanced context descriptor (7.2.4, 7.2.5), and 802.1Q tag
+//! stripping and insertion.
 //!
 //! The model computes everything itself from the bytes; the driver's own reasoning
 //! (`hw_offload`) is not used here, so a driver bug shows as a test failure.
@@ -260,6 +261,29 @@ pub(super) fn tx_offload(
         out(seg);
     }
     Ok(())
+}
+
+/// The 802.1Q EtherType (VET's reset value).
+const TPID_8021Q: [u8; 2] = [0x81, 0x00];
+
+/// Removes the 802.1Q tag of a tagged frame (CTRL.VME on receive): the frame without
+/// its 4 tag bytes, and the TCI. `None` for an untagged or truncated frame.
+pub(super) fn strip_vlan(f: &[u8]) -> Option<(Vec<u8>, u16)> {
+    if f.len() < 18 || f[12..14] != TPID_8021Q {
+        return None;
+    }
+    let tci = u16::from_be_bytes([f[14], f[15]]);
+    let mut out = Vec::with_capacity(f.len() - 4);
+    out.extend_from_slice(&f[..12]);
+    out.extend_from_slice(&f[16..]);
+    Some((out, tci))
+}
+
+/// Inserts an 802.1Q tag with `tci` after the MAC addresses (DCMD.VLE on transmit).
+pub(super) fn insert_vlan(f: &mut Vec<u8>, tci: u16) {
+    let at = f.len().min(12);
+    let t = tci.to_be_bytes();
+    f.splice(at..at, [TPID_8021Q[0], TPID_8021Q[1], t[0], t[1]]);
 }
 
 /// Fills in an IPv4 header's checksum.

@@ -14,11 +14,11 @@ use super::model::{IgbModel, MODEL_MAC, ModelDma};
 use super::model_offload;
 use super::{IgbConfig, IgbError, IgbPort, Registers, regs};
 
-type ModelPort = IgbPort<IgbModel, ModelDma>;
+pub(super) type ModelPort = IgbPort<IgbModel, ModelDma>;
 
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub(super) const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
-fn cfg(queues: usize) -> IgbConfig {
+pub(super) fn cfg(queues: usize) -> IgbConfig {
     IgbConfig {
         rx_ring: 64,
         tx_ring: 64,
@@ -28,14 +28,14 @@ fn cfg(queues: usize) -> IgbConfig {
     }
 }
 
-fn port_with(cfg: IgbConfig, pool: &Mempool) -> (IgbModel, ModelPort) {
+pub(super) fn port_with(cfg: IgbConfig, pool: &Mempool) -> (IgbModel, ModelPort) {
     let model = IgbModel::new();
     let dma = ModelDma::new(&model, pool);
     let port = IgbPort::new("igb-model", model.clone(), dma, pool.clone(), cfg).expect("init");
     (model, port)
 }
 
-fn pool() -> Mempool {
+pub(super) fn pool() -> Mempool {
     Mempool::new(1024, super::pool_buffer_size(1500)).expect("pool")
 }
 
@@ -67,7 +67,7 @@ fn eth_ipv4(dst: [u8; 6], src: Ipv4Addr, dstip: Ipv4Addr, proto: u8, l4_len: usi
 }
 
 /// A UDP/IPv4 frame to the model's MAC with a correct checksum.
-fn udp_frame(src: Ipv4Addr, sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
+pub(super) fn udp_frame(src: Ipv4Addr, sport: u16, dport: u16, payload_len: usize) -> Vec<u8> {
     let dst = Ipv4Addr::new(10, 0, 0, 2);
     let mut f = eth_ipv4(MODEL_MAC, src, dst, 17, 8 + payload_len);
     let ul = (8 + payload_len) as u16;
@@ -81,7 +81,7 @@ fn udp_frame(src: Ipv4Addr, sport: u16, dport: u16, payload_len: usize) -> Vec<u
 }
 
 /// A TCP/IPv4 frame with `payload_len` bytes, flags ACK|PSH|FIN, checksum filled.
-fn tcp_frame_v4(payload_len: usize) -> Vec<u8> {
+pub(super) fn tcp_frame_v4(payload_len: usize) -> Vec<u8> {
     let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 9));
     let mut f = eth_ipv4(PEER_MAC, src, dst, 6, 20 + payload_len);
     f[..6].copy_from_slice(&PEER_MAC);
@@ -94,7 +94,7 @@ fn tcp_frame_v4(payload_len: usize) -> Vec<u8> {
 }
 
 /// The same over IPv6.
-fn tcp_frame_v6(payload_len: usize) -> Vec<u8> {
+pub(super) fn tcp_frame_v6(payload_len: usize) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&PEER_MAC);
     f.extend_from_slice(&MODEL_MAC);
@@ -111,7 +111,7 @@ fn tcp_frame_v6(payload_len: usize) -> Vec<u8> {
     f
 }
 
-fn buf_of(pool: &Mempool, f: &[u8]) -> pkt::PktBuf {
+pub(super) fn buf_of(pool: &Mempool, f: &[u8]) -> pkt::PktBuf {
     let mut b = pool.alloc().expect("buffer");
     b.extend_from_slice(f).expect("fits");
     b
@@ -412,7 +412,7 @@ fn rx_without_offloads_marks_nothing() {
 
 /// `f` handed over for checksum offload, as a stack does (virtio `NEEDS_CSUM`): the
 /// L4 checksum field holds the pseudo-header sum.
-fn partial(pool: &Mempool, f: &[u8], tcp: bool) -> pkt::PktBuf {
+pub(super) fn partial(pool: &Mempool, f: &[u8], tcp: bool) -> pkt::PktBuf {
     let mut b = buf_of(pool, f);
     let at = 34 + if tcp { 16 } else { 6 };
     let (s, d) = (

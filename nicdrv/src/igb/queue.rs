@@ -94,6 +94,8 @@ pub(super) struct Drops {
     pub tx_bad_length: u64,
     pub tx_no_buffer: u64,
     pub tx_bad_offload: u64,
+    /// Frames whose meta carried a tag to insert on a queue without VLAN insertion.
+    pub tx_bad_vlan: u64,
 }
 
 /// What the device's offloads did on one queue.
@@ -115,6 +117,15 @@ pub struct OffloadStats {
     pub tx_sw_csum: u64,
     /// Context descriptors written.
     pub tx_contexts: u64,
+    /// Received frames whose 802.1Q tag the device stripped (status VP), delivered
+    /// with the tag in [`pkt::Meta::vlan`].
+    pub rx_vlan_stripped: u64,
+    /// Received frames with status VP on a queue that did not ask for stripping (a
+    /// VF under a port VLAN, or a misbehaving device): delivered without a tag in
+    /// their meta, as before stripping existed.
+    pub rx_vlan_unrequested: u64,
+    /// Frames sent with the device inserting their [`pkt::Meta::vlan`] tag (DCMD.VLE).
+    pub tx_vlan_inserted: u64,
 }
 
 /// The queue pair's rings, frames and counters.
@@ -136,6 +147,9 @@ pub(super) struct QueuePair {
     /// Longest frame `tx_batch` takes: `max_frame`, or with offloads a TSO frame as
     /// long as a pool buffer holds.
     pub tx_max: usize,
+    /// 802.1Q offload on: the device strips tags on receive (the caller set CTRL.VME)
+    /// and inserts [`pkt::Meta::vlan`] tags on transmit.
+    pub vlan: bool,
     /// The context the device holds in slot 0, if one was written.
     tx_ctx: Option<TxContext>,
     /// TX slots holding a context descriptor (no write-back of their own).
@@ -270,6 +284,7 @@ impl QueuePair {
             drops: Drops::default(),
             hw_offload: false,
             tx_max: max_frame,
+            vlan: false,
             tx_ctx: None,
             ctx_slots: vec![false; tx_ring],
             offload: OffloadStats::default(),
@@ -320,7 +335,7 @@ impl QueuePair {
     }
 
     /// The drop counters with their names.
-    pub fn drop_counters(&self) -> [DropCounter; 8] {
+    pub fn drop_counters(&self) -> [DropCounter; 9] {
         let d = self.drops;
         [
             ("rx_no_buffer", d.rx_no_buffer),
@@ -331,6 +346,7 @@ impl QueuePair {
             ("tx_bad_length", d.tx_bad_length),
             ("tx_no_buffer", d.tx_no_buffer),
             ("tx_bad_offload", d.tx_bad_offload),
+            ("tx_bad_vlan", d.tx_bad_vlan),
         ]
         .map(|(name, count)| DropCounter { name, count })
     }
@@ -380,6 +396,7 @@ impl QueuePair {
                         } else {
                             0
                         };
+                        let vlan = self.rx_vlan(wb);
                         if let Some(mut full) = self.rx.bufs[slot].replace(fresh) {
                             // Cannot fail: `len <= space` was checked above.
                             let _ = full.set_len(len);
@@ -387,6 +404,7 @@ impl QueuePair {
                                 flags,
                                 ..pkt::OffloadMeta::default()
                             };
+                            full.meta.vlan = vlan;
                             let _ = batch.push(full);
                             self.rx.iovas[slot] = iova;
                             self.rx_packets += 1;
@@ -438,6 +456,14 @@ impl QueuePair {
                 self.drops.tx_bad_length += 1;
                 continue;
             }
+            let tag = buf.meta.vlan;
+            if tag.is_some() && !self.vlan {
+                // Sending it untagged would put it on the wrong VLAN.
+                self.drops.tx_bad_vlan += 1;
+                continue;
+            }
+            // The inserted tag takes 4 of the frame's bytes on the wire.
+            let limit = self.max_frame - if tag.is_some() { 4 } else { 0 };
             let (mut buf, iova) = match dma.iova_of(buf.data().as_ptr()) {
                 Some(iova) => (buf, iova),
                 None => match self.copy_into_pool(pool, &buf) {
@@ -455,7 +481,7 @@ impl QueuePair {
                 },
             };
             let plan = if self.hw_offload {
-                match hw_offload::plan(&buf, self.max_frame) {
+                match hw_offload::plan(&buf, limit) {
                     Ok(p) => p,
                     Err(TxOffloadError::TooLong) => {
                         self.drops.tx_bad_length += 1;
@@ -466,12 +492,29 @@ impl QueuePair {
                         continue;
                     }
                 }
+            } else if len > limit {
+                self.drops.tx_bad_length += 1;
+                continue;
             } else {
                 TxPlan::Plain
             };
-            let ctx = match plan {
-                TxPlan::Plain => None,
-                TxPlan::Checksum(c) | TxPlan::Segment(c) => Some(c),
+            let ctx = match (plan, tag) {
+                (TxPlan::Plain, None) => None,
+                // Only the VLAN field counts for a plain frame: any context holding
+                // the tag serves.
+                (TxPlan::Plain, Some(t)) => Some(match self.tx_ctx {
+                    Some(c) if c.vlan == t => c,
+                    _ => TxContext::vlan_only(t),
+                }),
+                (TxPlan::Checksum(c) | TxPlan::Segment(c), t) => Some(TxContext {
+                    vlan: t.unwrap_or(0),
+                    ..c
+                }),
+            };
+            let vle = if tag.is_some() {
+                regs::desc::TX_CMD_VLE
+            } else {
+                0
             };
             let new_ctx = ctx.is_some() && ctx != self.tx_ctx;
             let need = TxRing::pages_for(iova, len) + usize::from(new_ctx);
@@ -504,12 +547,12 @@ impl QueuePair {
                             self.offload.tx_sw_csum += 1;
                         }
                     }
-                    self.tx.post_pages(iova, len, buf, 0, payload);
+                    self.tx.post_pages(iova, len, buf, vle, payload);
                 }
                 TxPlan::Checksum(_) => {
                     self.offload.tx_csum += 1;
                     let olinfo = payload | regs::desc::TX_OLINFO_TXSM;
-                    self.tx.post_pages(iova, len, buf, 0, olinfo);
+                    self.tx.post_pages(iova, len, buf, vle, olinfo);
                 }
                 TxPlan::Segment(c) => {
                     self.offload.tx_tso += 1;
@@ -520,11 +563,12 @@ impl QueuePair {
                         olinfo |= regs::desc::TX_OLINFO_IXSM;
                     }
                     self.tx
-                        .post_pages(iova, len, buf, regs::desc::TX_CMD_TSE, olinfo);
+                        .post_pages(iova, len, buf, regs::desc::TX_CMD_TSE | vle, olinfo);
                 }
             }
             self.tx_packets += 1;
             self.tx_bytes += len as u64;
+            self.offload.tx_vlan_inserted += u64::from(tag.is_some());
             free -= need;
             sent += 1;
         }
@@ -555,6 +599,22 @@ impl QueuePair {
                 self.offload.rx_csum_unchecked += 1;
                 0
             }
+        }
+    }
+
+    /// The tag a write-back carries for the frame's meta, counted: the stripped TCI
+    /// when the device set VP on a queue that asked for stripping.
+    #[inline]
+    fn rx_vlan(&mut self, wb: RxWriteBack) -> Option<u16> {
+        if wb.status_error & regs::desc::RX_STATUS_VP == 0 {
+            return None;
+        }
+        if self.vlan {
+            self.offload.rx_vlan_stripped += 1;
+            Some(wb.vlan)
+        } else {
+            self.offload.rx_vlan_unrequested += 1;
+            None
         }
     }
 

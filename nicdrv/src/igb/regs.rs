@@ -223,6 +223,10 @@ pub mod desc {
     /// RX write-back extended errors that mean a damaged frame: CE (CRC/alignment),
     /// SE (symbol), SEQ (sequence), CXE (carrier extension), RXE (RX data error).
     pub const RX_ERR_FRAME: u32 = (1 << 24) | (1 << 25) | (1 << 26) | (1 << 28) | (1 << 31);
+    /// RX write-back extended status VP (bit 3): the frame was 802.1Q-tagged and the
+    /// device stripped the tag; its TCI is in the write-back's VLAN field (qword 1,
+    /// bits 63:48).
+    pub const RX_STATUS_VP: u32 = 1 << 3;
     /// RX write-back extended status UDPCS (bit 4): the L4 checksum checked was UDP's.
     pub const RX_STATUS_UDPCS: u32 = 1 << 4;
     /// RX write-back extended status L4I (bit 5): the TCP/UDP checksum was checked.
@@ -242,6 +246,10 @@ pub mod desc {
     pub const TX_DTYP_CTXT: u32 = 2 << 20;
     /// DTYP field mask (cmd_type_len bits 23:20).
     pub const TX_DTYP_MASK: u32 = 0xf << 20;
+    /// DCMD.VLE (bit 30): insert an 802.1Q tag, its TCI from the context's VLAN field.
+    pub const TX_CMD_VLE: u32 = 1 << 30;
+    /// Context vlan_macip_lens: VLAN (the TCI to insert) in bits 31:16.
+    pub const CTX_VLAN_SHIFT: u32 = 16;
     /// DCMD.TSE (bit 31): TCP segmentation for this frame (with a context's MSS/L4LEN).
     pub const TX_CMD_TSE: u32 = 1 << 31;
     /// olinfo_status POPTS.IXSM (bit 8): insert the IPv4 header checksum.
