@@ -852,17 +852,27 @@ impl Drop for HostRing {
     }
 }
 
+/// Ring memory for a device model: `bytes` (rounded up to whole 128-byte descriptors)
+/// of zeroed, 128-byte aligned host memory, whose IOVA is its address. `allow` is told
+/// the region so the model accepts DMA to it. Shared by the igb and ixgbe models.
+pub(crate) fn host_ring(
+    bytes: usize,
+    allow: impl FnOnce(*const u8, usize),
+) -> Result<RingMemory, IgbError> {
+    let chunks = bytes.div_ceil(128).max(1);
+    let raw = Box::into_raw(vec![RingChunk([0; 128]); chunks].into_boxed_slice());
+    let owner = HostRing(raw);
+    let ptr = NonNull::new(raw.cast::<u8>())
+        .ok_or_else(|| IgbError::Config("ring allocation returned null".into()))?;
+    allow(ptr.as_ptr(), chunks * 128);
+    // SAFETY: the allocation is `chunks * 128 >= bytes` bytes, 128-byte aligned,
+    // zeroed, owned by the ring through `owner`, and used by nothing else.
+    Ok(unsafe { RingMemory::new(ptr, bytes, ptr.as_ptr() as u64, Box::new(owner)) })
+}
+
 impl Dma for ModelDma {
     fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
-        let chunks = bytes.div_ceil(128).max(1);
-        let raw = Box::into_raw(vec![RingChunk([0; 128]); chunks].into_boxed_slice());
-        let owner = HostRing(raw);
-        let ptr =
-            NonNull::new(raw.cast::<u8>()).ok_or_else(|| IgbError::Config("empty ring".into()))?;
-        self.model.allow_dma(ptr.as_ptr(), chunks * 128);
-        // SAFETY: the allocation is `chunks * 128 >= bytes` bytes, 128-byte aligned,
-        // zeroed, owned by the ring through `owner`, and used by nothing else.
-        Ok(unsafe { RingMemory::new(ptr, bytes, ptr.as_ptr() as u64, Box::new(owner)) })
+        host_ring(bytes, |start, len| self.model.allow_dma(start, len))
     }
 
     #[inline]

@@ -50,7 +50,6 @@
 //! been compared with a real 82599 (see docs/ixgbe.md).
 
 use std::collections::VecDeque;
-use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pkt::Mempool;
@@ -1231,36 +1230,9 @@ impl ModelDma {
     }
 }
 
-/// One descriptor's worth of ring memory with the device's 128-byte alignment.
-#[repr(C, align(128))]
-#[derive(Clone, Copy)]
-struct RingChunk([u8; 128]);
-
-/// Host memory of a model ring, freed on drop. Held as a raw pointer (not a `Box`)
-/// because the "device" writes it through other pointers while it is alive.
-struct HostRing(*mut [RingChunk]);
-
-// SAFETY: the allocation is owned by this value alone; see `RingMemory`.
-unsafe impl Send for HostRing {}
-
-impl Drop for HostRing {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::into_raw` in `alloc_ring` and is freed once.
-        drop(unsafe { Box::from_raw(self.0) });
-    }
-}
-
 impl Dma for ModelDma {
     fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
-        let chunks = bytes.div_ceil(128).max(1);
-        let raw = Box::into_raw(vec![RingChunk([0; 128]); chunks].into_boxed_slice());
-        let owner = HostRing(raw);
-        let ptr = NonNull::new(raw.cast::<u8>())
-            .ok_or_else(|| IgbError::Config("ring allocation returned null".into()))?;
-        self.model.allow_dma(ptr.as_ptr(), chunks * 128);
-        // SAFETY: the allocation is `chunks * 128 >= bytes` bytes, 128-byte aligned,
-        // zeroed, owned by the ring through `owner`, and used by nothing else.
-        Ok(unsafe { RingMemory::new(ptr, bytes, ptr.as_ptr() as u64, Box::new(owner)) })
+        crate::igb::model::host_ring(bytes, |start, len| self.model.allow_dma(start, len))
     }
 
     #[inline]
