@@ -212,24 +212,15 @@ impl QueuePair {
         bsize_kb: usize,
     ) -> Result<Self, IgbError> {
         let rx_mem = dma.alloc_ring(rx_ring * ring::DESC_BYTES)?;
-        let mut rx = RxRing {
-            mem: rx_mem,
-            bufs: (0..rx_ring).map(|_| None).collect(),
-            iovas: vec![0; rx_ring],
-            next: 0,
-            tail: rx_ring - 1,
-        };
-        for slot in 0..rx_ring {
-            let mut buf = pool.alloc().ok_or_else(|| {
-                IgbError::Pool("ran out of buffers filling the receive ring".into())
-            })?;
-            let p = buf.reset_for_rx(HEADROOM).as_ptr();
-            rx.iovas[slot] = dma
-                .iova_of(p)
-                .ok_or_else(|| IgbError::Pool("the pool is not mapped for DMA".into()))?;
-            rx.bufs[slot] = Some(buf);
-            rx.arm(slot);
-        }
+        let rx = RxRing::filled(rx_mem, rx_ring, pool, dma).map_err(|e| {
+            IgbError::Pool(
+                match e {
+                    ring::RxFillError::NoBuffer => "ran out of buffers filling the receive ring",
+                    ring::RxFillError::Unmapped => "the pool is not mapped for DMA",
+                }
+                .into(),
+            )
+        })?;
         let base = rx.mem.iova();
         r.write(qr.rxdctl, 0);
         r.write(qr.rdbal, base as u32);

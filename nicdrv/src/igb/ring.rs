@@ -8,7 +8,7 @@ use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::atomic::{Ordering, fence};
 
-use pkt::PktBuf;
+use pkt::{HEADROOM, Mempool, PktBuf};
 
 use super::regs::desc;
 
@@ -160,7 +160,42 @@ pub struct RxRing {
     pub tail: usize,
 }
 
+/// Why [`RxRing::filled`] could not post a buffer in every slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxFillError {
+    /// The pool ran out of buffers.
+    NoBuffer,
+    /// A pool buffer has no IOVA: the pool is not mapped for DMA.
+    Unmapped,
+}
+
 impl RxRing {
+    /// A receive ring over `mem` with `size` slots, each posted (armed) with a fresh
+    /// buffer from `pool` at its IOVA from `dma`; the tail starts one slot behind the
+    /// head, as the device needs.
+    pub fn filled<D: super::Dma + ?Sized>(
+        mem: RingMemory,
+        size: usize,
+        pool: &Mempool,
+        dma: &D,
+    ) -> Result<Self, RxFillError> {
+        let mut ring = Self {
+            mem,
+            bufs: (0..size).map(|_| None).collect(),
+            iovas: vec![0; size],
+            next: 0,
+            tail: size - 1,
+        };
+        for slot in 0..size {
+            let mut buf = pool.alloc().ok_or(RxFillError::NoBuffer)?;
+            let p = buf.reset_for_rx(HEADROOM).as_ptr();
+            ring.iovas[slot] = dma.iova_of(p).ok_or(RxFillError::Unmapped)?;
+            ring.bufs[slot] = Some(buf);
+            ring.arm(slot);
+        }
+        Ok(ring)
+    }
+
     /// Number of descriptors.
     #[inline]
     pub fn size(&self) -> usize {

@@ -313,6 +313,16 @@ impl<R: Registers> Drop for StopQueuesOnError<'_, R> {
 }
 
 /// Polls `done` until it holds or `limit` passes (bounded: every wait in init ends).
+/// The error for a receive ring (`what`) that could not be filled with buffers.
+fn fill_error(e: ring::RxFillError, what: &str) -> IxgbeError {
+    IxgbeError::Pool(match e {
+        ring::RxFillError::NoBuffer => format!("ran out of buffers filling the {what}"),
+        ring::RxFillError::Unmapped => {
+            "the pool is not mapped for DMA: map it whole first".to_owned()
+        }
+    })
+}
+
 fn poll(
     mut done: impl FnMut() -> bool,
     step: &'static str,
@@ -553,24 +563,8 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
                 regs.read(regs::dca_rxctrl(qr)) & !regs::DCA_RXCTRL_BIT12,
             );
             let rx_mem = dma.alloc_ring(cfg.rx_ring * ring::DESC_BYTES)?;
-            let mut ring = RxRing {
-                mem: rx_mem,
-                bufs: (0..cfg.rx_ring).map(|_| None).collect(),
-                iovas: vec![0; cfg.rx_ring],
-                next: 0,
-                tail: cfg.rx_ring - 1,
-            };
-            for slot in 0..cfg.rx_ring {
-                let mut buf = pool.alloc().ok_or_else(|| {
-                    IxgbeError::Pool("ran out of buffers filling the receive rings".into())
-                })?;
-                let p = buf.reset_for_rx(HEADROOM).as_ptr();
-                ring.iovas[slot] = dma.iova_of(p).ok_or_else(|| {
-                    IxgbeError::Pool("the pool is not mapped for DMA: map it whole first".into())
-                })?;
-                ring.bufs[slot] = Some(buf);
-                ring.arm(slot);
-            }
+            let ring = RxRing::filled(rx_mem, cfg.rx_ring, &pool, &dma)
+                .map_err(|e| fill_error(e, "receive rings"))?;
             let base = ring.mem.iova();
             regs.write(regs::rxdctl(qr), 0);
             regs.write(regs::rdbal(qr), base as u32);

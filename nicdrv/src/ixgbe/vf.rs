@@ -245,24 +245,9 @@ impl<R: Registers, D: Dma> IxgbeVfPort<R, D> {
         // Receive queue 0 (7.10.2.x, the PF's 4.6.7 steps on the VF's registers).
         let rxq = |reg| vr::vf_rx(0, reg);
         let txq = |reg| vr::vf_tx(0, reg);
-        let mut rx = RxRing {
-            mem: dma.alloc_ring(cfg.rx_ring * ring::DESC_BYTES)?,
-            bufs: (0..cfg.rx_ring).map(|_| None).collect(),
-            iovas: vec![0; cfg.rx_ring],
-            next: 0,
-            tail: cfg.rx_ring - 1,
-        };
-        for slot in 0..cfg.rx_ring {
-            let mut buf = pool.alloc().ok_or_else(|| {
-                IxgbeError::Pool("ran out of buffers filling the VF receive ring".into())
-            })?;
-            let p = buf.reset_for_rx(HEADROOM).as_ptr();
-            rx.iovas[slot] = dma.iova_of(p).ok_or_else(|| {
-                IxgbeError::Pool("the pool is not mapped for DMA: map it whole first".into())
-            })?;
-            rx.bufs[slot] = Some(buf);
-            rx.arm(slot);
-        }
+        let rx_mem = dma.alloc_ring(cfg.rx_ring * ring::DESC_BYTES)?;
+        let rx = RxRing::filled(rx_mem, cfg.rx_ring, &pool, &dma)
+            .map_err(|e| super::fill_error(e, "VF receive ring"))?;
         let base = rx.mem.iova();
         regs.write(rxq(block::CTL), 0);
         regs.write(rxq(block::BAL), base as u32);
