@@ -300,21 +300,27 @@ impl<R: Registers, D: Dma> std::fmt::Debug for IgbPort<R, D> {
     }
 }
 
-fn poll(
-    mut done: impl FnMut() -> bool,
-    step: &'static str,
-    limit: Duration,
-) -> Result<(), IgbError> {
+fn poll(done: impl FnMut() -> bool, step: &'static str, limit: Duration) -> Result<(), IgbError> {
+    if wait_until(done, limit) {
+        Ok(())
+    } else {
+        Err(IgbError::Timeout {
+            step,
+            ms: limit.as_millis() as u64,
+        })
+    }
+}
+
+/// Polls `done` every 200 us until it holds (true) or `limit` has passed (false): how
+/// the igb and ixgbe drivers wait for a device during bring-up.
+pub(crate) fn wait_until(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
     let start = Instant::now();
     loop {
         if done() {
-            return Ok(());
+            return true;
         }
         if start.elapsed() > limit {
-            return Err(IgbError::Timeout {
-                step,
-                ms: limit.as_millis() as u64,
-            });
+            return false;
         }
         std::thread::sleep(Duration::from_micros(200));
     }

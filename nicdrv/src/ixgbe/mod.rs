@@ -323,23 +323,14 @@ fn fill_error(e: ring::RxFillError, what: &str) -> IxgbeError {
     })
 }
 
-fn poll(
-    mut done: impl FnMut() -> bool,
-    step: &'static str,
-    limit: Duration,
-) -> Result<(), IxgbeError> {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return Ok(());
-        }
-        if start.elapsed() > limit {
-            return Err(IxgbeError::Timeout {
-                step,
-                ms: limit.as_millis() as u64,
-            });
-        }
-        std::thread::sleep(Duration::from_micros(200));
+fn poll(done: impl FnMut() -> bool, step: &'static str, limit: Duration) -> Result<(), IxgbeError> {
+    if crate::igb::wait_until(done, limit) {
+        Ok(())
+    } else {
+        Err(IxgbeError::Timeout {
+            step,
+            ms: limit.as_millis() as u64,
+        })
     }
 }
 
