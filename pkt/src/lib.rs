@@ -7,9 +7,11 @@
 //! the wire headers ([`wire`]). It must not know about routing, guests or any
 //! particular device: those live in `overlay`, `virtio` and `nicdrv`.
 //!
-//! `unsafe` is confined to [`pool`], which hands out disjoint slices of one mapping.
+//! `unsafe` is confined to [`pool`], which hands out disjoint slices of one mapping, and
+//! [`ext`], whose constructor states what keeps borrowed guest bytes valid.
 
 pub mod batch;
+pub mod ext;
 pub mod fault;
 pub mod meta;
 pub mod pool;
@@ -17,6 +19,7 @@ pub mod port;
 pub mod wire;
 
 pub use batch::{BATCH_MAX, Batch};
+pub use ext::{Completion, DoneRing, ExtSeg};
 pub use fault::{FaultConfig, FaultPort};
 pub use meta::{Meta, OffloadMeta};
 pub use pool::{HEADROOM, Mempool, PktBuf, PoolError};

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use crossbeam_queue::ArrayQueue;
 
 use crate::Meta;
+use crate::ext::ExtSeg;
 
 /// Bytes kept free in front of a received or created frame, so outer headers
 /// (Ethernet + 802.1Q + IPv6 + UDP + VXLAN = 78 bytes) and a virtio-net header can be
@@ -322,6 +323,7 @@ impl Mempool {
                 head: HEADROOM as u32,
                 len: 0,
                 meta: Meta::default(),
+                ext: None,
             }),
             None => {
                 self.inner.alloc_failures.fetch_add(1, Ordering::Relaxed);
@@ -380,6 +382,9 @@ pub struct PktBuf {
     len: u32,
     /// Metadata that travels with the frame.
     pub meta: Meta,
+    /// The frame's tail when it stays where it is (a guest's buffer): the frame is
+    /// `data()` followed by these bytes. See [`crate::ext`].
+    ext: Option<ExtSeg>,
 }
 
 impl std::fmt::Debug for PktBuf {
@@ -389,6 +394,7 @@ impl std::fmt::Debug for PktBuf {
             .field("head", &self.head)
             .field("len", &self.len)
             .field("meta", &self.meta)
+            .field("ext", &self.ext.as_ref().map(ExtSeg::len))
             .finish()
     }
 }
@@ -509,7 +515,8 @@ impl PktBuf {
         Ok(())
     }
 
-    /// Shortens the frame to `len` bytes (no-op if already shorter).
+    /// Shortens the buffer's part of the frame to `len` bytes (no-op if already
+    /// shorter); an external tail is not touched, so linearize first to cut a frame.
     #[inline]
     pub fn truncate(&mut self, len: usize) {
         if len < self.len as usize {
@@ -525,6 +532,7 @@ impl PktBuf {
         let head = head.min(self.pool.buf_size);
         self.head = head as u32;
         self.len = 0;
+        self.ext = None;
         &mut self.whole_mut()[head..]
     }
 
@@ -541,7 +549,9 @@ impl PktBuf {
         Ok(())
     }
 
-    /// A copy of this frame (data and metadata) in a new buffer of the same pool.
+    /// A copy of this frame (data and metadata) in a new buffer of the same pool. An
+    /// external tail is copied in too, so the copy is one linear frame; `None` when the
+    /// pool is empty or the whole frame does not fit one buffer.
     pub fn try_clone(&self) -> Option<PktBuf> {
         let mut copy = Mempool {
             inner: Arc::clone(&self.pool),
@@ -554,7 +564,55 @@ impl PktBuf {
         copy.meta = self.meta;
         let src = &self.whole()[head..head + len];
         copy.whole_mut()[head..head + len].copy_from_slice(src);
+        if let Some(ext) = &self.ext {
+            copy.extend_from_slice(ext.as_slice()).ok()?;
+        }
         Some(copy)
+    }
+
+    /// Hangs `ext` behind the frame's bytes: the frame becomes `data()` followed by
+    /// `ext`. A tail already attached is released first (its owner gets it back).
+    #[inline]
+    pub fn attach_ext(&mut self, ext: ExtSeg) {
+        self.ext = Some(ext);
+    }
+
+    /// The external tail, if the frame has one.
+    #[inline]
+    pub fn ext(&self) -> Option<&ExtSeg> {
+        self.ext.as_ref()
+    }
+
+    /// True when the whole frame is in this buffer (no external tail).
+    #[inline]
+    pub fn is_linear(&self) -> bool {
+        self.ext.is_none()
+    }
+
+    /// Length of the whole frame: [`PktBuf::len`] plus the external tail.
+    #[inline]
+    pub fn frame_len(&self) -> usize {
+        self.len as usize + self.ext.as_ref().map_or(0, ExtSeg::len)
+    }
+
+    /// Copies the external tail into this buffer's tailroom and releases it, so the
+    /// whole frame is in [`PktBuf::data`]. A no-op for a linear frame. Fails, leaving
+    /// the frame as it was, when the tail does not fit the tailroom.
+    #[inline]
+    pub fn linearize(&mut self) -> Result<(), PoolError> {
+        let Some(ext) = self.ext.take() else {
+            return Ok(());
+        };
+        match self.append(ext.len()) {
+            Ok(room) => {
+                room.copy_from_slice(ext.as_slice());
+                Ok(())
+            }
+            Err(e) => {
+                self.ext = Some(ext);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -726,6 +784,41 @@ mod tests {
         drop(b);
         assert_eq!(pool.available(), CACHE_MIN_POOL);
         CACHES.with(|c| assert!(c.borrow().0.len() <= 2, "stale caches pruned"));
+    }
+
+    #[test]
+    fn an_external_tail_joins_the_frame_and_goes_back_to_its_owner() {
+        use crate::ext::{Completion, DoneRing, ExtSeg};
+        let pool = Mempool::new(4, 2048).unwrap();
+        let ring = DoneRing::new(8);
+        let tail: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let ext = |token| {
+            let ptr = std::ptr::NonNull::new(tail.as_ptr().cast_mut()).unwrap();
+            // SAFETY: `tail` outlives every segment made here and is never written.
+            unsafe { ExtSeg::new(ptr, 1000, None, Completion::new(ring.clone(), token)) }
+        };
+        let mut b = pool.alloc().unwrap();
+        b.extend_from_slice(b"head").unwrap();
+        b.attach_ext(ext(1));
+        assert!(!b.is_linear());
+        assert_eq!((b.len(), b.frame_len()), (4, 1004));
+        let copy = b.try_clone().unwrap();
+        assert!(copy.is_linear());
+        assert_eq!(&copy.data()[..4], b"head");
+        assert_eq!(&copy.data()[4..], &tail[..]);
+        assert_eq!(ring.pop(), None, "cloning keeps the original's tail");
+        b.linearize().unwrap();
+        assert_eq!(ring.pop(), Some(1), "linearizing releases the tail");
+        assert_eq!(b.data(), copy.data());
+        // A tail that does not fit stays attached; dropping the frame releases it.
+        let mut small = pool.alloc().unwrap();
+        small.append(2048 - HEADROOM - 500).unwrap();
+        small.attach_ext(ext(2));
+        assert!(small.linearize().is_err());
+        assert_eq!(small.frame_len(), 2048 - HEADROOM - 500 + 1000);
+        drop(small);
+        assert_eq!(ring.pop(), Some(2));
+        assert_eq!(ring.lost(), 0);
     }
 
     #[test]

@@ -34,6 +34,11 @@ impl Offloads {
     pub const VLAN: Self = Self(1 << 4);
     /// Spreads receive flows over queues by a Toeplitz hash.
     pub const RSS: Self = Self(1 << 5);
+    /// Sends frames with an external tail ([`crate::ExtSeg`]) without joining the two
+    /// parts first (gather I/O: two NIC descriptors, or two iovecs). A port without
+    /// this bit only ever sees linear frames: the dispatcher joins them before
+    /// `tx_batch` ([`crate::PktBuf::linearize`]).
+    pub const EXT_TAIL: Self = Self(1 << 6);
 
     /// True when every bit of `other` is set.
     pub fn contains(self, other: Self) -> bool {
