@@ -156,6 +156,23 @@ impl ExtSeg {
     }
 }
 
+/// Makes host memory readable by a device: the VFIO container of the NIC a port sends
+/// on. A guest port hands its memory regions to one so the tails it attaches carry a
+/// device address ([`ExtSeg::dma`]) and the NIC gathers them in place.
+pub trait DmaMap: Send + Sync {
+    /// Maps `len` bytes at host address `vaddr` (page-aligned, as memory regions are)
+    /// for device reads; returns the device address (IOVA) of `vaddr`.
+    ///
+    /// # Safety
+    /// `vaddr..vaddr+len` must stay mapped in this process until [`DmaMap::unmap`]
+    /// is called for the returned address.
+    unsafe fn map(&self, vaddr: *const u8, len: usize) -> Result<u64, String>;
+
+    /// Removes a mapping made by [`DmaMap::map`]. The caller makes sure no device
+    /// access to it is outstanding (every tail carrying it came back).
+    fn unmap(&self, iova: u64, len: usize);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ pub mod port;
 pub mod wire;
 
 pub use batch::{BATCH_MAX, Batch};
-pub use ext::{Completion, DoneRing, ExtSeg};
+pub use ext::{Completion, DmaMap, DoneRing, ExtSeg};
 pub use fault::{FaultConfig, FaultPort};
 pub use meta::{Meta, OffloadMeta};
 pub use pool::{HEADROOM, Mempool, PktBuf, PoolError};
