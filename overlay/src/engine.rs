@@ -8,7 +8,7 @@
 //! rounds, so the tables need no locking.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -942,12 +942,15 @@ impl Engine {
         !self.underlay_txq.is_empty() || self.interfaces.iter().flatten().any(|f| !f.txq.is_empty())
     }
 
-    /// Blocks until a port or `waker` is readable (or a queued port writable), at most `timeout`.
+    /// Blocks until a port or `waker` is readable (or a queued port writable), at most
+    /// `timeout`. Returns which polled fds were readable, bit `i` for the `i`-th in
+    /// [`Engine::poll_ports`] order (bit 63 for the 63rd and every later one), for
+    /// [`Engine::clear_ready`].
     ///
     /// Kick-driven dispatch calls this once per wake-up, which in a ping-pong is once
     /// per frame: up to [`POLL_INLINE`] fds go in an array on the stack, so the common
     /// case allocates nothing.
-    fn wait(&self, waker: Option<&std::os::fd::OwnedFd>, timeout: Duration) {
+    fn wait(&self, waker: Option<&std::os::fd::OwnedFd>, timeout: Duration) -> u64 {
         use rustix::event::{PollFd, PollFlags};
         let flags = |pending_tx: bool| {
             if pending_tx {
@@ -956,19 +959,10 @@ impl Engine {
                 PollFlags::IN
             }
         };
-        let fds = std::iter::once(
-            self.underlay
-                .poll_fd()
-                .map(|fd| (fd, flags(!self.underlay_txq.is_empty()))),
-        )
-        .chain(
-            self.interfaces
-                .iter()
-                .flatten()
-                .map(|f| f.port.poll_fd().map(|fd| (fd, flags(!f.txq.is_empty())))),
-        )
-        .chain(std::iter::once(waker.map(|w| (w.as_fd(), PollFlags::IN))))
-        .flatten();
+        let fds = self
+            .poll_ports()
+            .map(|(fd, pending_tx)| (fd, flags(pending_tx)))
+            .chain(waker.map(|w| (w.as_fd(), PollFlags::IN)));
         // A port holding frames until a time (fault delay) bounds the sleep.
         let deadline = std::iter::once(self.underlay.next_deadline())
             .chain(
@@ -989,7 +983,14 @@ impl Engine {
         let Some((pad, _)) = fds.clone().next() else {
             // No fd to wait on: just sleep.
             let _ = rustix::event::poll(&mut [], Some(&ts));
-            return;
+            return 0;
+        };
+        let readable = |polled: &[PollFd<'_>]| {
+            polled
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !p.revents().is_empty())
+                .fold(0u64, |bits, (i, _)| bits | 1 << i.min(63))
         };
         // Unused slots watch the first fd for nothing (no events requested).
         let mut inline: [PollFd<'_>; POLL_INLINE] =
@@ -1001,12 +1002,49 @@ impl Engine {
                 let mut all: Vec<PollFd<'_>> =
                     fds.map(|(fd, f)| PollFd::from_borrowed_fd(fd, f)).collect();
                 let _ = rustix::event::poll(&mut all, Some(&ts));
-                return;
+                return readable(&all);
             }
             inline[n] = PollFd::from_borrowed_fd(fd, f);
             n += 1;
         }
         let _ = rustix::event::poll(&mut inline[..n], Some(&ts));
+        readable(&inline[..n])
+    }
+
+    /// The ports' poll fds in the order [`Engine::wait`] polls them (underlay first), each
+    /// with whether frames wait to go out through it.
+    fn poll_ports(&self) -> impl Iterator<Item = (BorrowedFd<'_>, bool)> + Clone {
+        std::iter::once(
+            self.underlay
+                .poll_fd()
+                .map(|fd| (fd, !self.underlay_txq.is_empty())),
+        )
+        .chain(
+            self.interfaces
+                .iter()
+                .flatten()
+                .map(|f| f.port.poll_fd().map(|fd| (fd, !f.txq.is_empty()))),
+        )
+        .flatten()
+    }
+
+    /// Lets every port whose poll fd [`Engine::wait`] found readable (`ready`) clear it
+    /// ([`Port::clear_poll_fd`]), in the same order as [`Engine::poll_ports`].
+    fn clear_ready(&mut self, ready: u64) {
+        let mut i = 0usize;
+        let mut hit = |port: &mut dyn Port| {
+            if port.poll_fd().is_none() {
+                return;
+            }
+            if ready & (1 << i.min(63)) != 0 {
+                port.clear_poll_fd();
+            }
+            i += 1;
+        };
+        hit(&mut *self.underlay);
+        for f in self.interfaces.iter_mut().flatten() {
+            hit(&mut *f.port);
+        }
     }
 
     /// Runs until `stop` is set: rounds of [`Engine::poll_once`], control requests
@@ -1063,14 +1101,18 @@ impl Engine {
                 Mode::Poll if idle_rounds < 1000 => std::thread::yield_now(),
                 // VNET/P sleeps 1 ms after 1,000 idle rounds; waiting on the ports
                 // instead frees the core just as well but wakes on the next frame.
-                Mode::Poll => self.wait(control.map(|(_, w)| w), Duration::from_millis(1)),
+                Mode::Poll => {
+                    let ready = self.wait(control.map(|(_, w)| w), Duration::from_millis(1));
+                    self.clear_ready(ready);
+                }
                 Mode::Kick => {
                     let timeout = if self.pending_tx() {
                         Duration::from_millis(1)
                     } else {
                         Duration::from_millis(200)
                     };
-                    self.wait(control.map(|(_, w)| w), timeout);
+                    let ready = self.wait(control.map(|(_, w)| w), timeout);
+                    self.clear_ready(ready);
                 }
             }
         }

@@ -257,6 +257,10 @@ impl Port for FaultPort {
         self.inner.poll_fd()
     }
 
+    fn clear_poll_fd(&mut self) {
+        self.inner.clear_poll_fd();
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         match (self.pending.is_empty(), self.delayed.front()) {
             (false, _) => Some(Instant::now()),

@@ -143,6 +143,13 @@ pub trait Port: Send {
     /// has one (kernel sockets, taps, eventfds). Polled ports return `None`.
     fn poll_fd(&self) -> Option<BorrowedFd<'_>>;
 
+    /// Called by a dispatcher whose wait found [`Port::poll_fd`] readable, before its
+    /// next batch calls. A port whose fd stays readable until what made it so is
+    /// consumed (an epoll set of eventfds that nobody reads) consumes it here, so the
+    /// next wait sleeps; the work it announced is left for the batch calls. The default
+    /// does nothing: most fds are cleared by the batch calls themselves.
+    fn clear_poll_fd(&mut self) {}
+
     /// When `rx_batch` will next have work that no file descriptor announces (frames
     /// a wrapper holds back until a time, a retry timer): a sleeping dispatcher wakes
     /// by then at the latest. `None` (the default): the poll fd says everything.

@@ -3,7 +3,7 @@
 //! Two sides share one `Shared` block:
 //! - the protocol side (a thread per port, plus the rust-vmm `vhost-user-backend` worker
 //!   thread of the current connection) accepts connections, handles the memory table and
-//!   vring setup, and turns guest kicks into a wake-up on the port's wake-up pipe;
+//!   vring setup, and serves the control queue;
 //! - the data side is the engine thread calling [`pkt::Port::rx_batch`] and
 //!   [`pkt::Port::tx_batch`]. It works on the vrings directly, taking each vring's lock
 //!   once per batch, never per frame.
@@ -26,6 +26,21 @@
 //! request becomes the frame's offload metadata, which the engine carries whole over a
 //! link that takes it or segments where needed.
 //!
+//! Wake-ups: the port's poll fd is an epoll set holding the guest's kick eventfds of
+//! every data queue (edge-triggered) and a pipe for everything else (a connection came or
+//! went, a queue was enabled). A guest kick makes the engine's poll return straight from
+//! the kernel: one thread wake-up per guest-to-engine hop, not two (the worker thread
+//! never sees a data kick). The vrings the rust-vmm handler keeps are `NetVring`s: when
+//! the frontend sets a data queue's kick (`SET_VRING_KICK`, at any time), the new eventfd
+//! goes into the epoll set, the old one out (before it is closed: a registration lives as
+//! long as the file, which the frontend holds too), and the handler gets a stand-in
+//! eventfd that never fires, so its worker keeps the queue's state without its kicks.
+//! Nothing is read from a kick eventfd: edge-triggered entries leave the epoll's ready
+//! list when the engine collects them ([`Port::clear_poll_fd`], one `epoll_wait` per
+//! wake-up), so no syscall is spent while nothing happened and a blocking eventfd can
+//! never block the engine. The epoll fd is never writable, so the engine polling it for
+//! room (POLLOUT, see `Shared::wake`) sleeps until the guest kicks its receive queue.
+//!
 //! Hand-over: each connection gets a fresh `VhostUserDaemon`, fresh vrings and a fresh
 //! guest memory map. The worker publishes them (an `Arc`-cloned set) into `Shared::slot`
 //! and bumps `Shared::epoch`; the data side compares the epoch once per batch (one
@@ -33,19 +48,25 @@
 //! emptied and the epoch bumped again, so a guest that goes away never stalls the engine,
 //! and its memory is unmapped once the data side lets go of its clone.
 
+use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{
+    Arc, Condvar, Mutex, OnceLock, PoisonError, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
 use std::thread::JoinHandle;
 
 use pkt::{Batch, DropCounter, Mempool, Offloads, Port, PortCaps, PortKind, PortStats};
-use rustix::event::{EventfdFlags, PollFd, PollFlags, eventfd};
+use rustix::event::{EventfdFlags, PollFd, PollFlags, epoll, eventfd};
 use vhost::vhost_user::Listener;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{ShutdownHandle, VhostUserBackend, VhostUserDaemon, VringRwLock, VringT};
-use virtio_queue::QueueT;
+use vhost_user_backend::{
+    ShutdownHandle, VhostUserBackend, VhostUserDaemon, VringRwLock, VringState, VringStateGuard,
+    VringStateMutGuard, VringT,
+};
+use virtio_queue::{Error as QueueError, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -90,17 +111,23 @@ struct Shared {
     /// the frontend enabled are used).
     ctrl_pairs: AtomicU16,
     ctrl_counters: Mutex<CtrlCounters>,
-    /// The engine's wake-up (read end of a pipe): readable after a guest kick. A pipe,
-    /// not an eventfd, because the engine also polls for POLLOUT while it holds frames
-    /// for the guest: an eventfd is always writable and would make it spin while the
-    /// guest's receive ring is full, a pipe's read end never is, so the engine sleeps
-    /// until the guest kicks (we ask for that kick when its ring runs dry).
+    /// The engine's wake-up for what is not a guest kick (read end of a pipe, in the
+    /// `poll` set): a connection came or went, a data queue was enabled. A pipe, not an
+    /// eventfd, because the engine also polls for POLLOUT while it holds frames for the
+    /// guest: an eventfd is always writable and would make it spin while the guest's
+    /// receive ring is full, a pipe's read end never is (nor is an epoll fd), so the
+    /// engine sleeps until the guest kicks (we ask for that kick when its ring runs dry).
     wake: OwnedFd,
     /// Write end of the wake-up pipe.
     wake_tx: OwnedFd,
     /// Set (after writing `wake`) when `wake` may be readable: the data side reads the
     /// pipe only then, so an idle poll costs no syscall.
     kicked: AtomicBool,
+    /// The port's poll fd: an epoll set of `wake` (level-triggered, [`WAKE_TOKEN`]) and
+    /// the kick eventfds of the data queues (edge-triggered, the queue index).
+    poll: OwnedFd,
+    /// The kicks of the current connection's queues, emptied from `poll` on disconnect.
+    kicks: Mutex<Vec<Arc<Kick>>>,
     /// Asks the current worker to publish its vrings.
     grab: OwnedFd,
     /// Ends the accept loop.
@@ -141,6 +168,34 @@ impl Shared {
         }
     }
 
+    /// Index of the control queue for what the guest negotiated: after the offered
+    /// pairs with MQ, else 2 (virtio 1.2, 5.1.2).
+    fn ctrl_index(&self) -> Option<usize> {
+        let neg = Negotiated::from_bits(self.acked.load(Ordering::Acquire));
+        match (neg.ctrl_vq, neg.mq) {
+            (false, _) => None,
+            (true, true) => Some(net::ctrl_queue(self.pairs)),
+            (true, false) => Some(2),
+        }
+    }
+
+    /// Whether queue `q` carries frames (its kicks go to the engine): a receive or
+    /// transmit queue of an offered pair that is not the control queue (queue 2 is the
+    /// control queue of a guest without MQ). Decided when the kick is set: the frontend
+    /// negotiates features before it sets up the vrings, and sets them up again after a
+    /// change.
+    fn is_data_queue(&self, q: usize) -> bool {
+        q < 2 * usize::from(self.pairs) && Some(q) != self.ctrl_index()
+    }
+
+    /// Takes every kick eventfd of the connection out of the epoll set (disconnect).
+    fn forget_kicks(&self) {
+        let kicks = std::mem::take(&mut *self.kicks.lock().unwrap_or_else(PoisonError::into_inner));
+        for k in kicks {
+            k.forget(self);
+        }
+    }
+
     fn publish(&self, conn: Option<Conn>) {
         *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = conn;
         self.epoch.fetch_add(1, Ordering::Release);
@@ -157,7 +212,7 @@ struct NetBackend {
 
 impl VhostUserBackend for NetBackend {
     type Bitmap = ();
-    type Vring = VringRwLock;
+    type Vring = NetVring;
 
     fn num_queues(&self) -> usize {
         net::num_queues(self.shared.pairs)
@@ -196,8 +251,9 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
-        // A bit mask per worker thread: one worker for every queue. It only turns kicks
-        // into wake-ups and answers the control queue; the frames move on the data thread.
+        // A bit mask per worker thread: one worker for every queue, so the hand-over sees
+        // every vring. It answers the control queue and hears of a data queue only when
+        // it is enabled; the data queues' kicks go to the engine (see `NetVring`).
         vec![(1u64 << net::num_queues(self.shared.pairs)) - 1]
     }
 
@@ -209,7 +265,7 @@ impl VhostUserBackend for NetBackend {
         &self,
         device_event: u16,
         _evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[NetVring],
         _thread_id: usize,
     ) -> std::io::Result<()> {
         if u64::from(device_event) == grab_event(self.shared.pairs) {
@@ -221,33 +277,239 @@ impl VhostUserBackend for NetBackend {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             if let Some(mem) = mem {
+                // Before the frontend's first message: every kick it sets finds its place.
+                let mut kicks = self
+                    .shared
+                    .kicks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                kicks.clear();
+                for (q, v) in vrings.iter().enumerate() {
+                    let _ = v.kick.place.set((q, Arc::downgrade(&self.shared)));
+                    kicks.push(Arc::clone(&v.kick));
+                }
+                drop(kicks);
                 self.shared.publish(Some(Conn {
-                    vrings: vrings.to_vec(),
+                    vrings: vrings.iter().map(|v| v.ring.clone()).collect(),
                     mem,
                 }));
             }
-        } else if Some(usize::from(device_event)) == self.ctrl_index() {
+        } else if Some(usize::from(device_event)) == self.shared.ctrl_index() {
             if let Some(v) = vrings.get(usize::from(device_event)) {
-                serve_ctrl(&self.shared, v);
+                serve_ctrl(&self.shared, &v.ring);
             }
         } else {
-            // A kick on a data queue: the engine has work (frames, or room for frames).
+            // A data queue was enabled (the handler calls us for it: a kick may have come
+            // while it was off), or its kick could not join the epoll set: the engine has
+            // work (frames, or room for frames).
             self.shared.wake_engine();
         }
         Ok(())
     }
 }
 
-impl NetBackend {
-    /// Index of the control queue for what the guest negotiated: after the offered
-    /// pairs with MQ, else 2 (virtio 1.2, 5.1.2).
-    fn ctrl_index(&self) -> Option<usize> {
-        let neg = Negotiated::from_bits(self.shared.acked.load(Ordering::Acquire));
-        match (neg.ctrl_vq, neg.mq) {
-            (false, _) => None,
-            (true, true) => Some(net::ctrl_queue(self.shared.pairs)),
-            (true, false) => Some(2),
+/// [`WAKE_TOKEN`]'s place in the port's epoll set: above every queue index.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+/// The kick eventfd of one queue, as far as the engine's epoll set is concerned.
+#[derive(Default)]
+struct Kick {
+    /// The queue's index and its port, set at the hand-over, before the frontend's
+    /// first message.
+    place: OnceLock<(usize, Weak<Shared>)>,
+    /// The eventfd in the port's epoll set, if the queue carries frames and has one.
+    fd: Mutex<Option<OwnedFd>>,
+}
+
+impl Kick {
+    /// Takes the eventfd out of the epoll set and closes it.
+    fn forget(&self, shared: &Shared) {
+        if let Some(old) = self
+            .fd
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            // Before closing: the registration lives as long as the file, and the frontend
+            // holds it too.
+            let _ = epoll::delete(&shared.poll, &old);
         }
+    }
+}
+
+impl Drop for Kick {
+    fn drop(&mut self) {
+        if let Some(shared) = self.place.get().and_then(|(_, s)| s.upgrade()) {
+            self.forget(&shared);
+        }
+    }
+}
+
+/// A vring as the rust-vmm handler keeps it ([`VringRwLock`]), whose kick eventfd, for a
+/// queue that carries frames, goes into the port's epoll set instead: the handler gets
+/// a stand-in eventfd that never fires, so its worker thread keeps the queue's state
+/// (ready once kick and call are set, registered while enabled) but never wakes for a
+/// kick. Everything but `set_kick` is the inner ring's.
+#[derive(Clone)]
+struct NetVring {
+    ring: VringRwLock,
+    kick: Arc<Kick>,
+}
+
+impl NetVring {
+    /// Puts the frontend's new kick eventfd in place of the old one: into the epoll set
+    /// for a data queue, to the handler for the control queue (or if the epoll set
+    /// refuses it: the worker then turns its kicks into wake-ups).
+    fn replace_kick(&self, shared: &Shared, q: usize, file: Option<File>) {
+        let mut held = self.kick.fd.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = held.take() {
+            let _ = epoll::delete(&shared.poll, &old);
+        }
+        let Some(file) = file else {
+            self.ring.set_kick(None);
+            return;
+        };
+        if !shared.is_data_queue(q) {
+            self.ring.set_kick(Some(file));
+            return;
+        }
+        let fd = OwnedFd::from(file);
+        let stand_in = match eventfd(0, EventfdFlags::NONBLOCK | EventfdFlags::CLOEXEC) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(interface = %shared.name, queue = q, error = %e, "no stand-in kick eventfd; the queue's kicks go through the vhost-user worker");
+                self.ring.set_kick(Some(File::from(fd)));
+                return;
+            }
+        };
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::ET;
+        match epoll::add(
+            &shared.poll,
+            &fd,
+            epoll::EventData::new_u64(q as u64),
+            flags,
+        ) {
+            Ok(()) => {
+                *held = Some(fd);
+                self.ring.set_kick(Some(File::from(stand_in)));
+            }
+            Err(e) => {
+                tracing::warn!(interface = %shared.name, queue = q, error = %e, "kick eventfd refused by the epoll set; the queue's kicks go through the vhost-user worker");
+                self.ring.set_kick(Some(File::from(fd)));
+            }
+        }
+    }
+}
+
+impl<'a> VringStateGuard<'a, Mem> for NetVring {
+    type G = RwLockReadGuard<'a, VringState<Mem>>;
+}
+
+impl<'a> VringStateMutGuard<'a, Mem> for NetVring {
+    type G = RwLockWriteGuard<'a, VringState<Mem>>;
+}
+
+impl VringT<Mem> for NetVring {
+    fn new(mem: Mem, max_queue_size: u16) -> Result<Self, QueueError> {
+        Ok(Self {
+            ring: VringRwLock::new(mem, max_queue_size)?,
+            kick: Arc::default(),
+        })
+    }
+
+    fn get_ref(&self) -> RwLockReadGuard<'_, VringState<Mem>> {
+        self.ring.get_ref()
+    }
+
+    fn get_mut(&self) -> RwLockWriteGuard<'_, VringState<Mem>> {
+        self.ring.get_mut()
+    }
+
+    fn add_used(&self, desc_index: u16, len: u32) -> Result<(), QueueError> {
+        self.ring.add_used(desc_index, len)
+    }
+
+    fn signal_used_queue(&self) -> std::io::Result<()> {
+        self.ring.signal_used_queue()
+    }
+
+    fn enable_notification(&self) -> Result<bool, QueueError> {
+        self.ring.enable_notification()
+    }
+
+    fn disable_notification(&self) -> Result<(), QueueError> {
+        self.ring.disable_notification()
+    }
+
+    fn needs_notification(&self) -> Result<bool, QueueError> {
+        self.ring.needs_notification()
+    }
+
+    fn set_enabled(&self, enabled: bool) {
+        self.ring.set_enabled(enabled);
+    }
+
+    fn set_queue_info(
+        &self,
+        desc_table: u64,
+        avail_ring: u64,
+        used_ring: u64,
+    ) -> Result<(), QueueError> {
+        self.ring.set_queue_info(desc_table, avail_ring, used_ring)
+    }
+
+    fn queue_next_avail(&self) -> u16 {
+        self.ring.queue_next_avail()
+    }
+
+    fn set_queue_next_avail(&self, base: u16) {
+        self.ring.set_queue_next_avail(base);
+    }
+
+    fn set_queue_next_used(&self, idx: u16) {
+        self.ring.set_queue_next_used(idx);
+    }
+
+    fn queue_used_idx(&self) -> Result<u16, QueueError> {
+        self.ring.queue_used_idx()
+    }
+
+    fn set_queue_size(&self, num: u16) {
+        self.ring.set_queue_size(num);
+    }
+
+    fn set_queue_event_idx(&self, enabled: bool) {
+        self.ring.set_queue_event_idx(enabled);
+    }
+
+    fn set_queue_ready(&self, ready: bool) {
+        self.ring.set_queue_ready(ready);
+    }
+
+    fn set_kick(&self, file: Option<File>) {
+        match self
+            .kick
+            .place
+            .get()
+            .and_then(|(q, s)| Some((*q, s.upgrade()?)))
+        {
+            Some((q, shared)) => self.replace_kick(&shared, q, file),
+            // Not handed over (cannot happen: the hand-over precedes the first message):
+            // the worker takes the kicks.
+            None => self.ring.set_kick(file),
+        }
+    }
+
+    fn read_kick(&self) -> std::io::Result<bool> {
+        self.ring.read_kick()
+    }
+
+    fn set_call(&self, file: Option<File>) {
+        self.ring.set_call(file);
+    }
+
+    fn set_err(&self, file: Option<File>) {
+        self.ring.set_err(file);
     }
 }
 
@@ -434,6 +696,15 @@ impl VhostUserPort {
             rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
         )
         .map_err(|e| VirtioError::Eventfd(e.into()))?;
+        let poll = epoll::create(epoll::CreateFlags::CLOEXEC)
+            .map_err(|e| VirtioError::Eventfd(e.into()))?;
+        epoll::add(
+            &poll,
+            &wake,
+            epoll::EventData::new_u64(WAKE_TOKEN),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| VirtioError::Eventfd(e.into()))?;
         let listen_err = |e: std::io::Error| VirtioError::Listen {
             socket: cfg.socket.clone(),
             reason: e.to_string(),
@@ -474,6 +745,8 @@ impl VhostUserPort {
             wake,
             wake_tx,
             kicked: AtomicBool::new(false),
+            poll,
+            kicks: Mutex::new(Vec::new()),
             grab: fd()?,
             stop: fd()?,
             stopping: AtomicBool::new(false),
@@ -952,7 +1225,24 @@ impl Port for VhostUserPort {
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.shared.wake.as_fd())
+        Some(self.shared.poll.as_fd())
+    }
+
+    fn clear_poll_fd(&mut self) {
+        // Collecting the ready entries takes the edge-triggered kicks off the ready list
+        // (their eventfds are never read); a kick after this puts its entry back, so the
+        // next wait cannot sleep through it. One entry per queue and the pipe: one call
+        // collects them all.
+        let mut ready = [epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        }; 2 * MAX_QUEUE_PAIRS as usize + 2];
+        let now = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let _ = epoll::wait(&self.shared.poll, &mut ready[..], Some(&now));
+        self.shared.clear_wake();
     }
 
     fn events(&self) -> Vec<DropCounter> {
@@ -1075,6 +1365,8 @@ fn serve_one(shared: &Arc<Shared>, listener: &mut Listener) -> Result<(), String
         .shutdown
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = None;
+    // The next guest's kicks must not share the epoll set with this one's.
+    shared.forget_kicks();
     shared.publish(None);
     for h in &handlers {
         let _ = h.unregister_listener(
@@ -1099,3 +1391,6 @@ fn serve_one(shared: &Arc<Shared>, listener: &mut Listener) -> Result<(), String
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

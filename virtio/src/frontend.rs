@@ -154,7 +154,7 @@ const TSO_WANTED: u64 = bit(VIRTIO_NET_F_CSUM)
 pub struct VirtioUser {
     socket: PathBuf,
     // Held for the connection: dropping it disconnects from the backend.
-    _frontend: Frontend,
+    frontend: Frontend,
     mem: GuestMemoryMmap,
     qsize: u16,
     buf_size: u32,
@@ -424,7 +424,7 @@ impl VirtioUser {
         let hdr_len = vnet_hdr::LEN;
         let mut me = Self {
             socket: socket.to_path_buf(),
-            _frontend: frontend,
+            frontend,
             mem,
             qsize,
             buf_size: opts.buf_size,
@@ -621,6 +621,39 @@ impl VirtioUser {
             });
         }
         Ok(2 * usize::from(pair) + which)
+    }
+
+    /// Kicks pair `pair`'s queue (`RX_QUEUE` or `TX_QUEUE`) without posting anything,
+    /// as a driver may: for testing that a kick alone reaches the backend.
+    pub fn kick(&mut self, pair: u16, which: usize) -> Result<(), VirtioError> {
+        let q = self.ring_of(pair, which)?;
+        self.rings[q].kick.write(1).map_err(VirtioError::Eventfd)?;
+        self.stats.kicks += 1;
+        Ok(())
+    }
+
+    /// A copy (`dup`) of the kick eventfd of pair `pair`'s queue (`RX_QUEUE` or
+    /// `TX_QUEUE`), which outlives the connection: for testing what a backend does when
+    /// a stale one fires.
+    pub fn kick_fd(&self, pair: u16, which: usize) -> Result<EventFd, VirtioError> {
+        let q = self.ring_of(pair, which)?;
+        self.rings[q].kick.try_clone().map_err(VirtioError::Eventfd)
+    }
+
+    /// Gives the backend a fresh kick eventfd for pair `pair`'s queue (`RX_QUEUE` or
+    /// `TX_QUEUE`) with `SET_VRING_KICK`, as a frontend may at any time, and returns the
+    /// old one, which this driver no longer kicks.
+    pub fn replace_kick(&mut self, pair: u16, which: usize) -> Result<EventFd, VirtioError> {
+        let q = self.ring_of(pair, which)?;
+        let fresh = EventFd::new(EFD_NONBLOCK).map_err(VirtioError::Eventfd)?;
+        self.frontend
+            .set_vring_kick(self.rings[q].index, &fresh)
+            .map_err(|e| VirtioError::Frontend {
+                socket: self.socket.clone(),
+                step: "SET_VRING_KICK",
+                reason: e.to_string(),
+            })?;
+        Ok(std::mem::replace(&mut self.rings[q].kick, fresh))
     }
 
     /// Posts one hand-made transmit chain on pair 0, valid or not, and kicks: for

@@ -1228,6 +1228,10 @@ impl Port for L2Underlay {
         self.inner.poll_fd()
     }
 
+    fn clear_poll_fd(&mut self) {
+        self.inner.clear_poll_fd();
+    }
+
     fn next_deadline(&self) -> Option<std::time::Instant> {
         self.inner.next_deadline()
     }

@@ -1,0 +1,153 @@
+//! The port's wake-up path: guest kicks reach its poll fd straight from the kernel,
+//! through whatever kick eventfd the frontend set last, and nothing stale stays behind.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pkt::{Batch, Mempool, Port};
+use rustix::event::{PollFd, PollFlags, Timespec};
+
+use super::{VhostUserConfig, VhostUserPort};
+use crate::frontend::{VirtioUser, VirtioUserOptions};
+use crate::net::{RX_QUEUE, TX_QUEUE};
+
+fn socket(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vnetp-wake-{}-{name}.sock", std::process::id()))
+}
+
+fn port(name: &str) -> VhostUserPort {
+    let cfg = VhostUserConfig {
+        name: name.into(),
+        socket: socket(name),
+        ..VhostUserConfig::default()
+    };
+    VhostUserPort::listen(cfg, Mempool::new(512, 2048).expect("mempool")).expect("listen")
+}
+
+fn guest(name: &str) -> VirtioUser {
+    VirtioUser::connect(&socket(name), VirtioUserOptions::default()).expect("connect")
+}
+
+/// Whether the poll fd wakes a poll for IN|OUT within `ms`, as the engine polls it while
+/// it holds frames for the guest: only readability may wake it, never writability.
+fn wakes(port: &VhostUserPort, ms: i64) -> bool {
+    let fd = port.poll_fd().expect("the port has a poll fd");
+    let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN | PollFlags::OUT)];
+    let t = Timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    };
+    let n = rustix::event::poll(&mut fds, Some(&t)).expect("poll");
+    assert!(
+        !fds[0].revents().contains(PollFlags::OUT),
+        "the poll fd must never be writable"
+    );
+    n > 0
+}
+
+/// Does what the engine does after a wake-up until the poll fd stays quiet for 100 ms:
+/// connection hand-over and queue enables wake the port once each.
+fn settle(port: &mut VhostUserPort) {
+    let mut batch = Batch::new();
+    for _ in 0..100 {
+        port.clear_poll_fd();
+        port.rx_batch(&mut batch);
+        batch.clear();
+        if !wakes(port, 100) {
+            return;
+        }
+    }
+    panic!("the poll fd stays readable with nothing to do");
+}
+
+/// Fds registered in the epoll set behind the poll fd (`tfd:` lines of its fdinfo).
+fn registered(port: &VhostUserPort) -> usize {
+    let fd = port.poll_fd().expect("the port has a poll fd").as_raw_fd();
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .expect("fdinfo")
+        .lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .count()
+}
+
+#[test]
+fn a_kick_on_either_data_queue_wakes_the_poll_fd_without_the_worker_and_clearing_it_lets_it_sleep()
+{
+    let mut p = port("kick");
+    let mut g = guest("kick");
+    settle(&mut p);
+    // The wake-up pipe and the kicks of the receive and transmit queue.
+    assert_eq!(registered(&p), 3);
+    for which in [TX_QUEUE, RX_QUEUE] {
+        g.kick(0, which).expect("kick");
+        assert!(
+            wakes(&p, 5_000),
+            "a kick on queue {which} did not wake the poll fd"
+        );
+        // Straight from the kernel: the worker thread wrote nothing on the pipe.
+        assert!(!p.shared.kicked.load(std::sync::atomic::Ordering::Acquire));
+        p.clear_poll_fd();
+        assert!(
+            !wakes(&p, 0),
+            "a collected kick on queue {which} still wakes the poll fd"
+        );
+    }
+}
+
+#[test]
+fn a_replaced_kick_fd_wakes_the_poll_fd_and_the_old_one_no_longer_does() {
+    let mut p = port("replace");
+    let mut g = guest("replace");
+    settle(&mut p);
+    let old = g.replace_kick(0, TX_QUEUE).expect("SET_VRING_KICK");
+    settle(&mut p);
+    assert_eq!(registered(&p), 3, "the old kick is still in the epoll set");
+    old.write(1).expect("write the old kick");
+    assert!(
+        !wakes(&p, 200),
+        "the replaced kick eventfd still wakes the port"
+    );
+    g.kick(0, TX_QUEUE).expect("kick");
+    assert!(
+        wakes(&p, 5_000),
+        "the new kick eventfd does not wake the port"
+    );
+}
+
+#[test]
+fn a_reconnected_guest_leaves_no_stale_kick_fd_in_the_poll_set() {
+    let mut p = port("reconnect");
+    let g = guest("reconnect");
+    settle(&mut p);
+    // Kept open past the disconnect, as a frontend (QEMU) keeps its eventfds.
+    let stale: Vec<_> = [RX_QUEUE, TX_QUEUE]
+        .iter()
+        .map(|&w| g.kick_fd(0, w).expect("kick fd"))
+        .collect();
+    drop(g);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registered(&p) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the old guest's kicks stay in the epoll set"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut g = guest("reconnect");
+    settle(&mut p);
+    assert_eq!(registered(&p), 3);
+    for fd in &stale {
+        fd.write(1).expect("write the stale kick");
+    }
+    assert!(
+        !wakes(&p, 200),
+        "the old guest's kick eventfd still wakes the port"
+    );
+    g.kick(0, TX_QUEUE).expect("kick");
+    assert!(
+        wakes(&p, 5_000),
+        "the new guest's kick does not wake the port"
+    );
+    assert_eq!(p.connections(), 2);
+}
