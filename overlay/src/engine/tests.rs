@@ -811,3 +811,87 @@ fn interfaces_are_added_and_removed_at_run_time() {
     w.engine.apply(cmd("interface del vm9")).unwrap();
     assert_eq!(w.engine.interface_list().count(), 2);
 }
+
+/// A port whose poll fd (a pipe) stays readable until `clear_poll_fd` drains it, as a
+/// vhost-user port's epoll set of kick eventfds does.
+struct WakePort {
+    name: String,
+    rd: std::os::fd::OwnedFd,
+    cleared: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Port for WakePort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn rx_batch(&mut self, _batch: &mut Batch) -> usize {
+        0
+    }
+    fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+        let n = batch.len();
+        batch.clear();
+        n
+    }
+    fn caps(&self) -> pkt::PortCaps {
+        pkt::PortCaps {
+            kind: PortKind::Ethernet,
+            mtu: 1500,
+            rx_queues: 1,
+            tx_queues: 1,
+            offloads: pkt::Offloads::NONE,
+        }
+    }
+    fn stats(&self) -> PortStats {
+        PortStats::default()
+    }
+    fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.rd.as_fd())
+    }
+    fn clear_poll_fd(&mut self) {
+        let mut b = [0u8; 16];
+        let _ = rustix::io::read(&self.rd, &mut b);
+        self.cleared.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A [`WakePort`], the write end of its pipe and its count of clears.
+fn wake_port(
+    name: &str,
+) -> (
+    Box<dyn Port>,
+    std::os::fd::OwnedFd,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::NONBLOCK).unwrap();
+    let cleared = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let p = WakePort {
+        name: name.into(),
+        rd,
+        cleared: Arc::clone(&cleared),
+    };
+    (Box::new(p), wr, cleared)
+}
+
+#[test]
+fn only_the_port_whose_poll_fd_woke_the_engine_is_told_to_clear_it() {
+    let pool = Mempool::new(64, 2048).unwrap();
+    // The underlay and vm1 have no poll fd: they must not shift which port is told.
+    let (up, _underlay) = port(&pool, "udp", PortKind::Datagram);
+    let mut e = Engine::new("a", pool.clone(), up, Dispatch::Guest).unwrap();
+    let (p0, _w0, cleared0) = wake_port("vm0");
+    let (p1, _vm1) = port(&pool, "vm1", PortKind::Ethernet);
+    let (p2, w2, cleared2) = wake_port("vm2");
+    e.add_interface("vm0", "tap", MacAddr(VM0), p0).unwrap();
+    e.add_interface("vm1", "tap", MacAddr(VM1), p1).unwrap();
+    e.add_interface("vm2", "tap", MacAddr([0x52, 0x54, 0, 0, 0, 0x22]), p2)
+        .unwrap();
+    rustix::io::write(&w2, &[1]).unwrap();
+    // Returns at once: vm2's fd is readable.
+    let ready = e.wait(None, Duration::from_secs(10));
+    assert_ne!(ready, 0);
+    e.clear_ready(ready);
+    assert_eq!(cleared0.load(Ordering::Relaxed), 0);
+    assert_eq!(cleared2.load(Ordering::Relaxed), 1);
+    // Cleared: nothing is readable any more.
+    assert_eq!(e.wait(None, Duration::ZERO), 0);
+}
