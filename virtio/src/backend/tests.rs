@@ -17,9 +17,14 @@ fn socket(name: &str) -> PathBuf {
 }
 
 fn port(name: &str) -> VhostUserPort {
+    port_with(name, 1)
+}
+
+fn port_with(name: &str, max_queue_pairs: u16) -> VhostUserPort {
     let cfg = VhostUserConfig {
         name: name.into(),
         socket: socket(name),
+        max_queue_pairs,
         ..VhostUserConfig::default()
     };
     VhostUserPort::listen(cfg, Mempool::new(512, 2048).expect("mempool")).expect("listen")
@@ -27,6 +32,15 @@ fn port(name: &str) -> VhostUserPort {
 
 fn guest(name: &str) -> VirtioUser {
     VirtioUser::connect(&socket(name), VirtioUserOptions::default()).expect("connect")
+}
+
+fn guest_with(name: &str, queue_pairs: u16) -> VirtioUser {
+    let opts = VirtioUserOptions {
+        queue_pairs,
+        ctrl_vq: true,
+        ..VirtioUserOptions::default()
+    };
+    VirtioUser::connect(&socket(name), opts).expect("connect")
 }
 
 /// Whether the poll fd wakes a poll for IN|OUT within `ms`, as the engine polls it while
@@ -150,4 +164,36 @@ fn a_reconnected_guest_leaves_no_stale_kick_fd_in_the_poll_set() {
         "the new guest's kick does not wake the port"
     );
     assert_eq!(p.connections(), 2);
+}
+
+#[test]
+fn the_control_queue_kick_stays_with_the_worker_with_and_without_mq() {
+    // Both ports offer two pairs. A guest without MQ has its control queue at 2; with MQ
+    // queue 2 is pair 1's receive queue and the control queue comes after the pairs.
+    for (name, pairs) in [("ctrl-no-mq", 1u16), ("ctrl-mq", 2)] {
+        let mut p = port_with(name, 2);
+        let mut g = guest_with(name, pairs);
+        settle(&mut p);
+        assert_eq!(
+            registered(&p),
+            1 + 2 * usize::from(pairs),
+            "{name}: the epoll set must hold the pipe and the data queues' kicks only"
+        );
+        // The worker answers: promiscuous mode on (class RX, command PROMISC).
+        let ack = g
+            .ctrl(0, 0, &[1], Duration::from_secs(5))
+            .expect("control command");
+        assert_eq!(ack, 0, "{name}: the control command was not answered OK");
+        for pair in 0..pairs {
+            for which in [RX_QUEUE, TX_QUEUE] {
+                settle(&mut p);
+                g.kick(pair, which).expect("kick");
+                assert!(
+                    wakes(&p, 5_000),
+                    "{name}: pair {pair} queue {which} kick lost"
+                );
+                assert!(!p.shared.kicked.load(std::sync::atomic::Ordering::Acquire));
+            }
+        }
+    }
 }
