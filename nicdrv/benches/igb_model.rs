@@ -15,6 +15,14 @@
 //! exits, for `valgrind --tool=callgrind --toggle-collect='*tx_only*'` (instructions
 //! per frame, docs/benchmarks.md).
 //!
+//! `igb_model_tail` times `tx_batch` on 64 frames of 1514 and 9014 bytes (MTU 9000)
+//! three ways: `linear` (the whole frame in the pool buffer), `gather` (64 bytes of
+//! headers in the pool buffer, the rest an external tail with a device address in
+//! memory mapped through the port's `DmaMap`: two or more data descriptors, no copy)
+//! and `copy` (the same tail without a device address, joined into the buffer by
+//! `tx_batch`). The tails' tokens return to their ring when `tx_batch` reclaims the
+//! previous batch, inside the timed section.
+//!
 //! `mailbox` times the PF side of the SR-IOV mailbox: the pure message handler on a
 //! SET_MULTICAST of 30 hashes, and an idle poll of the service (what every
 //! `poll_every`-th `rx_batch` pays when no VF is talking).
@@ -29,7 +37,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group};
 use nicdrv::igb::model::{IgbModel, MODEL_MAC, ModelDma};
 use nicdrv::igb::{IgbConfig, IgbPort, pool_buffer_size};
-use pkt::{Batch, Mempool, Port};
+use pkt::{Batch, Completion, DoneRing, ExtSeg, Mempool, Port};
 
 const FRAMES: usize = 64;
 
@@ -323,7 +331,90 @@ fn mailbox(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, multiqueue, mailbox);
+/// How a frame reaches `tx_batch` in `igb_model_tail`.
+#[derive(Clone, Copy)]
+enum TailMode {
+    Linear,
+    Gather,
+    Copy,
+}
+
+fn tails(c: &mut Criterion) {
+    const HEAD: usize = 64;
+    let mut g = c.benchmark_group("igb_model_tail");
+    g.throughput(Throughput::Elements(FRAMES as u64));
+    for len in [1514usize, 9014] {
+        for (name, mode) in [
+            ("linear", TailMode::Linear),
+            ("gather", TailMode::Gather),
+            ("copy", TailMode::Copy),
+        ] {
+            let (model, pool, mut port) = model_port_with(
+                IgbConfig {
+                    mtu: 9000,
+                    ..IgbConfig::default()
+                },
+                pool_buffer_size(9000),
+            );
+            let bytes = frame(len);
+            // Guest memory: one tail per frame of a batch, leaked so it outlives
+            // every frame the port holds.
+            let guest: &'static mut [u8] = vec![0u8; FRAMES * len].leak();
+            for chunk in guest.chunks_exact_mut(len) {
+                chunk.copy_from_slice(&bytes);
+            }
+            let map = port.dma_map().expect("model DMA map");
+            // SAFETY: `guest` is leaked: mapped in this process for good.
+            let iova = unsafe { map.map(guest.as_ptr(), guest.len()) }.expect("map");
+            let done = DoneRing::new(4 * FRAMES);
+            g.bench_function(format!("tx_batch_64x{len}_{name}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut batch = Batch::new();
+                    for _ in 0..iters {
+                        for i in 0..FRAMES {
+                            let mut buf = pool.alloc().expect("buffer");
+                            if let TailMode::Linear = mode {
+                                buf.extend_from_slice(&bytes).expect("fits");
+                            } else {
+                                buf.extend_from_slice(&bytes[..HEAD]).expect("fits");
+                                let at = i * len + HEAD;
+                                let ptr = std::ptr::NonNull::new(guest[at..].as_ptr().cast_mut())
+                                    .expect("non-null");
+                                let dma = match mode {
+                                    TailMode::Gather => Some(iova + at as u64),
+                                    _ => None,
+                                };
+                                // SAFETY: `guest` is leaked and never written after the
+                                // fill above.
+                                let tail = unsafe {
+                                    ExtSeg::new(
+                                        ptr,
+                                        (len - HEAD) as u32,
+                                        dma,
+                                        Completion::new(done.clone(), i as u32),
+                                    )
+                                };
+                                buf.attach_ext(tail);
+                            }
+                            let _ = batch.push(buf);
+                        }
+                        let t = Instant::now();
+                        let n = tx_only(&mut port, &mut batch);
+                        total += t.elapsed();
+                        assert_eq!(n, FRAMES);
+                        model.process_tx();
+                        while done.pop().is_some() {}
+                    }
+                    total
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, multiqueue, tails, mailbox);
 
 fn main() {
     if let Ok(rounds) = std::env::var("IGB_BENCH_ROUNDS") {

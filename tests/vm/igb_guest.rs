@@ -19,6 +19,15 @@
 //!    frames each queue received, which the host compares with the queues the
 //!    Toeplitz hash picks.
 //!
+//! With `--tails` (PF mode) it instead sends frames whose payload lies outside the
+//! packet pool, as a vhost-user guest's would: it maps a separate memfd-backed region
+//! (standing in for guest memory) through the port's `DmaMap` (read-only VFIO
+//! mappings), then sends a 1514-byte and a 9014-byte frame (MTU 9000, LPE) and the
+//! 20 000-byte TSO frame of step 5, each with its headers (and a few bytes) in a pool
+//! buffer and the rest as an external tail the device gathers in place. It waits for
+//! the write-backs, checks every tail's token came back and prints a `guest-tails`
+//! line; the host checks the bytes and the TSO segments.
+//!
 //! With `--provoke-fault` it instead posts one transmit descriptor whose buffer
 //! address was never mapped, so the IOMMU must report a DMA fault: the test of the
 //! test, proving the harness notices faults.
@@ -115,6 +124,9 @@ fn run() -> Result<(), String> {
     if std::env::args().any(|a| a == "--msix") {
         return msix_fires();
     }
+    if std::env::args().any(|a| a == "--tails") {
+        return zero_copy_tails();
+    }
     let frames = arg("--frames", 64);
     let host_frames = arg("--host-frames", 64);
     let bdf =
@@ -181,8 +193,40 @@ fn run() -> Result<(), String> {
 /// Steps 5 and 6: one TSO frame out, the host's UDP flows in over the RSS queues.
 fn tso_then_rss(port: &mut PfUnderTest, pool: &Mempool) -> Result<(), String> {
     let mac = port.own_mac();
-    // 5. The TSO frame: 10.9.0.2:40000 -> 10.9.0.1:5201, seq 1000, ACK|PSH, with full
-    // checksums first; tso_request turns it into what a stack hands a TSO device.
+    // 5. The TSO frame; tso_request turns it into what a stack hands a TSO device.
+    let f = tso_frame(mac)?;
+    let mut buf = pool.alloc().ok_or("pool empty")?;
+    buf.extend_from_slice(&f).map_err(|e| e.to_string())?;
+    buf.meta.offload =
+        offload::gso::tso_request(buf.data_mut(), 1500).map_err(|e| e.to_string())?;
+    let mut b = Batch::new();
+    let _ = b.push(buf);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.is_empty() && Instant::now() < deadline {
+        if port.tx_batch(&mut b) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    while port.in_flight() > 0 && Instant::now() < deadline {
+        port.reclaim();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let o = port.0.offload_stats();
+    println!(
+        "guest-tso payload={TSO_PAYLOAD} mss=1460 tso={} contexts={} in_flight={}",
+        o.tx_tso,
+        o.tx_contexts,
+        port.in_flight()
+    );
+    if o.tx_tso != 1 || port.in_flight() != 0 {
+        return Err("the TSO frame did not go out".into());
+    }
+    rss_step(port)
+}
+
+/// The TSO frame of step 5 from `mac`: 10.9.0.2:40000 -> 10.9.0.1:5201, seq 1000,
+/// ACK|PSH, [`TSO_PAYLOAD`] bytes, with full checksums.
+fn tso_frame(mac: [u8; 6]) -> Result<Vec<u8>, String> {
     let mut f = Vec::with_capacity(54 + TSO_PAYLOAD);
     f.extend_from_slice(&HOST_MAC);
     f.extend_from_slice(&mac);
@@ -213,34 +257,11 @@ fn tso_then_rss(port: &mut PfUnderTest, pool: &Mempool) -> Result<(), String> {
         std::net::Ipv4Addr::new(10, 9, 0, 1),
     );
     offload::checksum::fill_tcp_checksum_v4(src, dst, &mut f[34..]).map_err(|e| e.to_string())?;
-    let mut buf = pool.alloc().ok_or("pool empty")?;
-    buf.extend_from_slice(&f).map_err(|e| e.to_string())?;
-    buf.meta.offload =
-        offload::gso::tso_request(buf.data_mut(), 1500).map_err(|e| e.to_string())?;
-    let mut b = Batch::new();
-    let _ = b.push(buf);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.is_empty() && Instant::now() < deadline {
-        if port.tx_batch(&mut b) == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    while port.in_flight() > 0 && Instant::now() < deadline {
-        port.reclaim();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let o = port.0.offload_stats();
-    println!(
-        "guest-tso payload={TSO_PAYLOAD} mss=1460 tso={} contexts={} in_flight={}",
-        o.tx_tso,
-        o.tx_contexts,
-        port.in_flight()
-    );
-    if o.tx_tso != 1 || port.in_flight() != 0 {
-        return Err("the TSO frame did not go out".into());
-    }
+    Ok(f)
+}
 
-    // 6. The host's UDP flows, spread by RSS.
+/// Step 6: the host's UDP flows, spread by RSS.
+fn rss_step(port: &mut PfUnderTest) -> Result<(), String> {
     let before: Vec<u64> = port.0.queue_stats().iter().map(|q| q.rx_packets).collect();
     let csum_before = port.0.offload_stats();
     let (mut got, mut valid, mut bad_flagged, mut sw_agrees, mut other) =
@@ -290,6 +311,129 @@ fn tso_then_rss(port: &mut PfUnderTest, pool: &Mempool) -> Result<(), String> {
         return Err(format!(
             "RSS step: {got}/{RSS_FRAMES} UDP frames, {bad_flagged} bad ones marked valid, software agrees on {sw_agrees}"
         ));
+    }
+    Ok(())
+}
+
+/// Frames from the guest in `--tails` runs start with this after the Ethernet header.
+const TAIL_MAGIC: &[u8; 8] = b"VNETP-ZC";
+/// Lengths of the `--tails` frames (same in tests/vfio_vm.rs).
+const TAIL_FRAMES: [usize; 2] = [1514, 9014];
+/// Bytes of each `--tails` frame in the pool buffer; the rest is the tail.
+const TAIL_HEAD: usize = 64;
+
+/// `--tails` frame `seq` from `src`: magic, seq, pattern (same in tests/vfio_vm.rs).
+fn tail_frame(src: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&HOST_MAC);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ETHERTYPE);
+    f.extend_from_slice(TAIL_MAGIC);
+    f.extend_from_slice(&seq.to_be_bytes());
+    let header = f.len();
+    f.extend((header..len).map(|i| (i as u32).wrapping_mul(29).wrapping_add(seq) as u8));
+    f
+}
+
+/// `--tails`: frames whose tails the device reads from a separately mapped region.
+fn zero_copy_tails() -> Result<(), String> {
+    use std::ptr::NonNull;
+
+    let bdf = std::env::var("VFIO_BDF").map_err(|_| "no $VFIO_BDF: run in pf-vfio mode")?;
+    let pool = Mempool::new(320, nicdrv::igb::pool_buffer_size(9000)).map_err(|e| e.to_string())?;
+    let cfg = IgbConfig {
+        rx_ring: 64,
+        tx_ring: 64,
+        mtu: 9000,
+        ..IgbConfig::default()
+    };
+    let mut port = open_vfio(&bdf, pool.clone(), cfg).map_err(|e| e.to_string())?;
+    let mac = port.mac().0;
+    if !port.wait_link(Duration::from_secs(15)) {
+        return Err("link did not come up within 15 s".into());
+    }
+    if !port.caps().offloads.contains(pkt::Offloads::EXT_TAIL) {
+        return Err("the PF does not advertise EXT_TAIL".into());
+    }
+    let map = port.dma_map().ok_or("the VFIO port has no DmaMap")?;
+    // Guest memory stand-in: memfd-backed, mapped into this process, not the pool.
+    let region = vfio::DmaMemory::new(64 * 1024).map_err(|e| e.to_string())?;
+    // SAFETY: `region` lives until the end of this function, after the unmap below.
+    let iova = unsafe { map.map(region.as_ptr(), region.len()) }?;
+    println!("guest: region of {} bytes at IOVA {iova:#x}", region.len());
+    let done = pkt::DoneRing::new(8);
+    let mut used = 0usize;
+    // Copies `bytes` into the region and returns a tail over them with their IOVA.
+    let mut tail = |bytes: &[u8], token: u32| -> Result<pkt::ExtSeg, String> {
+        let at = used;
+        if at + bytes.len() > region.len() {
+            return Err("region too small".into());
+        }
+        used += bytes.len().next_multiple_of(64);
+        // SAFETY: the region is ours alone; nothing else reads it while we write.
+        let dst = unsafe { std::slice::from_raw_parts_mut(region.as_ptr().add(at), bytes.len()) };
+        dst.copy_from_slice(bytes);
+        let ptr = NonNull::new(dst.as_mut_ptr()).ok_or("null region")?;
+        // SAFETY: the bytes stay mapped (here and at `iova + at`) and unwritten until
+        // the region is unmapped below, after every token came back.
+        Ok(unsafe {
+            pkt::ExtSeg::new(
+                ptr,
+                bytes.len() as u32,
+                Some(iova + at as u64),
+                pkt::Completion::new(done.clone(), token),
+            )
+        })
+    };
+    let mut b = Batch::new();
+    for (seq, len) in TAIL_FRAMES.into_iter().enumerate() {
+        let f = tail_frame(mac, seq as u32, len);
+        let mut buf = pool.alloc().ok_or("pool empty")?;
+        buf.extend_from_slice(&f[..TAIL_HEAD])
+            .map_err(|e| e.to_string())?;
+        buf.attach_ext(tail(&f[TAIL_HEAD..], seq as u32)?);
+        let _ = b.push(buf);
+    }
+    // The TSO frame: headers and 100 payload bytes in the pool buffer.
+    let mut req = tso_frame(mac)?;
+    let meta = offload::gso::tso_request(&mut req, 1500).map_err(|e| e.to_string())?;
+    let mut buf = pool.alloc().ok_or("pool empty")?;
+    buf.extend_from_slice(&req[..154])
+        .map_err(|e| e.to_string())?;
+    buf.attach_ext(tail(&req[154..], 2)?);
+    buf.meta.offload = meta;
+    let _ = b.push(buf);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.is_empty() && Instant::now() < deadline {
+        if port.tx_batch(&mut b) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let mut back = Vec::new();
+    while (port.tx_in_flight() > 0 || back.len() < 3) && Instant::now() < deadline {
+        port.reclaim_tx();
+        back.extend(std::iter::from_fn(|| done.pop()));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    back.sort_unstable();
+    map.unmap(iova, region.len());
+    let o = port.offload_stats();
+    let st = port.stats();
+    println!(
+        "guest-tails sent={} zero_copy={} tail_copied={} tso={} tokens={} lost={} in_flight={}",
+        st.tx_packets,
+        o.tx_zero_copy,
+        o.tx_tail_copied,
+        o.tx_tso,
+        back.len(),
+        done.lost(),
+        port.tx_in_flight()
+    );
+    for d in st.drops.iter().filter(|d| d.count > 0) {
+        println!("guest: counter {} = {}", d.name, d.count);
+    }
+    if st.tx_packets != 3 || o.tx_zero_copy != 3 || back != [0, 1, 2] {
+        return Err("the tailed frames did not all go out zero-copy and come back".into());
     }
     Ok(())
 }

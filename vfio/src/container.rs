@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::device::Device;
-use crate::dma::{DmaMemory, DmaRegion, PoolMapping};
+use crate::dma::{DmaMemory, DmaRegion, ExternalDma, PoolMapping};
 use crate::iova::IovaAllocator;
 use crate::sys;
 use crate::sysfs::{PciAddress, Sysfs};
@@ -51,6 +51,33 @@ impl ContainerInner {
     /// `vaddr..vaddr+size` must be a mapping that stays valid until the returned IOVA
     /// is unmapped with [`ContainerInner::unmap`].
     pub(crate) unsafe fn map(&self, vaddr: u64, size: u64) -> Result<u64> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe {
+            self.map_with(
+                vaddr,
+                size,
+                sys::DMA_MAP_FLAG_READ | sys::DMA_MAP_FLAG_WRITE,
+            )
+        }
+    }
+
+    /// [`ContainerInner::map`] for device reads only: the device cannot write the
+    /// memory, and the kernel pins it without asking for write access.
+    ///
+    /// # Safety
+    /// As for [`ContainerInner::map`].
+    pub(crate) unsafe fn map_read_only(&self, vaddr: u64, size: u64) -> Result<u64> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.map_with(vaddr, size, sys::DMA_MAP_FLAG_READ) }
+    }
+
+    /// Maps `size` bytes at `vaddr` with the given MAP_DMA `flags` at a fresh IOVA from
+    /// the container's one allocator, so no two mappings (rings, pool, external
+    /// memory) can overlap.
+    ///
+    /// # Safety
+    /// As for [`ContainerInner::map`].
+    unsafe fn map_with(&self, vaddr: u64, size: u64, flags: u32) -> Result<u64> {
         let mut st = self.lock();
         let alloc = st.iova.as_mut().ok_or_else(|| {
             VfioError::sys(
@@ -61,7 +88,7 @@ impl ContainerInner {
         let iova = alloc.alloc(size, if size >= 0x20_0000 { 0x20_0000 } else { 0 })?;
         let map = sys::DmaMap {
             argsz: size_of::<sys::DmaMap>() as u32,
-            flags: sys::DMA_MAP_FLAG_READ | sys::DMA_MAP_FLAG_WRITE,
+            flags,
             vaddr,
             iova,
             size,
@@ -336,6 +363,12 @@ impl Container {
         // IOVA mapping before the memory (field order).
         let iova = unsafe { self.inner.map(mem.as_ptr() as u64, mem.len() as u64)? };
         Ok(DmaRegion::new(self.clone(), mem, iova))
+    }
+
+    /// A handle that maps memory this process does not own (a guest's memory regions)
+    /// for device reads, at most `max_mappings` regions at a time; see [`ExternalDma`].
+    pub fn external_dma(&self, max_mappings: usize) -> ExternalDma {
+        ExternalDma::new(self.clone(), max_mappings)
     }
 
     /// Maps a packet pool's whole region for DMA; the mapping keeps the pool alive.

@@ -90,6 +90,14 @@ pub enum VfioError {
         /// The kernel's error.
         source: io::Error,
     },
+    /// An [`crate::ExternalDma`] already holds as many mappings as it was allowed.
+    #[error(
+        "{held} external DMA mappings already held (the limit): unmap a region first or raise the limit"
+    )]
+    TooManyMappings {
+        /// Mappings held, the limit.
+        held: usize,
+    },
     /// The IOVA space has no free range this large.
     #[error("no free IOVA range of {0:#x} bytes: unmap something or map smaller regions")]
     IovaExhausted(u64),

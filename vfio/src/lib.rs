@@ -5,7 +5,8 @@
 //! an IOVA allocator), the groups attached to it, each [`Device`] (regions, config
 //! space, BARs mapped as [`MappedBar`], reset), and DMA memory: [`DmaRegion`]
 //! (memfd-backed, huge pages when available) and [`PoolMapping`] (a [`pkt::Mempool`]
-//! made visible to devices). It speaks the raw VFIO ioctls of `linux/vfio.h` directly
+//! made visible to devices), [`ExternalDma`] (memory of someone else, such as a guest's
+//! memory regions, made readable by devices: [`pkt::DmaMap`]). It speaks the raw VFIO ioctls of `linux/vfio.h` directly
 //! (the few structs are in `sys`), so every failure maps to an error that tells the
 //! user what to do. It must not know any particular NIC: drivers live in `nicdrv`.
 //!
@@ -41,7 +42,7 @@ mod token;
 
 pub use container::{Container, OpenOptions, set_vf_token};
 pub use device::{Device, MappedBar, Region, pci};
-pub use dma::{DmaMemory, DmaRegion, PoolMapping};
+pub use dma::{DmaMemory, DmaRegion, ExternalDma, PoolMapping};
 pub use error::{Result, VfioError};
 pub use iova::{IOVA_PAGE, IovaAllocator};
 pub use sysfs::{PciAddress, Sysfs};

@@ -147,7 +147,9 @@ pub(super) fn plan(buf: &PktBuf, max_frame: usize) -> Result<TxPlan, TxOffloadEr
     let m = buf.meta.offload;
     let gso_type = m.gso_type & !gso::ECN;
     let needs_csum = m.flags & vnet_hdr::NEEDS_CSUM != 0;
-    let len = buf.len();
+    // The whole frame's length; the headers must lie in `data()` (the pool buffer),
+    // ahead of any external tail.
+    let len = buf.frame_len();
     let d = buf.data();
     let start = usize::from(m.csum_start);
     if len > max_frame {
@@ -169,6 +171,10 @@ pub(super) fn plan(buf: &PktBuf, max_frame: usize) -> Result<TxPlan, TxOffloadEr
         // Every segment must fit the wire's frame size, as the kernel's would.
         if doff < 20 || hdr >= len || hdr + mss > max_frame {
             return Err(TxOffloadError::Bad);
+        }
+        if hdr > d.len() {
+            // The TCP header reaches into an external tail: joined, then planned again.
+            return Err(TxOffloadError::Unsupported);
         }
         ctx.l4len = doff as u8;
         ctx.mss = m.gso_size;
@@ -193,7 +199,7 @@ pub(super) fn plan(buf: &PktBuf, max_frame: usize) -> Result<TxPlan, TxOffloadEr
 /// wants it without a length, since it adds each segment's own.
 pub(super) fn prepare_segmentation(buf: &mut PktBuf, ctx: &TxContext) {
     let start = usize::from(ctx.maclen) + usize::from(ctx.iplen);
-    let l4_len = (buf.len() - start) as u32;
+    let l4_len = (buf.frame_len() - start) as u32;
     let d = buf.data_mut();
     let at = start + 16;
     let Some(f) = d.get_mut(at..at + 2) else {

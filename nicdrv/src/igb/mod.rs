@@ -68,6 +68,7 @@ pub mod vf;
 mod vfio_glue;
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pkt::{Batch, DropCounter, HEADROOM, Mempool, Offloads, Port, PortCaps, PortKind, PortStats};
@@ -79,7 +80,9 @@ pub use ring::RingMemory;
 use ring::RxRing;
 pub use sriov::SriovConfig;
 pub use vf::{IgbVfConfig, IgbVfPort};
-pub use vfio_glue::{VfioDma, open_vf_vfio, open_vf_vfio_with, open_vfio, open_vfio_with};
+pub use vfio_glue::{
+    EXTERNAL_DMA_MAPPINGS, VfioDma, open_vf_vfio, open_vf_vfio_with, open_vfio, open_vfio_with,
+};
 
 /// 32-bit register access to the device's BAR0, by byte offset.
 pub trait Registers: Send {
@@ -108,6 +111,11 @@ pub trait Dma: Send {
     /// The device-visible address of `p`, a pointer into the driver's packet pool;
     /// `None` when `p` is outside every mapping.
     fn iova_of(&self, p: *const u8) -> Option<u64>;
+    /// A handle that makes other memory (a guest's) readable by the device, for
+    /// frames with external tails; `None` when this DMA side cannot map more.
+    fn dma_map(&self) -> Option<Arc<dyn pkt::DmaMap>> {
+        None
+    }
 }
 
 /// Why the 82576 could not be brought up.
@@ -582,6 +590,14 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         self.qs.iter_mut().map(QueuePair::reclaim).sum()
     }
 
+    /// The handle a guest port maps its memory with, so that the frames it hands this
+    /// port carry tails the device gathers in place ([`pkt::ExtSeg::dma`]): the VFIO
+    /// container's read-only external mappings, or the model's DMA check. `None` for
+    /// a DMA side without one (tails are then copied).
+    pub fn dma_map(&self) -> Option<Arc<dyn pkt::DmaMap>> {
+        self.dma.dma_map()
+    }
+
     /// Frames each queue pair moved, queue 0 first.
     pub fn queue_stats(&self) -> Vec<QueueStats> {
         self.qs
@@ -607,6 +623,8 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
             a.rx_vlan_stripped += o.rx_vlan_stripped;
             a.rx_vlan_unrequested += o.rx_vlan_unrequested;
             a.tx_vlan_inserted += o.tx_vlan_inserted;
+            a.tx_zero_copy += o.tx_zero_copy;
+            a.tx_tail_copied += o.tx_tail_copied;
             a
         })
     }
@@ -700,7 +718,9 @@ impl<R: Registers, D: Dma> IgbPort<R, D> {
         if self.cfg.vlan_strip {
             o = o | Offloads::VLAN;
         }
-        o
+        // Tails are gathered in place when they carry a device address and copied
+        // otherwise, so every tailed frame is welcome.
+        o | Offloads::EXT_TAIL
     }
 }
 
@@ -856,6 +876,8 @@ impl<R: Registers, D: Dma> Drop for IgbPort<R, D> {
 mod offload_tests;
 #[cfg(test)]
 mod sriov_tests;
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -47,6 +47,8 @@ use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pkt::DmaMap;
+
 use pkt::Mempool;
 
 use super::model_offload::{self, TxCtx};
@@ -300,6 +302,7 @@ impl ModelState {
             return;
         }
         let mut frame = Vec::new();
+        let mut faulted = false;
         // The first data descriptor of a frame holds its offload requests.
         let mut first: Option<(u32, u32)> = None;
         while self.reg(qr.tdh) != self.reg(qr.tdt) && self.reg(qr.tdt) < n {
@@ -310,6 +313,7 @@ impl ModelState {
             };
             let cmd = q1 as u32;
             let len = (cmd & 0xffff) as usize;
+            // Data descriptors gather one frame, each through the IOMMU check.
             if cmd & desc::TX_CMD_DEXT != 0 && cmd & desc::TX_DTYP_MASK == desc::TX_DTYP_CTXT {
                 let c = TxCtx {
                     macip: addr as u32,
@@ -328,11 +332,15 @@ impl ModelState {
                         frame.extend_from_slice(bytes);
                     }
                     // The real device sends zeros for a faulting read (seen on QEMU);
-                    // the model sends nothing and leaves the fault counted.
-                    None => frame.clear(),
+                    // the model sends nothing of the frame and leaves the fault
+                    // counted, whichever of its descriptors faulted.
+                    None => faulted = true,
                 }
                 if cmd & desc::TX_CMD_EOP != 0 {
                     first = None;
+                    if std::mem::take(&mut faulted) {
+                        frame.clear();
+                    }
                     let spoofed = self.vmdq()
                         && frame.len() >= 12
                         && !self.source_allowed(q % 8, &frame[6..12]);
@@ -540,6 +548,16 @@ impl IgbModel {
     /// Lets the device reach `len` bytes at `start` (identity-mapped).
     pub fn allow_dma(&self, start: *const u8, len: usize) {
         self.state().regions.push((start as u64, len as u64));
+    }
+
+    /// Takes back a region given with [`IgbModel::allow_dma`] (same start and length);
+    /// later accesses to it fault.
+    pub fn revoke_dma(&self, start: *const u8, len: usize) {
+        let region = (start as u64, len as u64);
+        let mut st = self.state();
+        if let Some(at) = st.regions.iter().position(|&r| r == region) {
+            st.regions.remove(at);
+        }
     }
 
     /// Offers a frame from the wire: to receive queue 0, or under VMDq to the queue of
@@ -870,9 +888,33 @@ pub(crate) fn host_ring(
     Ok(unsafe { RingMemory::new(ptr, bytes, ptr.as_ptr() as u64, Box::new(owner)) })
 }
 
+/// [`DmaMap`] for the model: identity-mapped like every model address, registered
+/// with (and taken back from) the model's IOMMU check.
+#[derive(Debug)]
+pub struct ModelDmaMap {
+    model: IgbModel,
+}
+
+impl DmaMap for ModelDmaMap {
+    unsafe fn map(&self, vaddr: *const u8, len: usize) -> Result<u64, String> {
+        self.model.allow_dma(vaddr, len);
+        Ok(vaddr as u64)
+    }
+
+    fn unmap(&self, iova: u64, len: usize) {
+        self.model.revoke_dma(iova as usize as *const u8, len);
+    }
+}
+
 impl Dma for ModelDma {
     fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
         host_ring(bytes, |start, len| self.model.allow_dma(start, len))
+    }
+
+    fn dma_map(&self) -> Option<Arc<dyn DmaMap>> {
+        Some(Arc::new(ModelDmaMap {
+            model: self.model.clone(),
+        }))
     }
 
     #[inline]

@@ -10,6 +10,11 @@ use super::hw_offload::{self, RxVerdict, TxContext, TxOffloadError, TxPlan};
 use super::ring::{self, RxRing, RxWriteBack, TxRing, read_barrier, write_barrier};
 use super::{Dma, IgbError, Registers, poll, regs};
 
+/// Longest frame with an external tail `tx_batch` takes (a TSO frame; others are
+/// held to the MTU): virtio-net's largest GSO frame, 64 KiB of IP packet behind an
+/// Ethernet header with a tag. Unlike a linear frame it need not fit a pool buffer.
+pub const TAILED_FRAME_MAX: usize = 65_536 + 18;
+
 /// Byte offsets of one queue's registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueRegs {
@@ -96,6 +101,9 @@ pub(super) struct Drops {
     pub tx_bad_offload: u64,
     /// Frames whose meta carried a tag to insert on a queue without VLAN insertion.
     pub tx_bad_vlan: u64,
+    /// Frames whose external tail the device cannot reach and whose buffer has no
+    /// room to take a copy of it.
+    pub tx_tail_no_room: u64,
 }
 
 /// What the device's offloads did on one queue.
@@ -126,6 +134,12 @@ pub struct OffloadStats {
     pub rx_vlan_unrequested: u64,
     /// Frames sent with the device inserting their [`pkt::Meta::vlan`] tag (DCMD.VLE).
     pub tx_vlan_inserted: u64,
+    /// Frames sent as a gather: the pool buffer and an external tail the device read
+    /// in place ([`pkt::ExtSeg::dma`]), no copy.
+    pub tx_zero_copy: u64,
+    /// Frames whose external tail was copied into the pool buffer first (no device
+    /// address, headers reaching into the tail, or a buffer from another pool).
+    pub tx_tail_copied: u64,
 }
 
 /// The queue pair's rings, frames and counters.
@@ -326,7 +340,7 @@ impl QueuePair {
     }
 
     /// The drop counters with their names.
-    pub fn drop_counters(&self) -> [DropCounter; 9] {
+    pub fn drop_counters(&self) -> [DropCounter; 10] {
         let d = self.drops;
         [
             ("rx_no_buffer", d.rx_no_buffer),
@@ -338,6 +352,7 @@ impl QueuePair {
             ("tx_no_buffer", d.tx_no_buffer),
             ("tx_bad_offload", d.tx_bad_offload),
             ("tx_bad_vlan", d.tx_bad_vlan),
+            ("tx_tail_no_room", d.tx_tail_no_room),
         ]
         .map(|(name, count)| DropCounter { name, count })
     }
@@ -425,6 +440,11 @@ impl QueuePair {
 
     /// Posts `batch` (link checked by the caller); frames that do not fit stay in
     /// `batch`, in order. One TDT write per call.
+    ///
+    /// A frame with an external tail the device can reach ([`pkt::ExtSeg::dma`]) goes
+    /// out as a gather: the pool buffer's descriptors, then the tail's, EOP on the
+    /// last, the frame (and so the tail) held until the device wrote that one back. A
+    /// tail without a device address is copied into the buffer first.
     pub fn tx_batch<R: Registers, D: Dma>(
         &mut self,
         r: &R,
@@ -436,14 +456,31 @@ impl QueuePair {
         let mut free = self.tx.free();
         let mut sent = 0;
         let mut spill = std::mem::replace(&mut self.spill, Batch::unallocated());
-        for buf in batch.drain() {
+        for mut buf in batch.drain() {
             // Once one frame waits, every later one waits too: order is kept.
             if free == 0 || !spill.is_empty() {
                 let _ = spill.push(buf);
                 continue;
             }
-            let len = buf.len();
-            if len == 0 || len > self.tx_max {
+            if !buf.is_linear()
+                && !buf
+                    .ext()
+                    .is_some_and(|e| e.dma().is_some() && !e.is_empty())
+            {
+                // The device cannot reach the tail: join it to the frame.
+                if buf.linearize().is_err() {
+                    self.drops.tx_tail_no_room += 1;
+                    continue;
+                }
+                self.offload.tx_tail_copied += 1;
+            }
+            let len = buf.frame_len();
+            let max = if buf.is_linear() {
+                self.tx_max
+            } else {
+                self.tx_max.max(TAILED_FRAME_MAX)
+            };
+            if len == 0 || len > max {
                 self.drops.tx_bad_length += 1;
                 continue;
             }
@@ -471,23 +508,8 @@ impl QueuePair {
                     }
                 },
             };
-            let plan = if self.hw_offload {
-                match hw_offload::plan(&buf, limit) {
-                    Ok(p) => p,
-                    Err(TxOffloadError::TooLong) => {
-                        self.drops.tx_bad_length += 1;
-                        continue;
-                    }
-                    Err(TxOffloadError::Bad | TxOffloadError::Unsupported) => {
-                        self.drops.tx_bad_offload += 1;
-                        continue;
-                    }
-                }
-            } else if len > limit {
-                self.drops.tx_bad_length += 1;
+            let Some(plan) = self.plan_frame(&mut buf, limit) else {
                 continue;
-            } else {
-                TxPlan::Plain
             };
             let ctx = match (plan, tag) {
                 (TxPlan::Plain, None) => None,
@@ -508,7 +530,14 @@ impl QueuePair {
                 0
             };
             let new_ctx = ctx.is_some() && ctx != self.tx_ctx;
-            let need = TxRing::pages_for(iova, len) + usize::from(new_ctx);
+            // Planning may have joined the tail; what is left is reachable.
+            let tail = buf.ext().and_then(|e| Some((e.dma()?, e.len())));
+            let head_len = buf.len();
+            let slots = match tail {
+                None => TxRing::pages_for(iova, len),
+                Some((at, tail_len)) => TxRing::gather_slots(iova, head_len, at, tail_len),
+            };
+            let need = slots + usize::from(new_ctx);
             if need >= self.tx.size() {
                 // Could never fit, even in an empty ring.
                 self.drops.tx_bad_length += 1;
@@ -525,12 +554,14 @@ impl QueuePair {
                 self.tx_ctx = ctx;
                 self.offload.tx_contexts += 1;
             }
+            // PAYLEN counts the whole frame, tail included.
             let payload = (len as u32) << regs::desc::TX_PAYLEN_SHIFT;
-            match plan {
+            let (cmd, olinfo) = match plan {
                 TxPlan::Plain => {
                     if buf.meta.offload.flags & offload::vnet_hdr::NEEDS_CSUM != 0 {
                         // A layout the device cannot describe (plan checked the
-                        // request is sound): complete it here.
+                        // request is sound, and the frame is linear then): complete
+                        // it here.
                         let mut meta = buf.meta.offload;
                         if offload::checksum::complete_if_needed(buf.data_mut(), &mut meta).is_ok()
                         {
@@ -538,12 +569,11 @@ impl QueuePair {
                             self.offload.tx_sw_csum += 1;
                         }
                     }
-                    self.tx.post_pages(iova, len, buf, vle, payload);
+                    (vle, payload)
                 }
                 TxPlan::Checksum(_) => {
                     self.offload.tx_csum += 1;
-                    let olinfo = payload | regs::desc::TX_OLINFO_TXSM;
-                    self.tx.post_pages(iova, len, buf, vle, olinfo);
+                    (vle, payload | regs::desc::TX_OLINFO_TXSM)
                 }
                 TxPlan::Segment(c) => {
                     self.offload.tx_tso += 1;
@@ -553,8 +583,15 @@ impl QueuePair {
                     if c.ipv4 {
                         olinfo |= regs::desc::TX_OLINFO_IXSM;
                     }
+                    (regs::desc::TX_CMD_TSE | vle, olinfo)
+                }
+            };
+            match tail {
+                None => self.tx.post_pages(iova, len, buf, cmd, olinfo),
+                Some((at, tail_len)) => {
+                    self.offload.tx_zero_copy += 1;
                     self.tx
-                        .post_pages(iova, len, buf, regs::desc::TX_CMD_TSE | vle, olinfo);
+                        .post_gather(iova, head_len, at, tail_len, buf, cmd, olinfo);
                 }
             }
             self.tx_packets += 1;
@@ -572,6 +609,43 @@ impl QueuePair {
         std::mem::swap(batch, &mut spill);
         self.spill = spill;
         sent
+    }
+
+    /// How `buf` goes out on this queue, with frames of at most `limit` bytes; `None`
+    /// for a frame to drop (counted). A tailed frame whose headers or checksum field
+    /// reach into the tail, so that the device cannot be told about them or software
+    /// must write into them, is joined first (counted in `tx_tail_copied`).
+    #[inline]
+    fn plan_frame(&mut self, buf: &mut PktBuf, limit: usize) -> Option<TxPlan> {
+        if !self.hw_offload {
+            if buf.frame_len() > limit {
+                self.drops.tx_bad_length += 1;
+                return None;
+            }
+            return Some(TxPlan::Plain);
+        }
+        let mut planned = hw_offload::plan(buf, limit);
+        let sw_csum = planned == Ok(TxPlan::Plain)
+            && buf.meta.offload.flags & offload::vnet_hdr::NEEDS_CSUM != 0;
+        if !buf.is_linear() && (sw_csum || planned == Err(TxOffloadError::Unsupported)) {
+            if buf.linearize().is_err() {
+                self.drops.tx_tail_no_room += 1;
+                return None;
+            }
+            self.offload.tx_tail_copied += 1;
+            planned = hw_offload::plan(buf, limit);
+        }
+        match planned {
+            Ok(p) => Some(p),
+            Err(TxOffloadError::TooLong) => {
+                self.drops.tx_bad_length += 1;
+                None
+            }
+            Err(TxOffloadError::Bad | TxOffloadError::Unsupported) => {
+                self.drops.tx_bad_offload += 1;
+                None
+            }
+        }
     }
 
     /// The checksum flags for a received frame from its write-back, counted.
@@ -621,6 +695,11 @@ impl QueuePair {
     fn copy_into_pool(&mut self, pool: &Mempool, buf: &PktBuf) -> Option<PktBuf> {
         let mut own = pool.alloc()?;
         own.extend_from_slice(buf.data()).ok()?;
+        if let Some(ext) = buf.ext() {
+            // The whole frame comes over; the tail goes back when `buf` is dropped.
+            own.extend_from_slice(ext.as_slice()).ok()?;
+            self.offload.tx_tail_copied += 1;
+        }
         own.meta = buf.meta;
         self.tx_copied += 1;
         Some(own)

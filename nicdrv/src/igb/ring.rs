@@ -327,13 +327,22 @@ impl TxRing {
     /// [`TxRing::post_pages`] for a frame over more than one page.
     #[inline(never)]
     fn post_split(&mut self, iova: u64, len: usize, buf: PktBuf, base: u32, olinfo: u32) {
+        self.post_pieces(iova, len, base, olinfo, Some(buf));
+    }
+
+    /// Writes one data descriptor per 4 KiB page of `len` bytes at `iova` from the
+    /// tail slot; the last one gets EOP and holds `buf` when `buf` is `Some` (the end
+    /// of the frame), none of them does otherwise.
+    #[inline]
+    fn post_pieces(&mut self, iova: u64, len: usize, base: u32, olinfo: u32, buf: Option<PktBuf>) {
         let (mut at, end) = (iova, iova + len as u64);
-        let mut buf = Some(buf);
+        let eop = if buf.is_some() { desc::TX_CMD_EOP } else { 0 };
+        let mut buf = buf;
         while at < end {
             let piece = (TX_SPLIT as u64 - at % TX_SPLIT as u64).min(end - at);
             let last = at + piece == end;
             let slot = self.tail;
-            let c = piece as u32 | base | if last { desc::TX_CMD_EOP } else { 0 };
+            let c = piece as u32 | base | if last { eop } else { 0 };
             self.mem.write(slot, 0, at);
             self.mem
                 .write(slot, 1, u64::from(c) | u64::from(olinfo) << 32);
@@ -341,6 +350,46 @@ impl TxRing {
             self.tail = (slot + 1) % self.size();
             at += piece;
         }
+    }
+
+    /// Descriptors [`TxRing::post_gather`] takes for a frame of `head_len` bytes at
+    /// `head` followed by `tail_len` bytes at `tail`.
+    #[inline]
+    pub fn gather_slots(head: u64, head_len: usize, tail: u64, tail_len: usize) -> usize {
+        let pages = |iova: u64, len: usize| {
+            if len == 0 {
+                0
+            } else {
+                (iova as usize % TX_SPLIT + len).div_ceil(TX_SPLIT)
+            }
+        };
+        pages(head, head_len) + pages(tail, tail_len)
+    }
+
+    /// Writes the data descriptors of a frame in two places: `head_len` bytes at
+    /// `head` (the pool buffer: outer headers and the first bytes) and `tail_len`
+    /// bytes at `tail` (an external tail the device reads in place), each split per
+    /// 4 KiB page as in [`TxRing::post_pages`], with `cmd` and `olinfo` on every one,
+    /// EOP on the last. `buf` (which holds the tail) stays in the last descriptor's
+    /// slot, so the tail's owner gets it back only after the device wrote DD for the
+    /// whole frame. The caller checks [`TxRing::free`] against
+    /// [`TxRing::gather_slots`] first; `tail_len` is not 0.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_gather(
+        &mut self,
+        head: u64,
+        head_len: usize,
+        tail: u64,
+        tail_len: usize,
+        buf: PktBuf,
+        cmd: u32,
+        olinfo: u32,
+    ) {
+        let base =
+            desc::TX_DTYP_DATA | desc::TX_CMD_DEXT | desc::TX_CMD_IFCS | desc::TX_CMD_RS | cmd;
+        self.post_pieces(head, head_len, base, olinfo, None);
+        self.post_pieces(tail, tail_len, base, olinfo, Some(buf));
     }
 
     /// Writes an advanced context descriptor (its two qwords) at the tail. It has no

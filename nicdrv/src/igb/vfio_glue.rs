@@ -2,6 +2,7 @@
 //! and hands them to [`IgbPort::new`]; [`open_vf_vfio`] does the same for a VF.
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use pkt::Mempool;
 
@@ -9,11 +10,18 @@ use super::{
     Dma, IGB_PF_DEVICE_IDS, IgbConfig, IgbError, IgbPort, IgbVfConfig, IgbVfPort, RingMemory,
 };
 
-/// [`Dma`] through a VFIO container: rings in memfd memory mapped at fresh IOVAs, and
-/// the packet pool mapped whole.
+/// External memory regions (a guest's) a port's container maps at most: QEMU's
+/// vhost-user backends see up to 32 memory slots (VHOST_USER_MAX_RAM_SLOTS), and a
+/// port may serve a few guests.
+pub const EXTERNAL_DMA_MAPPINGS: usize = 64;
+
+/// [`Dma`] through a VFIO container: rings in memfd memory mapped at fresh IOVAs, the
+/// packet pool mapped whole, and external memory mapped read-only on request
+/// ([`Dma::dma_map`]).
 pub struct VfioDma {
     container: vfio::Container,
     pool: vfio::PoolMapping,
+    external: Arc<vfio::ExternalDma>,
     // Keeps the device fd open for as long as the port lives.
     _device: vfio::Device,
 }
@@ -22,9 +30,11 @@ impl VfioDma {
     /// DMA for a device opened through `container`, whose packet pool is mapped as
     /// `pool`; holds `device` open for as long as the port lives.
     pub fn new(container: vfio::Container, pool: vfio::PoolMapping, device: vfio::Device) -> Self {
+        let external = Arc::new(container.external_dma(EXTERNAL_DMA_MAPPINGS));
         Self {
             container,
             pool,
+            external,
             _device: device,
         }
     }
@@ -52,6 +62,10 @@ impl Dma for VfioDma {
     #[inline]
     fn iova_of(&self, p: *const u8) -> Option<u64> {
         self.pool.iova_of(p)
+    }
+
+    fn dma_map(&self) -> Option<Arc<dyn pkt::DmaMap>> {
+        Some(self.external.clone())
     }
 }
 

@@ -199,6 +199,9 @@ struct Drops {
     tx_bad_length: u64,
     tx_no_buffer: u64,
     tx_bad_offload: u64,
+    /// Frames whose external tail the device cannot reach and whose buffer has no
+    /// room to take a copy of it.
+    tx_tail_no_room: u64,
 }
 
 /// Counters read from the device's clear-on-read statistics registers, accumulated.
@@ -278,6 +281,10 @@ pub struct IxgbePort<R: Registers, D: Dma> {
     tx_packets: u64,
     tx_bytes: u64,
     tx_copied: u64,
+    /// Frames sent as a gather of the pool buffer and an external tail read in place.
+    tx_zero_copy: u64,
+    /// Frames whose external tail was copied into the pool buffer first.
+    tx_tail_copied: u64,
     csum: RxChecksumStats,
     drops: Drops,
     hw: Cell<HwStats>,
@@ -656,6 +663,8 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             tx_packets: 0,
             tx_bytes: 0,
             tx_copied: 0,
+            tx_zero_copy: 0,
+            tx_tail_copied: 0,
             csum: RxChecksumStats::default(),
             drops: Drops::default(),
             hw: Cell::new(HwStats::default()),
@@ -702,6 +711,24 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
     /// Frames from other pools that `tx_batch` copied into this port's pool.
     pub fn tx_copied(&self) -> u64 {
         self.tx_copied
+    }
+
+    /// Frames sent as a gather of the pool buffer and an external tail the device read
+    /// in place ([`pkt::ExtSeg::dma`]).
+    pub fn tx_zero_copy(&self) -> u64 {
+        self.tx_zero_copy
+    }
+
+    /// Frames whose external tail was copied into the pool buffer first (no device
+    /// address, a checksum software must complete, or a buffer from another pool).
+    pub fn tx_tail_copied(&self) -> u64 {
+        self.tx_tail_copied
+    }
+
+    /// The handle a guest port maps its memory with so that the frames it hands this
+    /// port carry tails the device gathers in place; see [`crate::igb::Dma::dma_map`].
+    pub fn dma_map(&self) -> Option<std::sync::Arc<dyn pkt::DmaMap>> {
+        self.dma.dma_map()
     }
 
     /// Descriptors posted for transmit (on every queue) that the device has not
@@ -776,6 +803,7 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
             ("tx_bad_length", d.tx_bad_length),
             ("tx_no_buffer", d.tx_no_buffer),
             ("tx_bad_offload", d.tx_bad_offload),
+            ("tx_tail_no_room", d.tx_tail_no_room),
             ("hw_rx_missed", hw.missed),
             ("hw_rx_no_descriptor", hw.no_descriptor),
             ("hw_rx_crc_errors", hw.crc_errors),
@@ -812,6 +840,11 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
     fn copy_into_pool(&mut self, buf: &PktBuf) -> Option<PktBuf> {
         let mut own = self.pool.alloc()?;
         own.extend_from_slice(buf.data()).ok()?;
+        if let Some(ext) = buf.ext() {
+            // The whole frame comes over; the tail goes back when `buf` is dropped.
+            own.extend_from_slice(ext.as_slice()).ok()?;
+            self.tx_tail_copied += 1;
+        }
         own.meta = buf.meta;
         self.tx_copied += 1;
         Some(own)
@@ -986,14 +1019,26 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
         let mut touched = 0u32;
         let mut sent = 0;
         let mut spill = std::mem::replace(&mut self.spill, Batch::unallocated());
-        for buf in batch.drain() {
+        for mut buf in batch.drain() {
             // Once one frame waits, every later one waits too: order is kept (also
             // across queues, which costs a full queue's neighbours one batch).
             if !spill.is_empty() {
                 let _ = spill.push(buf);
                 continue;
             }
-            let len = buf.len();
+            if !buf.is_linear()
+                && !buf
+                    .ext()
+                    .is_some_and(|e| e.dma().is_some() && !e.is_empty())
+            {
+                // The device cannot reach the tail: join it to the frame.
+                if buf.linearize().is_err() {
+                    self.drops.tx_tail_no_room += 1;
+                    continue;
+                }
+                self.tx_tail_copied += 1;
+            }
+            let len = buf.frame_len();
             if len == 0 || len > self.max_frame {
                 self.drops.tx_bad_length += 1;
                 continue;
@@ -1027,6 +1072,14 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             let mut ctx = None;
             if buf.meta.offload.flags & offload::vnet_hdr::NEEDS_CSUM != 0 {
                 ctx = TxContext::of(&buf);
+                if ctx.is_none() && !buf.is_linear() {
+                    // Software must write the checksum, which may lie in the tail.
+                    if buf.linearize().is_err() {
+                        self.drops.tx_tail_no_room += 1;
+                        continue;
+                    }
+                    self.tx_tail_copied += 1;
+                }
                 if ctx.is_none() {
                     // A layout the device cannot describe: complete it here.
                     let mut meta = buf.meta.offload;
@@ -1044,20 +1097,34 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             }
             let txq = &mut self.tx[q];
             let new_ctx = ctx.is_some() && ctx != txq.ctx;
-            let need = TxRing::slots_for(iova, len) + usize::from(new_ctx);
+            let tail = buf.ext().and_then(|e| Some((e.dma()?, e.len())));
+            let head_len = buf.len();
+            let slots = match tail {
+                None => TxRing::slots_for(iova, len),
+                Some((at, tail_len)) => TxRing::gather_slots(iova, head_len, at, tail_len),
+            };
+            let need = slots + usize::from(new_ctx);
             if need > free[q] {
                 let _ = spill.push(buf);
                 continue;
             }
-            match ctx {
-                Some(c) => {
-                    if new_ctx {
-                        post_context(&mut txq.ring, &mut txq.ctx_slots, c);
-                        txq.ctx = Some(c);
+            if let Some(c) = ctx.filter(|_| new_ctx) {
+                post_context(&mut txq.ring, &mut txq.ctx_slots, c);
+                txq.ctx = Some(c);
+            }
+            match (ctx, tail) {
+                (_, Some((at, tail_len))) => {
+                    // 7.2.3.2.4: PAYLEN is the whole frame; CC names the context.
+                    let mut olinfo = (len as u32) << regs::desc::TX_PAYLEN_SHIFT;
+                    if ctx.is_some() {
+                        olinfo |= regs::desc::TX_OLINFO_CC | regs::desc::TX_OLINFO_TXSM;
                     }
-                    post_checksummed(&mut txq.ring, iova, len, buf);
+                    txq.ring
+                        .post_gather(iova, head_len, at, tail_len, buf, 0, olinfo);
+                    self.tx_zero_copy += 1;
                 }
-                None => txq.ring.post(iova, len, buf),
+                (Some(_), None) => post_checksummed(&mut txq.ring, iova, len, buf),
+                (None, None) => txq.ring.post(iova, len, buf),
             }
             self.tx_packets += 1;
             self.tx_bytes += len as u64;
@@ -1089,10 +1156,12 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             mtu: self.cfg.mtu,
             rx_queues: self.rx.len() as u16,
             tx_queues: self.tx.len() as u16,
+            // Tails are gathered in place when they carry a device address and
+            // copied otherwise, so every tailed frame is welcome.
             offloads: if self.rx.len() > 1 {
-                Offloads::RX_CSUM | Offloads::TX_CSUM | Offloads::RSS
+                Offloads::RX_CSUM | Offloads::TX_CSUM | Offloads::RSS | Offloads::EXT_TAIL
             } else {
-                Offloads::RX_CSUM | Offloads::TX_CSUM
+                Offloads::RX_CSUM | Offloads::TX_CSUM | Offloads::EXT_TAIL
             },
         }
     }

@@ -1230,9 +1230,33 @@ impl ModelDma {
     }
 }
 
+/// [`pkt::DmaMap`] for the model: identity-mapped like every model address,
+/// registered with (and taken back from) the model's IOMMU check.
+#[derive(Debug)]
+pub struct ModelDmaMap {
+    model: IxgbeModel,
+}
+
+impl pkt::DmaMap for ModelDmaMap {
+    unsafe fn map(&self, vaddr: *const u8, len: usize) -> Result<u64, String> {
+        self.model.allow_dma(vaddr, len);
+        Ok(vaddr as u64)
+    }
+
+    fn unmap(&self, iova: u64, _len: usize) {
+        self.model.revoke_dma(iova as usize as *const u8);
+    }
+}
+
 impl Dma for ModelDma {
     fn alloc_ring(&mut self, bytes: usize) -> Result<RingMemory, IgbError> {
         crate::igb::model::host_ring(bytes, |start, len| self.model.allow_dma(start, len))
+    }
+
+    fn dma_map(&self) -> Option<std::sync::Arc<dyn pkt::DmaMap>> {
+        Some(std::sync::Arc::new(ModelDmaMap {
+            model: self.model.clone(),
+        }))
     }
 
     #[inline]

@@ -822,3 +822,164 @@ fn mixed_offload_traffic_under_back_pressure_keeps_order_and_buffers() {
     assert_eq!(port.stats().drop_count("tx_bad_offload"), 0);
     healthy(&model);
 }
+
+/// Guest memory for tailed frames: leaked (it outlives every frame), mapped through
+/// the port's `DmaMap`; returns the memory, its IOVA and the tokens' ring.
+fn guest_memory(
+    port: &ModelPort,
+    bytes: usize,
+) -> (&'static mut [u8], u64, std::sync::Arc<pkt::DoneRing>) {
+    let mem = vec![0u8; bytes].leak();
+    let map = port.dma_map().expect("the model port has a DMA map");
+    // SAFETY: `mem` is leaked: it stays mapped in this process for good.
+    let iova = unsafe { map.map(mem.as_ptr(), mem.len()) }.expect("map");
+    (mem, iova, pkt::DoneRing::new(64))
+}
+
+/// A pool buffer holding `head`, with a tail over `tail` (copied to `mem[at..]`)
+/// claiming device address `dma`.
+fn tailed(
+    pool: &Mempool,
+    head: &[u8],
+    tail: &[u8],
+    mem: &mut [u8],
+    at: usize,
+    dma: Option<u64>,
+    done: (&std::sync::Arc<pkt::DoneRing>, u32),
+) -> pkt::PktBuf {
+    mem[at..at + tail.len()].copy_from_slice(tail);
+    let ptr = std::ptr::NonNull::new(mem[at..].as_mut_ptr()).expect("non-null");
+    // SAFETY: `mem` is leaked and these bytes are not written again.
+    let seg = unsafe {
+        pkt::ExtSeg::new(
+            ptr,
+            tail.len() as u32,
+            dma,
+            pkt::Completion::new(done.0.clone(), done.1),
+        )
+    };
+    let mut b = pool.alloc().expect("buffer");
+    b.extend_from_slice(head).expect("fits");
+    b.attach_ext(seg);
+    b
+}
+
+#[test]
+fn tailed_frames_are_gathered_with_checksum_offload_and_given_back_after_write_back() {
+    let pool = pool(256);
+    let (model, mut port) = port_with(small_rings(), &pool);
+    assert!(port.caps().offloads.contains(pkt::Offloads::EXT_TAIL));
+    let (mem, iova, done) = guest_memory(&port, 16 * 1024);
+    let plain = frame(1, 1514);
+    let udp = udp_frame(&[0x5a; 1200]);
+    let udp_partial = partial(&pool, &udp).data().to_vec();
+    let mut b = Batch::new();
+    b.push(tailed(
+        &pool,
+        &plain[..64],
+        &plain[64..],
+        mem,
+        0,
+        Some(iova),
+        (&done, 1),
+    ))
+    .expect("room");
+    // The checksum field (34 + 6) is in the pool buffer, the payload in the tail.
+    let mut p = tailed(
+        &pool,
+        &udp_partial[..50],
+        &udp_partial[50..],
+        mem,
+        4096,
+        Some(iova + 4096),
+        (&done, 2),
+    );
+    p.meta.offload = partial(&pool, &udp).meta.offload;
+    b.push(p).expect("room");
+    assert_eq!(port.tx_batch(&mut b), 2);
+    assert_eq!(
+        model.take_wire(),
+        vec![plain, udp],
+        "gathered, checksum inserted"
+    );
+    assert_eq!((port.tx_zero_copy(), port.tx_tail_copied()), (2, 0));
+    assert_eq!(model.state().tx_contexts, 1);
+    port.reclaim_tx();
+    assert_eq!(port.tx_in_flight(), 0);
+    let mut back: Vec<u32> = std::iter::from_fn(|| done.pop()).collect();
+    back.sort_unstable();
+    assert_eq!(back, vec![1, 2]);
+    healthy(&model);
+}
+
+#[test]
+fn a_tail_software_must_checksum_or_the_device_cannot_reach_is_copied() {
+    let pool = pool(256);
+    let (model, mut port) = port_with(small_rings(), &pool);
+    let (mem, iova, done) = guest_memory(&port, 16 * 1024);
+    // An unknown ethertype: no context describes it, software completes the checksum,
+    // whose field (34 + 6) lies in the tail.
+    let mut odd = udp_frame(b"behind an unknown ethertype");
+    odd[12..14].copy_from_slice(&[0x88, 0xb5]);
+    let part = partial(&pool, &odd);
+    let bytes = part.data().to_vec();
+    let mut p = tailed(
+        &pool,
+        &bytes[..20],
+        &bytes[20..],
+        mem,
+        0,
+        Some(iova),
+        (&done, 1),
+    );
+    p.meta.offload = part.meta.offload;
+    let plain = frame(2, 900);
+    let mut b = Batch::new();
+    b.push(p).expect("room");
+    b.push(tailed(
+        &pool,
+        &plain[..30],
+        &plain[30..],
+        mem,
+        4096,
+        None,
+        (&done, 2),
+    ))
+    .expect("room");
+    assert_eq!(port.tx_batch(&mut b), 2);
+    assert_eq!(model.take_wire(), vec![odd, plain]);
+    assert_eq!((port.tx_zero_copy(), port.tx_tail_copied()), (0, 2));
+    assert_eq!(port.tx_software_checksums(), 1);
+    let mut back: Vec<u32> = std::iter::from_fn(|| done.pop()).collect();
+    back.sort_unstable();
+    assert_eq!(back, vec![1, 2], "copied tails go back at once");
+    healthy(&model);
+}
+
+#[test]
+fn a_tail_at_an_unmapped_address_is_refused_by_the_82599_model() {
+    let pool = pool(256);
+    let (model, mut port) = port_with(small_rings(), &pool);
+    let (mem, _iova, done) = guest_memory(&port, 8 * 1024);
+    let outside = vec![0u8; 4096];
+    let f = frame(3, 700);
+    let mut b = Batch::new();
+    b.push(tailed(
+        &pool,
+        &f[..60],
+        &f[60..],
+        mem,
+        0,
+        Some(outside.as_ptr() as u64),
+        (&done, 7),
+    ))
+    .expect("room");
+    assert_eq!(port.tx_batch(&mut b), 1);
+    assert!(
+        model.take_wire().is_empty(),
+        "nothing of the frame goes out"
+    );
+    assert!(model.state().dma_faults >= 1);
+    port.reclaim_tx();
+    assert_eq!(done.pop(), Some(7));
+}

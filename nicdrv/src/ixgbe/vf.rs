@@ -439,9 +439,16 @@ impl<R: Registers, D: Dma> Port for IxgbeVfPort<R, D> {
         let mut free = self.tx.free();
         let mut sent = 0;
         let mut spill = std::mem::replace(&mut self.spill, Batch::unallocated());
-        for buf in batch.drain() {
+        for mut buf in batch.drain() {
             if !spill.is_empty() || free == 0 {
                 let _ = spill.push(buf);
+                continue;
+            }
+            // The VF does not advertise EXT_TAIL, so the engine joins tails first; a
+            // tailed frame reaching it anyway is joined here (a no-op for linear
+            // ones), and one too long for its buffer is a length drop.
+            if buf.linearize().is_err() {
+                self.drops.tx_bad_length += 1;
                 continue;
             }
             let len = buf.len();
