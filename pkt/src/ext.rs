@@ -125,6 +125,18 @@ impl ExtSeg {
         }
     }
 
+    /// A segment over bytes that live and stay unchanged for the rest of the process
+    /// (tests, constant frames); safe because a `&'static [u8]` guarantees exactly what
+    /// [`ExtSeg::new`] asks for. Segments longer than `u32::MAX` bytes are cut there.
+    pub fn from_static(bytes: &'static [u8], dma: Option<u64>, done: Completion) -> Self {
+        Self {
+            ptr: NonNull::from(bytes).cast(),
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            dma,
+            done,
+        }
+    }
+
     /// The bytes.
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
