@@ -53,6 +53,12 @@ impl DoneRing {
         self.done.pop()
     }
 
+    /// True when no token is waiting.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
+    }
+
     /// Tokens lost because the ring was full (should stay 0).
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
