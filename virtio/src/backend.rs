@@ -784,6 +784,9 @@ impl VhostUserPort {
             if gso != offload::vnet_hdr::gso::NONE && !neg.guest_takes_gso(gso) {
                 // The guest takes no TSO of this kind: cut the frame here, at the
                 // sender's segment size or what the guest's MTU holds if smaller.
+                // Cutting reads the whole frame: an external tail is joined first (it
+                // always fits: the engine joins tails of frames cut for this port).
+                let _ = buf.linearize();
                 let data = buf.data();
                 let hdrs = offload::gso::l3l4_header_len(data).unwrap_or(0);
                 let fit = usize::from(self.mtu).saturating_sub(hdrs);
@@ -1013,8 +1016,9 @@ impl Port for VhostUserPort {
             rx_queues: self.pairs,
             tx_queues: self.pairs,
             // Whatever the guest negotiated: the port cuts TSO frames and completes
-            // checksums itself for a guest that takes neither.
-            offloads: Offloads::TX_CSUM | Offloads::TSO4 | Offloads::TSO6,
+            // checksums itself for a guest that takes neither. A frame with an external
+            // tail (another guest's buffer) is copied into the guest from both places.
+            offloads: Offloads::TX_CSUM | Offloads::TSO4 | Offloads::TSO6 | Offloads::EXT_TAIL,
         }
     }
 

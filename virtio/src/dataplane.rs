@@ -384,9 +384,14 @@ pub fn deliver_frame<M: GuestMemory>(
     }
     // Settle the checksum once: a retried frame must not be summed twice.
     if !neg.guest_csum {
-        if offload::checksum::complete_if_needed(buf.data_mut(), &mut meta).is_err() {
-            drops[drop::TX_BAD_CHECKSUM_REQUEST] += 1;
-            return Ok(Delivery::Dropped);
+        if meta.flags & vnet_hdr::NEEDS_CSUM != 0 {
+            // Over an external tail where it lies (the field is among the headers).
+            let (start, off) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
+            let (head, tail) = buf.parts_mut();
+            if offload::checksum::complete_partial_split(head, tail, start, off).is_err() {
+                drops[drop::TX_BAD_CHECKSUM_REQUEST] += 1;
+                return Ok(Delivery::Dropped);
+            }
         }
         meta.flags = 0;
         buf.meta.offload = meta;
@@ -394,8 +399,10 @@ pub fn deliver_frame<M: GuestMemory>(
     let mut hdr = [0u8; vnet_hdr::LEN];
     // Cannot fail: `hdr` is exactly LEN bytes.
     let _ = vnet_hdr::emit(&meta, 1, &mut hdr);
-    let data = buf.data();
-    let need = hdr_len + data.len();
+    // The frame may end in an external tail: copied straight from where it lies.
+    let (head_part, tail_part) = buf.parts();
+    let frame_len = head_part.len() + tail_part.len();
+    let need = hdr_len + frame_len;
     let saved = q.next_avail();
     let mut heads = [(0u16, 0u32); MAX_MERGE];
     let mut first = [Seg::default(); vnet_hdr::LEN];
@@ -439,9 +446,22 @@ pub fn deliver_frame<M: GuestMemory>(
             ok &= chain.write_at(mem, 0, &hdr[done..h_end]) == Some(h_end - done);
         }
         if end > hdr_len {
+            // Frame bytes `a..b` go to chain offset `d_start - done`, from the buffer's
+            // part and then the tail.
             let d_start = done.max(hdr_len);
-            let bytes = &data[d_start - hdr_len..end - hdr_len];
-            ok &= chain.write_at(mem, (d_start - done) as u64, bytes) == Some(bytes.len());
+            let (a, b) = (d_start - hdr_len, end - hdr_len);
+            let h = head_part.len();
+            let mut at = (d_start - done) as u64;
+            for (part, from, to) in [
+                (head_part, a.min(h), b.min(h)),
+                (tail_part, a.max(h) - h, b.max(h) - h),
+            ] {
+                if from < to {
+                    let bytes = &part[from..to];
+                    ok &= chain.write_at(mem, at, bytes) == Some(bytes.len());
+                    at += bytes.len() as u64;
+                }
+            }
         }
         if !ok {
             return Err(Broken("guest memory refused a write"));
@@ -460,7 +480,7 @@ pub fn deliver_frame<M: GuestMemory>(
         add_used(q, mem, head, len)?;
     }
     traffic.packets += 1;
-    traffic.bytes += data.len() as u64;
+    traffic.bytes += frame_len as u64;
     traffic.gso += u64::from(meta.gso_type != vnet_hdr::gso::NONE);
     Ok(Delivery::Delivered(k))
 }

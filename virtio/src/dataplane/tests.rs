@@ -773,3 +773,51 @@ mod zero_copy {
         assert_eq!(log(&dma)[3..], [("unmap", 0x2_0000_0000, 0x10_0000)]);
     }
 }
+
+#[test]
+fn a_frame_with_a_tail_is_copied_into_mergeable_buffers_from_both_parts() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    for i in 0..4u16 {
+        mq.desc_table()
+            .store(i, d(0x1_0000 + u64::from(i) * 0x1000, 512, WRITE, 0))
+            .expect("d");
+    }
+    make_avail(&mq, &[0, 1, 2, 3]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let pool = pool();
+    let mut batch = Batch::new();
+    let f = frame(1500);
+    let ring = pkt::DoneRing::new(2);
+    let mut b = pool.alloc().expect("buf");
+    b.extend_from_slice(&f[..300]).expect("fill");
+    let tail: &'static [u8] = Vec::leak(f[300..].to_vec());
+    b.attach_ext(pkt::ExtSeg::from_static(
+        tail,
+        None,
+        pkt::Completion::new(ring.clone(), 5),
+    ));
+    batch.push(b).expect("push");
+    let (mut chain, mut traffic, mut drops) =
+        (Chain::default(), Traffic::default(), [0; DROP_NAMES.len()]);
+    let pass = guest_rx(
+        &mut q,
+        &m,
+        neg(),
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    assert_eq!(pass, Pass { frames: 1, used: 3 });
+    assert_eq!(traffic.bytes, 1500);
+    assert_eq!(ring.pop(), Some(5), "the tail is released with the frame");
+    let mut got = vec![0u8; 3 * 512];
+    for i in 0..3u64 {
+        let at = (i * 512) as usize;
+        m.read_slice(&mut got[at..at + 512], GuestAddress(0x1_0000 + i * 0x1000))
+            .expect("r");
+    }
+    assert_eq!(&got[12..1512], &f[..]);
+}
