@@ -31,6 +31,7 @@ fn backend() -> &'static Backend {
             mac: [0x52, 0x54, 0, 0, 0, 1],
             mtu: 1500,
             max_queue_pairs: 4,
+            ..Default::default()
         };
         let port = VhostUserPort::listen(cfg, pool).expect("listen");
         Backend {

@@ -81,7 +81,8 @@ impl MsgArrays {
         let zero_addr = || unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
         Self {
             hdrs: (0..BATCH_MAX).map(|_| zero_hdr()).collect(),
-            iovs: (0..BATCH_MAX)
+            // Two per frame: a frame with an external tail is sent from two places.
+            iovs: (0..2 * BATCH_MAX)
                 .map(|_| libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0,
@@ -146,7 +147,7 @@ impl MsgArrays {
     }
 
     /// Points message `m` at its address slot and at the `count` iovecs from `first`
-    /// (one datagram each); with `segment`, adds a `UDP_SEGMENT` control message so
+    /// (one or two per datagram); with `segment`, adds a `UDP_SEGMENT` control message so
     /// the kernel sends them as one GSO run of `segment`-byte datagrams.
     fn link_run(
         &mut self,
@@ -318,6 +319,9 @@ pub struct UdpPort {
     gso_size_limit: usize,
     /// Messages of the batch being sent, as (first staged frame, frame count).
     runs: Box<[(u16, u16)]>,
+    /// Per staged frame, the index of its first iovec (one more entry than frames):
+    /// a frame with an external tail takes two.
+    iov_at: Box<[u16]>,
     /// Coalesced buffers (and datagrams queued behind them, to keep order) waiting
     /// for batch room; empty whenever `recvmmsg` is called, so it never exceeds
     /// [`BATCH_MAX`] entries and never reallocates.
@@ -414,6 +418,7 @@ impl UdpPort {
             gso: options.gso,
             gso_size_limit: max_payload,
             runs: vec![(0, 0); BATCH_MAX].into_boxed_slice(),
+            iov_at: vec![0; BATCH_MAX + 1].into_boxed_slice(),
             pending: VecDeque::with_capacity(BATCH_MAX),
             c: Counters::default(),
         })
@@ -832,20 +837,28 @@ impl Port for UdpPort {
         // Each pass either finishes or stops at a refused GSO message, after which GSO
         // is off for that message's size: at most one pass per frame, plus one.
         for _ in 0..=BATCH_MAX {
-            for (i, buf) in self.staged.iter().enumerate().skip(from) {
-                let data = buf.data();
-                // `sendmmsg` only reads through `iov_base`; the mut cast is the C type's.
-                self.msgs.iovs[i] = libc::iovec {
-                    iov_base: data.as_ptr().cast_mut().cast(),
-                    iov_len: data.len(),
-                };
+            // A frame is its buffer's bytes and, if it has one, its external tail: two
+            // iovecs, which the kernel joins (and a GSO run cuts across) as it copies.
+            let mut v = 0;
+            for (i, buf) in self.staged.iter().enumerate() {
+                self.iov_at[i] = v as u16;
+                let (head, tail) = buf.parts();
+                for part in std::iter::once(head).chain((!tail.is_empty()).then_some(tail)) {
+                    // `sendmmsg` only reads through `iov_base`; the mut cast is the C type's.
+                    self.msgs.iovs[v] = libc::iovec {
+                        iov_base: part.as_ptr().cast_mut().cast(),
+                        iov_len: part.len(),
+                    };
+                    v += 1;
+                }
             }
+            self.iov_at[count] = v as u16;
             let (gso, limit) = (self.gso, self.gso_size_limit);
             let staged = &self.staged;
             let nm = plan_runs(
                 from,
                 count,
-                |i| (staged[i].len(), staged[i].meta.addr),
+                |i| (staged[i].frame_len(), staged[i].meta.addr),
                 |size| gso && size < limit && size <= usize::from(u16::MAX),
                 max_bytes,
                 &mut self.runs,
@@ -857,15 +870,18 @@ impl Port for UdpPort {
                     continue;
                 };
                 let namelen = std_to_sockaddr(&addr, &mut self.msgs.addrs[m]);
-                let segment = (k > 1).then(|| staged[first].len() as u16);
-                self.msgs.link_run(m, first, k, namelen, segment);
+                let segment = (k > 1).then(|| staged[first].frame_len() as u16);
+                let iov = usize::from(self.iov_at[first]);
+                let iovs = usize::from(self.iov_at[first + k]) - iov;
+                self.msgs.link_run(m, iov, iovs, namelen, segment);
             }
             let hdrs = &mut self.msgs.hdrs;
             let runs = &self.runs[..nm];
             let out = send_all(runs, |start| {
                 // SAFETY: messages start..nm point at their own initialised socket
                 // address, at their own control buffer (GSO runs only, with a valid
-                // UDP_SEGMENT header) and at iovecs covering frames in `self.staged`,
+                // UDP_SEGMENT header) and at iovecs covering frames in `self.staged`
+                // (buffer parts and external tails, valid while the frames live),
                 // which stay alive and unmodified for the call; the kernel only reads
                 // them (and writes `msg_len`). `start < nm <= hdrs.len()`.
                 let rc = unsafe {
@@ -888,7 +904,7 @@ impl Port for UdpPort {
             sent += out.sent;
             for (m, &(first, k)) in runs[..out.done].iter().enumerate() {
                 let (first, k) = (usize::from(first), usize::from(k));
-                let bytes: usize = staged[first..first + k].iter().map(PktBuf::len).sum();
+                let bytes: usize = staged[first..first + k].iter().map(PktBuf::frame_len).sum();
                 // Sent, not dropped: the kernel set `msg_len` (which `link_run` zeroed).
                 if self.msgs.hdrs[m].msg_len as usize == bytes {
                     self.c.tx_bytes += bytes as u64;
@@ -904,7 +920,7 @@ impl Port for UdpPort {
             match out.gso_refused {
                 Some(errno) => {
                     self.c.tx_gso_refused += 1;
-                    let size = staged.get(from).map_or(0, PktBuf::len);
+                    let size = staged.get(from).map_or(0, PktBuf::frame_len);
                     if errno == Errno::IO || size <= 1 {
                         self.gso = false;
                         tracing::info!(port = %self.name, "the kernel cannot send UDP GSO here (EIO): sending one datagram per frame");
@@ -931,7 +947,8 @@ impl Port for UdpPort {
             mtu: self.mtu,
             rx_queues: 1,
             tx_queues: 1,
-            offloads: Offloads::NONE,
+            // Frames with an external tail go out as two iovecs, copied by the kernel.
+            offloads: Offloads::EXT_TAIL,
         }
     }
 
@@ -1089,6 +1106,67 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(pool.available(), 256, "every buffer returns to the pool");
+    }
+
+    /// A frame whose bytes past `split` are an external tail (leaked, so they outlive
+    /// the frame), reporting `token` into `ring` when released.
+    fn tailed(
+        pool: &Mempool,
+        bytes: &[u8],
+        split: usize,
+        to: SocketAddr,
+        ring: &std::sync::Arc<pkt::DoneRing>,
+        token: u32,
+    ) -> PktBuf {
+        let mut b = frame(pool, &bytes[..split], Some(to));
+        let tail: &'static [u8] = Vec::leak(bytes[split..].to_vec());
+        let done = pkt::Completion::new(ring.clone(), token);
+        b.attach_ext(pkt::ExtSeg::from_static(tail, None, done));
+        b
+    }
+
+    #[test]
+    fn frames_with_tails_arrive_byte_identical_alone_and_in_gso_runs() {
+        let pool = pool(256, 2048);
+        let mut a = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        let mut b = UdpPort::bind("127.0.0.1:0".parse().unwrap(), pool.clone()).unwrap();
+        assert!(a.caps().offloads.contains(Offloads::EXT_TAIL));
+        let ring = pkt::DoneRing::new(64);
+        let to = b.local_addr();
+        // Frames 0..10: one GSO run of 1400-byte datagrams, split at odd places so
+        // segments begin and end inside both iovecs; 10: a short last datagram with a
+        // tail; 11: a linear frame; 12: a lone tailed frame of another size.
+        let sizes = [
+            1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 900, 1400, 333,
+        ];
+        let mut batch = Batch::new();
+        let mut tails = 0;
+        for (i, &len) in sizes.iter().enumerate() {
+            let bytes = payload(i, len);
+            let f = if i == 11 {
+                frame(&pool, &bytes, Some(to))
+            } else {
+                tails += 1;
+                tailed(&pool, &bytes, 64 + 13 * i, to, &ring, i as u32)
+            };
+            batch.push(f).unwrap();
+        }
+        assert_eq!(a.tx_batch(&mut batch), sizes.len());
+        let mut back: Vec<u32> = std::iter::from_fn(|| ring.pop()).collect();
+        back.sort_unstable();
+        assert_eq!(
+            back.len(),
+            tails,
+            "every tail released once the call returned"
+        );
+        let got = recv_n(&mut b, sizes.len());
+        assert_eq!(got.len(), sizes.len());
+        for (i, buf) in got.iter().enumerate() {
+            assert_eq!(buf.data(), &payload(i, sizes[i])[..], "datagram {i}");
+        }
+        let total: u64 = sizes.iter().sum::<usize>() as u64;
+        assert_eq!((a.stats().tx_packets, a.stats().tx_bytes), (13, total));
+        assert!(a.c.tx_gso_runs >= 1, "{:?}", a.c);
     }
 
     #[test]

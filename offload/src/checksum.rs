@@ -284,6 +284,39 @@ pub fn complete_partial(
     Ok(())
 }
 
+/// [`complete_partial`] for a frame in two parts, `head` followed by `tail` (a frame
+/// with an external tail, [`pkt::ExtSeg`]): the checksum field must lie in `head`,
+/// which is the only part written. The sum runs from `csum_start` through both parts;
+/// a `head` part of odd length shifts `tail` by one byte, which swaps the bytes of its
+/// sum (RFC 1071 2(B)).
+pub fn complete_partial_split(
+    head: &mut [u8],
+    tail: &[u8],
+    csum_start: usize,
+    csum_offset: usize,
+) -> Result<(), OffloadError> {
+    let bad = OffloadError::BadCsumOffset {
+        csum_start,
+        csum_offset,
+        len: head.len() + tail.len(),
+    };
+    let field = csum_start
+        .checked_add(csum_offset)
+        .filter(|f| f.checked_add(2).is_some_and(|end| end <= head.len()))
+        .ok_or(bad)?;
+    let first = &head[csum_start..];
+    let s1 = sum(first, 0);
+    let s2 = sum(tail, 0);
+    let s2 = if first.len() % 2 == 1 {
+        s2.swap_bytes()
+    } else {
+        s2
+    };
+    let c = nonzero(!fold(u64::from(s1) + u64::from(s2)));
+    head[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
 /// Applies [`complete_partial`] when `meta` asks for it (`NEEDS_CSUM`) and clears the
 /// request; returns whether a checksum was computed.
 pub fn complete_if_needed(frame: &mut [u8], meta: &mut OffloadMeta) -> Result<bool, OffloadError> {
@@ -444,6 +477,28 @@ mod tests {
         assert_eq!(meta.flags, 0);
         assert_eq!(frame[6..8], [0xff, 0xff]);
         assert!(!complete_if_needed(&mut frame, &mut meta).unwrap());
+    }
+
+    proptest! {
+        #[test]
+        fn a_split_frame_gets_the_checksum_of_the_joined_frame(
+            frame in proptest::collection::vec(any::<u8>(), 40..600),
+            start in 0usize..20,
+            split in 23usize..40,
+        ) {
+            let mut whole = frame.clone();
+            complete_partial(&mut whole, start, 2).unwrap();
+            let mut head = frame[..split].to_vec();
+            complete_partial_split(&mut head, &frame[split..], start, 2).unwrap();
+            prop_assert_eq!(&head[..], &whole[..split]);
+        }
+    }
+
+    #[test]
+    fn a_split_checksum_field_in_the_tail_is_refused() {
+        let mut head = [0u8; 10];
+        assert!(complete_partial_split(&mut head, &[0; 20], 4, 6).is_err());
+        assert!(complete_partial_split(&mut head, &[0; 20], 4, 4).is_ok());
     }
 
     proptest! {

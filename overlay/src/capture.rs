@@ -42,12 +42,17 @@ impl Capture {
 
     /// Records a frame seen at `ep`.
     #[inline]
-    pub fn offer(&mut self, ep: Endpoint, frame: &[u8]) {
+    pub fn offer(&mut self, ep: Endpoint, frame: &pkt::PktBuf) {
         if ep == self.endpoint && self.frames.len() < self.wanted {
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
-            self.frames.push((ts, frame.to_vec()));
+            // The whole frame, an external tail included.
+            let (head, tail) = frame.parts();
+            let mut bytes = Vec::with_capacity(head.len() + tail.len());
+            bytes.extend_from_slice(head);
+            bytes.extend_from_slice(tail);
+            self.frames.push((ts, bytes));
         }
     }
 

@@ -181,6 +181,10 @@ pub struct InterfaceConfig {
     /// Tap only: let the kernel hand over and take 64 KiB TCP frames (TSO) with partial
     /// checksums (default false).
     pub offload: bool,
+    /// Vhost-user only: frames from the guest at least this long leave their payload
+    /// in guest memory instead of being copied (zero-copy transmit); 0 copies every
+    /// frame; `None`: the port's default.
+    pub zero_copy_threshold: Option<usize>,
 }
 
 /// What backs an interface.
@@ -294,6 +298,7 @@ struct RawInterface {
     mtu: Option<S<i64>>,
     anti_spoof: Option<S<bool>>,
     offload: Option<S<bool>>,
+    zero_copy_threshold: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -592,6 +597,7 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
             forbid(cx, &r.socket, "socket", k)?;
             forbid(cx, &r.pci, "pci", k)?;
             forbid(cx, &r.vlan, "vlan", k)?;
+            forbid(cx, &r.zero_copy_threshold, "zero_copy_threshold", k)?;
             let ifname = match &r.ifname {
                 Some(s) => {
                     if !valid_ifname(s.get_ref()) {
@@ -623,6 +629,7 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
         "vf" => {
             forbid(cx, &r.socket, "socket", k)?;
             forbid(cx, &r.ifname, "ifname", k)?;
+            forbid(cx, &r.zero_copy_threshold, "zero_copy_threshold", k)?;
             let pci = require(cx, &r.pci, i.span(), "pci")?;
             if !valid_pci(pci.get_ref()) {
                 return Err(cx.err(
@@ -663,6 +670,23 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
     };
     let anti_spoof = r.anti_spoof.as_ref().is_none_or(|a| *a.get_ref());
     let offload = r.offload.as_ref().is_some_and(|a| *a.get_ref());
+    let zero_copy_threshold = match &r.zero_copy_threshold {
+        None => None,
+        Some(v) => Some(
+            usize::try_from(*v.get_ref())
+                .ok()
+                .filter(|&t| t <= 65_535)
+                .ok_or_else(|| {
+                    cx.err(
+                        v.span(),
+                        format!(
+                            "expected a frame length 0..=65535 (0: always copy), got {}",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+    };
     Ok(InterfaceConfig {
         name,
         kind,
@@ -670,6 +694,7 @@ fn interface(cx: &Ctx, i: &S<RawInterface>) -> Result<InterfaceConfig, ConfigErr
         mtu,
         anti_spoof,
         offload,
+        zero_copy_threshold,
     })
 }
 

@@ -614,6 +614,7 @@ fn interface_add(mut args: Args<'_>) -> Result<Command> {
         mtu: mtu.unwrap_or(1500),
         anti_spoof: true,
         offload,
+        zero_copy_threshold: None,
     }))
 }
 

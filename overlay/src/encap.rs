@@ -212,7 +212,9 @@ pub fn push_outer(buf: &mut PktBuf, h: &OuterHeaders, ipv4_id: u16) -> Result<()
     if let Some(vid) = h.vlan.filter(|v| *v > VLAN_ID_MAX) {
         return Err(EncapError::BadVlan(vid));
     }
-    let payload_len = buf.len();
+    // The payload is the whole frame, an external tail included: the outer lengths
+    // cover it, and IPv6's UDP checksum sums it where it lies.
+    let payload_len = buf.frame_len();
     // IPv4's total length covers its own header; IPv6's payload length does not.
     let max_payload = match addrs {
         OuterIp::V4(..) => usize::from(u16::MAX) - ipv4::HEADER_LEN - udp::HEADER_LEN,
@@ -227,7 +229,8 @@ pub fn push_outer(buf: &mut PktBuf, h: &OuterHeaders, ipv4_id: u16) -> Result<()
     }
     buf.prepend(need)
         .map_err(|_| EncapError::NoHeadroom { need, have })?;
-    let written = write_outer(buf.data_mut(), h, addrs, ipv4_id, payload_len);
+    let (frame, tail) = buf.parts_mut();
+    let written = write_outer(frame, tail, h, addrs, ipv4_id, payload_len);
     if written.is_err() {
         // Give the headroom back so the caller sees the frame as it was.
         let _ = buf.strip_front(need);
@@ -242,9 +245,11 @@ enum OuterIp {
     V6(Ipv6Addr, Ipv6Addr),
 }
 
-/// Writes the outer headers at the start of `frame`, in front of `payload_len` bytes.
+/// Writes the outer headers at the start of `frame`, in front of `payload_len` bytes
+/// (the rest of `frame`, then `tail`).
 fn write_outer(
     frame: &mut [u8],
+    tail: &[u8],
     h: &OuterHeaders,
     addrs: OuterIp,
     ipv4_id: u16,
@@ -297,8 +302,18 @@ fn write_outer(
     .emit(&mut frame[l4..])
     .map_err(EncapError::Emit)?;
     if let OuterIp::V6(src, dst) = addrs {
-        checksum::fill_udp_checksum_v6(&src, &dst, &mut frame[l4..l4 + udp_len])
-            .map_err(EncapError::Checksum)?;
+        if tail.is_empty() {
+            let seg = frame
+                .get_mut(l4..l4 + udp_len)
+                .ok_or(EncapError::TooLong { len: payload_len })?;
+            checksum::fill_udp_checksum_v6(&src, &dst, seg).map_err(EncapError::Checksum)?;
+        } else {
+            // The pseudo-header sum in the field, completed over both parts.
+            let pseudo = checksum::pseudo_header_v6(&src, &dst, ip_proto::UDP, udp_len as u32);
+            let field = l4 + 6;
+            frame[field..field + 2].copy_from_slice(&checksum::fold(pseudo.into()).to_be_bytes());
+            checksum::complete_partial_split(frame, tail, l4, 6).map_err(EncapError::Checksum)?;
+        }
     }
     Ok(())
 }

@@ -120,6 +120,10 @@ counters! {
         rx_replay,
         /// An encrypted frame that failed authentication (wrong key or tampered).
         rx_auth_failed,
+        /// A frame with an external tail (a guest's buffer) that had to be joined into
+        /// one buffer (for a port without `EXT_TAIL`, segmentation or encryption) but
+        /// did not fit it.
+        tx_linearize_failed,
     }
 }
 
@@ -145,6 +149,9 @@ struct Interface {
     /// The port's MTU and whether it takes TSO frames (cached: no call per frame).
     mtu: usize,
     tso: bool,
+    /// The port sends frames with an external tail as they are (`EXT_TAIL`); others
+    /// get every frame joined into one buffer first.
+    ext_tail: bool,
     port: Box<dyn Port>,
     txq: Batch,
     counters: InterfaceCounters,
@@ -264,6 +271,8 @@ pub struct Engine {
     pool: Mempool,
     underlay: Box<dyn Port>,
     underlay_txq: Batch,
+    /// The underlay sends frames with an external tail as they are (`EXT_TAIL`).
+    underlay_ext_tail: bool,
     interfaces: Vec<Option<Interface>>,
     links: LinkTable,
     routes: RouteTable,
@@ -311,6 +320,7 @@ impl Engine {
         Ok(Self {
             host: host.to_string(),
             pool,
+            underlay_ext_tail: underlay.caps().offloads.contains(pkt::Offloads::EXT_TAIL),
             underlay,
             underlay_txq: Batch::new(),
             interfaces: Vec::new(),
@@ -354,6 +364,7 @@ impl Engine {
                 .caps()
                 .offloads
                 .contains(pkt::Offloads::TSO4 | pkt::Offloads::TSO6),
+            ext_tail: port.caps().offloads.contains(pkt::Offloads::EXT_TAIL),
             port,
             txq: Batch::new(),
             counters: InterfaceCounters::default(),
@@ -686,10 +697,10 @@ impl Engine {
                     continue;
                 }
                 f.counters.rx_packets += 1;
-                f.counters.rx_bytes += buf.len() as u64;
+                f.counters.rx_bytes += buf.frame_len() as u64;
             }
             if let Some(c) = self.capture.as_mut() {
-                c.offer(arrival, buf.data());
+                c.offer(arrival, &buf);
             }
             self.route_frame(arrival, buf);
         }
@@ -750,10 +761,10 @@ impl Engine {
             buf.meta = pkt::Meta::default();
             if let Some(l) = self.links.get_mut(slot) {
                 l.counters.rx_packets += 1;
-                l.counters.rx_bytes += buf.len() as u64;
+                l.counters.rx_bytes += buf.frame_len() as u64;
             }
             if let Some(c) = self.capture.as_mut() {
-                c.offer(Endpoint::Link(slot), buf.data());
+                c.offer(Endpoint::Link(slot), &buf);
             }
             self.route_frame(Endpoint::Link(slot), buf);
         }
@@ -796,7 +807,7 @@ impl Engine {
     #[inline]
     fn deliver(&mut self, dest: Endpoint, mut buf: PktBuf) {
         if let Some(c) = self.capture.as_mut() {
-            c.offer(dest, buf.data());
+            c.offer(dest, &buf);
         }
         match dest {
             Endpoint::Interface(i) => {
@@ -805,7 +816,16 @@ impl Engine {
                     return;
                 };
                 // Ethernet header plus one VLAN tag beyond the MTU.
-                if buf.len() > f.mtu + 18 && buf.meta.offload.gso_type == 0 {
+                let big = buf.frame_len() > f.mtu + 18;
+                let gso = buf.meta.offload.gso_type != 0;
+                // TSO preparation and software segmentation read and rewrite the whole
+                // frame: only a port that sends tails as they are, and only a frame that
+                // needs neither, keeps its tail.
+                if !buf.is_linear() && (!f.ext_tail || big || gso) && buf.linearize().is_err() {
+                    self.drops.tx_linearize_failed += 1;
+                    return;
+                }
+                if big && !gso {
                     // A large frame (from a link carrying whole TSO frames): hand it to
                     // a TSO-capable port as one, or cut it to the MTU in software.
                     let mtu = f.mtu;
@@ -819,7 +839,7 @@ impl Engine {
                     } else {
                         return self.segment_and_deliver(dest, buf, Segment::ToMtu(mtu));
                     }
-                } else if buf.meta.offload.gso_type != 0 && !f.tso {
+                } else if gso && !f.tso {
                     let mss = usize::from(buf.meta.offload.gso_size);
                     return self.segment_and_deliver(dest, buf, Segment::Mss(mss));
                 }
@@ -829,7 +849,7 @@ impl Engine {
                 if f.txq.is_full() {
                     f.port.tx_batch(&mut f.txq);
                 }
-                let len = buf.len() as u64;
+                let len = buf.frame_len() as u64;
                 match f.txq.push(buf) {
                     Ok(()) => {
                         f.counters.tx_packets += 1;
@@ -855,8 +875,12 @@ impl Engine {
                             0
                         };
                     let limit = link.mtu.min(MAX_DATAGRAM - overhead);
-                    let l3_len = buf.len() - 14;
+                    let l3_len = buf.frame_len() - 14;
                     if l3_len > limit {
+                        if buf.linearize().is_err() {
+                            self.drops.tx_linearize_failed += 1;
+                            return;
+                        }
                         let gso = usize::from(o.gso_size).max(1);
                         let hdrs = offload::gso::l3l4_header_len(buf.data()).unwrap_or(limit);
                         let mss = (limit.saturating_sub(hdrs) / gso * gso).max(gso);
@@ -866,15 +890,25 @@ impl Engine {
                 let Some(link) = self.links.get_mut(l) else {
                     return;
                 };
+                // Encryption rewrites the whole frame in place; a port without
+                // `EXT_TAIL` only ever sees whole frames.
+                if !buf.is_linear()
+                    && (link.crypto.is_some() || !self.underlay_ext_tail)
+                    && buf.linearize().is_err()
+                {
+                    self.drops.tx_linearize_failed += 1;
+                    return;
+                }
                 if o.flags & offload::vnet_hdr::NEEDS_CSUM != 0 {
-                    // The wire carries no offload metadata: finish the checksum here.
+                    // The wire carries no offload metadata: finish the checksum here,
+                    // over the tail where it stays (the field is among the headers).
                     let (start, off) = (o.csum_start as usize, o.csum_offset as usize);
-                    if offload::checksum::complete_partial(buf.data_mut(), start, off).is_err() {
+                    if !complete_csum(&mut buf, start, off) {
                         self.drops.tx_bad_checksum_request += 1;
                         return;
                     }
                 }
-                let len = buf.len() as u64;
+                let len = buf.frame_len() as u64;
                 if let Encap::Vxlan { vni } = link.encap
                     && crate::encap::vxlan_push(&mut buf, vni).is_err()
                 {
@@ -905,7 +939,8 @@ impl Engine {
         }
     }
 
-    /// Cuts a TCP frame into segments in software and delivers each.
+    /// Cuts a TCP frame into segments in software and delivers each. `buf` is linear
+    /// (the callers join a tail first).
     fn segment_and_deliver(&mut self, dest: Endpoint, buf: PktBuf, how: Segment) {
         let mut segs = std::mem::take(&mut self.segs);
         let result = match how {
@@ -1131,6 +1166,18 @@ impl Engine {
 enum Mode {
     Kick,
     Poll,
+}
+
+/// Completes a partial checksum over the whole frame, tail included; false when the
+/// request does not fit the frame.
+fn complete_csum(buf: &mut PktBuf, start: usize, off: usize) -> bool {
+    // The tail is borrowed from the buffer: detach nothing, split the borrow instead.
+    let tail_len = buf.frame_len() - buf.len();
+    if tail_len == 0 {
+        return offload::checksum::complete_partial(buf.data_mut(), start, off).is_ok();
+    }
+    let (head, tail) = buf.parts_mut();
+    offload::checksum::complete_partial_split(head, tail, start, off).is_ok()
 }
 
 fn drain_waker(w: &std::os::fd::OwnedFd) {

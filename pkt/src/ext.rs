@@ -53,6 +53,12 @@ impl DoneRing {
         self.done.pop()
     }
 
+    /// True when no token is waiting.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
+    }
+
     /// Tokens lost because the ring was full (should stay 0).
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
@@ -120,6 +126,18 @@ impl ExtSeg {
         Self {
             ptr,
             len,
+            dma,
+            done,
+        }
+    }
+
+    /// A segment over bytes that live and stay unchanged for the rest of the process
+    /// (tests, constant frames); safe because a `&'static [u8]` guarantees exactly what
+    /// [`ExtSeg::new`] asks for. Segments longer than `u32::MAX` bytes are cut there.
+    pub fn from_static(bytes: &'static [u8], dma: Option<u64>, done: Completion) -> Self {
+        Self {
+            ptr: NonNull::from(bytes).cast(),
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
             dma,
             done,
         }

@@ -147,6 +147,10 @@ impl Port for FaultPort {
                     continue;
                 }
                 if !buf.is_empty() && self.chance() < self.cfg.corrupt {
+                    // Corrupting must never write a guest's buffer: join an external
+                    // tail into the pool buffer first (if it does not fit, the byte
+                    // flipped lies in the buffer's part).
+                    let _ = buf.linearize();
                     let at = (self.chance() * buf.len() as f64) as usize % buf.len();
                     buf.data_mut()[at] ^= 0x5a;
                     self.counters.corrupted += 1;
@@ -409,6 +413,80 @@ mod tests {
         let got = receive_all(&mut p);
         assert_eq!(p.stats().drop_count("fault_corrupted"), 100);
         assert!(got.iter().enumerate().all(|(i, v)| *v != i as u32));
+    }
+
+    /// Hands out one frame whose last bytes are an external tail over `tail`.
+    struct TailSource {
+        pool: Mempool,
+        tail: &'static [u8],
+        ring: std::sync::Arc<crate::DoneRing>,
+        sent: bool,
+    }
+
+    impl Port for TailSource {
+        fn name(&self) -> &str {
+            "tails"
+        }
+        fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+            if std::mem::replace(&mut self.sent, true) {
+                return 0;
+            }
+            let mut b = self.pool.alloc().unwrap();
+            b.extend_from_slice(&[0u8; 4]).unwrap();
+            let ptr = std::ptr::NonNull::new(self.tail.as_ptr().cast_mut()).unwrap();
+            let done = crate::Completion::new(self.ring.clone(), 9);
+            // SAFETY: a `'static` slice nobody writes.
+            b.attach_ext(unsafe { crate::ExtSeg::new(ptr, self.tail.len() as u32, None, done) });
+            batch.push(b).unwrap();
+            1
+        }
+        fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+            let n = batch.len();
+            batch.drain().for_each(drop);
+            n
+        }
+        fn caps(&self) -> PortCaps {
+            PortCaps {
+                kind: PortKind::Ethernet,
+                mtu: 1500,
+                rx_queues: 1,
+                tx_queues: 1,
+                offloads: Offloads::EXT_TAIL,
+            }
+        }
+        fn stats(&self) -> PortStats {
+            PortStats::default()
+        }
+        fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+            None
+        }
+    }
+
+    #[test]
+    fn corrupting_a_frame_with_a_tail_never_writes_the_tail() {
+        static TAIL: [u8; 600] = [0x11; 600];
+        let ring = crate::DoneRing::new(4);
+        let src = TailSource {
+            pool: Mempool::new(8, 2048).unwrap(),
+            tail: &TAIL,
+            ring: ring.clone(),
+            sent: false,
+        };
+        let cfg = FaultConfig {
+            corrupt: 1.0,
+            seed: 7,
+            ..Default::default()
+        };
+        let mut p = FaultPort::new(Box::new(src), cfg);
+        let mut b = Batch::new();
+        assert_eq!(p.rx_batch(&mut b), 1);
+        let f = b.drain().next().unwrap();
+        assert!(f.is_linear(), "joined before a byte was flipped");
+        assert_eq!(ring.pop(), Some(9), "the tail went back to its owner");
+        assert_eq!(f.len(), 604);
+        let flipped = f.data().iter().zip([0u8; 4].iter().chain(TAIL.iter()));
+        assert_eq!(flipped.filter(|(a, b)| a != b).count(), 1);
+        assert!(TAIL.iter().all(|&x| x == 0x11));
     }
 
     #[test]

@@ -583,6 +583,35 @@ impl PktBuf {
         self.ext.as_ref()
     }
 
+    /// The frame as its two parts: the buffer's bytes and the external tail (empty for
+    /// a linear frame).
+    #[inline]
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        (
+            self.data(),
+            self.ext.as_ref().map_or(&[][..], ExtSeg::as_slice),
+        )
+    }
+
+    /// [`PktBuf::parts`] with the buffer's part writable (headers are rewritten in
+    /// place; the tail is never written).
+    #[inline]
+    pub fn parts_mut(&mut self) -> (&mut [u8], &[u8]) {
+        let (h, l) = (self.head as usize, self.len as usize);
+        let size = self.pool.buf_size;
+        // SAFETY: as in `whole_mut`: this `PktBuf` is the only holder of buffer `idx`,
+        // which lies inside the mapping; the tail is memory outside the pool, so the
+        // two slices cannot overlap.
+        let whole = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.pool.base.as_ptr().add(self.idx as usize * size),
+                size,
+            )
+        };
+        let tail = self.ext.as_ref().map_or(&[][..], ExtSeg::as_slice);
+        (&mut whole[h..h + l], tail)
+    }
+
     /// True when the whole frame is in this buffer (no external tail).
     #[inline]
     pub fn is_linear(&self) -> bool {

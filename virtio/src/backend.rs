@@ -78,6 +78,7 @@ use crate::ctrl::{self, CtrlCounters};
 use crate::dataplane::{self, DROP_NAMES, Delivery, Drops, Traffic, drop};
 use crate::error::VirtioError;
 use crate::net::{self, MAX_QUEUE_PAIRS, MAX_QUEUE_SIZE, Negotiated, RX_QUEUE, TX_QUEUE};
+use crate::tails::{self, TailCounters, TxTails};
 
 /// Guest memory as the vhost-user backend maps it.
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -87,6 +88,10 @@ type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 /// included, within 64 KiB (`gso_max_size`); a larger one is dropped as
 /// `bad_desc_too_long`, never truncated.
 pub const MAX_TSO_FRAME: usize = 65_535 + 18;
+
+/// How soon a sleeping engine looks for returned tails while some are out (they come
+/// back when the port holding them sends, normally within the same round).
+const TAIL_RECHECK: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Names of the control-queue counters reported with the drops.
 const CTRL_NAMES: [&str; 3] = ["ctrl_rejected", "ctrl_unknown_class", "ctrl_bad_chain"];
@@ -593,6 +598,11 @@ pub struct VhostUserConfig {
     /// Most queue pairs the guest may use (`VIRTIO_NET_F_MQ` when above 1), 1 to
     /// [`MAX_QUEUE_PAIRS`]; default [`net::DEFAULT_QUEUE_PAIRS`].
     pub max_queue_pairs: u16,
+    /// Frames from the guest at least this long (virtio-net header excluded) leave
+    /// their bytes past the first [`tails::COPY_HEAD`] in guest memory, as an external
+    /// tail, when those lie in one range ([`crate::tails`]); 0 copies every frame.
+    /// Default [`tails::DEFAULT_THRESHOLD`].
+    pub zero_copy_threshold: usize,
 }
 
 impl Default for VhostUserConfig {
@@ -603,6 +613,7 @@ impl Default for VhostUserConfig {
             mac: [0x52, 0x54, 0, 0, 0, 1],
             mtu: 1500,
             max_queue_pairs: net::DEFAULT_QUEUE_PAIRS,
+            zero_copy_threshold: tails::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -650,6 +661,10 @@ pub struct VhostUserPort {
     tx: Traffic,
     offload: OffloadCounters,
     drops: Drops,
+    /// Frames lent to the engine with their tails in guest memory, and the chains
+    /// whose tails came back (scratch for one drain, never grown).
+    tails: TxTails,
+    returned: Vec<(usize, u16)>,
 }
 
 impl std::fmt::Debug for VhostUserPort {
@@ -784,6 +799,8 @@ impl VhostUserPort {
             tx: Traffic::default(),
             offload: OffloadCounters::default(),
             drops: [0; DROP_NAMES.len()],
+            tails: TxTails::new(cfg.zero_copy_threshold, tails::MAX_IN_FLIGHT),
+            returned: Vec::with_capacity(tails::MAX_IN_FLIGHT),
         })
     }
 
@@ -815,6 +832,23 @@ impl VhostUserPort {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Gives the tails this port lends out a device address, so a NIC can gather them
+    /// in place: every guest memory region is mapped through `map` (now and on each
+    /// new memory table) and unmapped once no tail lent from it is out.
+    pub fn set_dma_map(&mut self, map: Arc<dyn pkt::DmaMap>) {
+        self.tails.set_dma_map(map);
+    }
+
+    /// What the zero-copy transmit path did.
+    pub fn tail_counters(&self) -> TailCounters {
+        self.tails.counters()
+    }
+
+    /// Tails lent out and not back yet.
+    pub fn tails_in_flight(&self) -> usize {
+        self.tails.in_flight()
+    }
+
     /// Connections accepted so far (a reconnect counts again).
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
@@ -834,6 +868,9 @@ impl VhostUserPort {
                 .clone();
             self.broken = [false; 2 * MAX_QUEUE_PAIRS as usize];
             self.rx_next = 0;
+            // Tails lent to the old guest come back stale; its memory stays mapped
+            // until they have.
+            self.tails.new_connection();
             // Segments for a guest that went away are of no use to the next one.
             self.segs.clear();
             self.segs_done = 0;
@@ -871,8 +908,12 @@ impl VhostUserPort {
         let mut state = vring.get_mut();
         // The memory snapshot is taken under the vring lock: one taken before it could
         // predate the guest's memory table while the queue, set up meanwhile, is ready.
-        let mem = mem.memory();
+        let mem = mem.memory().into_inner();
         if !state.get_queue().ready() || !state.is_enabled() {
+            if !state.get_queue().ready() {
+                // Stopped or reset: chains lent from it are no longer the guest's.
+                self.tails.reset_queue(q);
+            }
             drop(state);
             self.broken[q] = false;
             return 0;
@@ -881,15 +922,17 @@ impl VhostUserPort {
             return 0;
         }
         let before = batch.len();
-        let result = dataplane::guest_tx(
+        self.tails.set_memory(&mem);
+        let result = dataplane::guest_tx_tails(
             state.get_queue_mut(),
-            &*mem,
+            q,
             neg,
             &self.pool,
             batch,
             &mut self.chain,
             &mut self.rx,
             &mut self.drops,
+            &mut self.tails,
         );
         let pass = match result {
             Ok(p) => p,
@@ -1014,6 +1057,9 @@ impl VhostUserPort {
             if gso != offload::vnet_hdr::gso::NONE && !neg.guest_takes_gso(gso) {
                 // The guest takes no TSO of this kind: cut the frame here, at the
                 // sender's segment size or what the guest's MTU holds if smaller.
+                // Cutting reads the whole frame: an external tail is joined first (it
+                // always fits: the engine joins tails of frames cut for this port).
+                let _ = buf.linearize();
                 let data = buf.data();
                 let hdrs = offload::gso::l3l4_header_len(data).unwrap_or(0);
                 let fit = usize::from(self.mtu).saturating_sub(hdrs);
@@ -1113,6 +1159,54 @@ impl VhostUserPort {
         consumed
     }
 
+    /// Puts the chains whose tails came back into their used rings and notifies the
+    /// guest as after a transmit pass; one vring lock per queue with returns.
+    fn return_tails(&mut self) {
+        if !self.tails.has_returns() {
+            return;
+        }
+        let returned = &mut self.returned;
+        returned.clear();
+        self.tails.drain(|q, head| returned.push((q, head)));
+        let Some(conn) = self.conn.as_ref() else {
+            // Cannot happen (a connection change makes them stale first).
+            self.tails.count_stale(self.returned.len());
+            return;
+        };
+        let queues = self
+            .returned
+            .iter()
+            .fold(0u64, |m, &(q, _)| m | 1 << (q % 64));
+        for q in (0..64).filter(|q| queues & 1 << q != 0) {
+            let mine = self.returned.iter().filter(|e| e.0 == q);
+            let Some(v) = conn.vrings.get(q) else {
+                self.tails.count_stale(mine.count());
+                continue;
+            };
+            let mut state = v.get_mut();
+            let mem = conn.mem.memory();
+            if !state.get_queue().ready() || self.broken[q] {
+                drop(state);
+                self.tails.count_stale(mine.count());
+                continue;
+            }
+            let mut added = 0;
+            for &(_, head) in mine {
+                if state.get_queue_mut().add_used(&*mem, head, 0).is_ok() {
+                    added += 1;
+                }
+            }
+            if added > 0
+                && state
+                    .get_queue_mut()
+                    .needs_notification(&*mem)
+                    .unwrap_or(true)
+            {
+                let _ = state.signal_used_queue();
+            }
+        }
+    }
+
     fn mark_broken(&mut self, q: usize, why: &'static str, rings: [u64; 3]) {
         self.broken[q] = true;
         self.drops[drop::QUEUE_BROKEN] += 1;
@@ -1151,6 +1245,7 @@ impl Port for VhostUserPort {
         // published after our last look (the ring checks below come after the clear).
         self.shared.clear_wake();
         self.refresh();
+        self.return_tails();
         let neg = Negotiated::from_bits(self.shared.acked.load(Ordering::Acquire));
         // Every pair the guest may transmit on: a frontend may still drain a pair it is
         // turning off, so transmit queues are polled up to the offered pairs with MQ.
@@ -1173,6 +1268,7 @@ impl Port for VhostUserPort {
             return 0;
         }
         self.refresh();
+        self.return_tails();
         let neg = Negotiated::from_bits(self.shared.acked.load(Ordering::Acquire));
         let n = batch.len();
         let limit = self.pair_limit(neg);
@@ -1193,8 +1289,9 @@ impl Port for VhostUserPort {
             rx_queues: self.pairs,
             tx_queues: self.pairs,
             // Whatever the guest negotiated: the port cuts TSO frames and completes
-            // checksums itself for a guest that takes neither.
-            offloads: Offloads::TX_CSUM | Offloads::TSO4 | Offloads::TSO6,
+            // checksums itself for a guest that takes neither. A frame with an external
+            // tail (another guest's buffer) is copied into the guest from both places.
+            offloads: Offloads::TX_CSUM | Offloads::TSO4 | Offloads::TSO6 | Offloads::EXT_TAIL,
         }
     }
 
@@ -1245,14 +1342,33 @@ impl Port for VhostUserPort {
         self.shared.clear_wake();
     }
 
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        // Tails coming back are announced by no fd: the guest may be waiting for the
+        // used entries (its ring full) and send no kick. While tails are out, look
+        // again soon; once some are back, at once.
+        if self.tails.has_returns() {
+            Some(std::time::Instant::now())
+        } else if self.tails.in_flight() > 0 {
+            Some(std::time::Instant::now() + TAIL_RECHECK)
+        } else {
+            None
+        }
+    }
+
     fn events(&self) -> Vec<DropCounter> {
         let o = self.offload_counters();
+        let t = self.tails.counters();
         [
             ("rx_gso_frames", o.rx_gso_frames),
             ("tx_gso_frames", o.tx_gso_frames),
             ("tx_gso_segmented", o.tx_gso_segmented),
             ("tx_gso_segments", o.tx_gso_segments),
             ("tx_csum_completed", o.tx_csum_completed),
+            ("tx_zero_copy", t.zero_copy),
+            ("tx_zero_copy_fallback", t.fallback),
+            ("tx_zero_copy_stale", t.stale),
+            ("tx_zero_copy_orphaned", t.orphaned),
+            ("dma_map_failed", t.dma_map_failed),
         ]
         .into_iter()
         .map(|(name, count)| DropCounter { name, count })

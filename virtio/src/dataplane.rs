@@ -18,6 +18,7 @@ use zerocopy::FromBytes;
 
 use crate::chain::{Chain, ChainError, Seg, WalkRules};
 use crate::net::Negotiated;
+use crate::tails::{COPY_HEAD, TxTails};
 
 /// Most receive chains one frame may span with mergeable receive buffers.
 pub const MAX_MERGE: usize = 64;
@@ -135,6 +136,53 @@ pub fn guest_tx<M: GuestMemory>(
     traffic: &mut Traffic,
     drops: &mut Drops,
 ) -> Result<Pass, Broken> {
+    guest_tx_inner(q, mem, neg, pool, batch, chain, traffic, drops, None)
+}
+
+/// [`guest_tx`] with zero-copy: a long frame whose bytes past the first
+/// [`COPY_HEAD`] lie in one range of guest memory leaves them there, as its external
+/// tail, and its chain goes into the used ring only when the tail comes back
+/// ([`TxTails::drain`]). The memory is `tails`' current map; `queue` is `q`'s index.
+#[allow(clippy::too_many_arguments)]
+pub fn guest_tx_tails(
+    q: &mut Queue,
+    queue: usize,
+    neg: Negotiated,
+    pool: &Mempool,
+    batch: &mut Batch,
+    chain: &mut Chain,
+    traffic: &mut Traffic,
+    drops: &mut Drops,
+    tails: &mut TxTails,
+) -> Result<Pass, Broken> {
+    let Some(mem) = tails.memory().cloned() else {
+        return Ok(Pass::default());
+    };
+    guest_tx_inner(
+        q,
+        &*mem,
+        neg,
+        pool,
+        batch,
+        chain,
+        traffic,
+        drops,
+        Some((tails, queue)),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn guest_tx_inner<M: GuestMemory>(
+    q: &mut Queue,
+    mem: &M,
+    neg: Negotiated,
+    pool: &Mempool,
+    batch: &mut Batch,
+    chain: &mut Chain,
+    traffic: &mut Traffic,
+    drops: &mut Drops,
+    mut zc: Option<(&mut TxTails, usize)>,
+) -> Result<Pass, Broken> {
     let mut pass = Pass::default();
     let hdr_len = neg.hdr_len;
     let table = GuestAddress(q.desc_table());
@@ -168,22 +216,50 @@ pub fn guest_tx<M: GuestMemory>(
             indirect: neg.indirect,
             max_total: space.len() as u64,
         };
-        let verdict = match chain.walk(mem, table, size, head, rules) {
+        let mut plan = None;
+        let mut verdict = match chain.walk(mem, table, size, head, rules) {
             Err(e) => Err(e.index()),
             Ok(()) => {
                 let total = chain.total() as usize;
-                match chain.read_at(mem, 0, &mut space[..total]) {
-                    Some(n) if n == total => parse_tx_frame(&mut buf, total, neg),
+                let from = hdr_len + COPY_HEAD;
+                if let Some((t, _)) = zc.as_mut()
+                    && t.wants(total.saturating_sub(hdr_len))
+                {
+                    plan = t.plan(chain.segs(), from, total);
+                    if plan.is_none() {
+                        t.fell_back();
+                    }
+                }
+                let copy = plan.map_or(total, |_| from);
+                match chain.read_at(mem, 0, &mut space[..copy]) {
+                    Some(n) if n == copy => parse_tx_frame(&mut buf, copy, total - copy, neg),
                     _ => Err(ChainError::BadAddress.index()),
                 }
             }
         };
-        add_used(q, mem, head, 0)?;
-        pass.used += 1;
+        let mut lent = false;
+        if let (Some(p), Some((t, queue))) = (plan, zc.as_mut()) {
+            lent = verdict.is_ok() && headers_in(&buf) && t.attach(*queue, head, p, &mut buf);
+            if !lent {
+                // Copied after all: a refusal seen on the head alone is checked again
+                // on the whole frame.
+                t.fell_back();
+                let total = chain.total() as usize;
+                let space = buf.reset_for_rx(HEADROOM - hdr_len);
+                verdict = match chain.read_at(mem, 0, &mut space[..total]) {
+                    Some(n) if n == total => parse_tx_frame(&mut buf, total, 0, neg),
+                    _ => Err(ChainError::BadAddress.index()),
+                };
+            }
+        }
+        if !lent {
+            add_used(q, mem, head, 0)?;
+            pass.used += 1;
+        }
         match verdict {
             Ok(()) => {
                 traffic.packets += 1;
-                traffic.bytes += buf.len() as u64;
+                traffic.bytes += buf.frame_len() as u64;
                 traffic.gso += u64::from(buf.meta.offload.gso_type != vnet_hdr::gso::NONE);
                 pass.frames += 1;
                 // Cannot fail: the loop runs only while the batch has room.
@@ -195,9 +271,24 @@ pub fn guest_tx<M: GuestMemory>(
     Ok(pass)
 }
 
-/// Checks the header of a frame just copied from a transmit chain, moves its offload
-/// request into the metadata and strips it. `Err` holds the drop counter index.
-fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Result<(), usize> {
+/// Whether every byte the engine may rewrite (the partial checksum's field, a TSO
+/// frame's headers) is in the buffer's part of a frame with a tail.
+fn headers_in(buf: &pkt::PktBuf) -> bool {
+    let m = &buf.meta.offload;
+    let field = usize::from(m.csum_start) + usize::from(m.csum_offset) + 2;
+    (m.flags & vnet_hdr::NEEDS_CSUM == 0 || field <= buf.len())
+        && usize::from(m.hdr_len) <= buf.len()
+}
+
+/// Checks the header of a frame just copied from a transmit chain (its first `total`
+/// bytes; `tail` more stay in the guest), moves its offload request into the metadata
+/// and strips it. `Err` holds the drop counter index.
+fn parse_tx_frame(
+    buf: &mut pkt::PktBuf,
+    total: usize,
+    tail: usize,
+    neg: Negotiated,
+) -> Result<(), usize> {
     let hdr_len = neg.hdr_len;
     if total < hdr_len + 14 {
         return Err(drop::RX_RUNT);
@@ -218,7 +309,7 @@ fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Resul
         return Err(drop::RX_BAD_VNET_HDR);
     }
     buf.strip_front(hdr_len).map_err(|_| drop::RX_RUNT)?;
-    let frame_len = buf.len();
+    let frame_len = buf.len() + tail;
     if meta.flags != 0 {
         let field = usize::from(meta.csum_start) + usize::from(meta.csum_offset) + 2;
         if field > frame_len {
@@ -226,7 +317,7 @@ fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Resul
         }
     }
     if meta.gso_type != vnet_hdr::gso::NONE {
-        check_tx_gso(buf.data(), &meta)?;
+        check_tx_gso(buf.data(), frame_len, &meta)?;
     }
     buf.meta = pkt::Meta {
         addr: None,
@@ -239,12 +330,12 @@ fn parse_tx_frame(buf: &mut pkt::PktBuf, total: usize, neg: Negotiated) -> Resul
 /// A guest's TSO request must be one we can carry and cut: a partial TCP checksum
 /// (virtio 1.2, 5.1.6.2: segmentation implies it), headers that lie inside the frame,
 /// and Ethernet + IPv4/IPv6 + TCP whose lengths agree with the frame.
-fn check_tx_gso(frame: &[u8], meta: &pkt::OffloadMeta) -> Result<(), usize> {
-    if meta.flags & vnet_hdr::NEEDS_CSUM == 0 || usize::from(meta.hdr_len) > frame.len() {
+fn check_tx_gso(frame: &[u8], frame_len: usize, meta: &pkt::OffloadMeta) -> Result<(), usize> {
+    if meta.flags & vnet_hdr::NEEDS_CSUM == 0 || usize::from(meta.hdr_len) > frame_len {
         return Err(drop::RX_BAD_GSO);
     }
     let hdrs = offload::gso::l3l4_header_len(frame).map_err(|_| drop::RX_BAD_GSO)?;
-    if usize::from(meta.csum_start) + 16 + 2 > frame.len() || hdrs < 40 {
+    if usize::from(meta.csum_start) + 16 + 2 > frame_len || hdrs < 40 {
         return Err(drop::RX_BAD_GSO);
     }
     Ok(())
@@ -293,9 +384,14 @@ pub fn deliver_frame<M: GuestMemory>(
     }
     // Settle the checksum once: a retried frame must not be summed twice.
     if !neg.guest_csum {
-        if offload::checksum::complete_if_needed(buf.data_mut(), &mut meta).is_err() {
-            drops[drop::TX_BAD_CHECKSUM_REQUEST] += 1;
-            return Ok(Delivery::Dropped);
+        if meta.flags & vnet_hdr::NEEDS_CSUM != 0 {
+            // Over an external tail where it lies (the field is among the headers).
+            let (start, off) = (usize::from(meta.csum_start), usize::from(meta.csum_offset));
+            let (head, tail) = buf.parts_mut();
+            if offload::checksum::complete_partial_split(head, tail, start, off).is_err() {
+                drops[drop::TX_BAD_CHECKSUM_REQUEST] += 1;
+                return Ok(Delivery::Dropped);
+            }
         }
         meta.flags = 0;
         buf.meta.offload = meta;
@@ -303,8 +399,10 @@ pub fn deliver_frame<M: GuestMemory>(
     let mut hdr = [0u8; vnet_hdr::LEN];
     // Cannot fail: `hdr` is exactly LEN bytes.
     let _ = vnet_hdr::emit(&meta, 1, &mut hdr);
-    let data = buf.data();
-    let need = hdr_len + data.len();
+    // The frame may end in an external tail: copied straight from where it lies.
+    let (head_part, tail_part) = buf.parts();
+    let frame_len = head_part.len() + tail_part.len();
+    let need = hdr_len + frame_len;
     let saved = q.next_avail();
     let mut heads = [(0u16, 0u32); MAX_MERGE];
     let mut first = [Seg::default(); vnet_hdr::LEN];
@@ -348,9 +446,22 @@ pub fn deliver_frame<M: GuestMemory>(
             ok &= chain.write_at(mem, 0, &hdr[done..h_end]) == Some(h_end - done);
         }
         if end > hdr_len {
+            // Frame bytes `a..b` go to chain offset `d_start - done`, from the buffer's
+            // part and then the tail.
             let d_start = done.max(hdr_len);
-            let bytes = &data[d_start - hdr_len..end - hdr_len];
-            ok &= chain.write_at(mem, (d_start - done) as u64, bytes) == Some(bytes.len());
+            let (a, b) = (d_start - hdr_len, end - hdr_len);
+            let h = head_part.len();
+            let mut at = (d_start - done) as u64;
+            for (part, from, to) in [
+                (head_part, a.min(h), b.min(h)),
+                (tail_part, a.max(h) - h, b.max(h) - h),
+            ] {
+                if from < to {
+                    let bytes = &part[from..to];
+                    ok &= chain.write_at(mem, at, bytes) == Some(bytes.len());
+                    at += bytes.len() as u64;
+                }
+            }
         }
         if !ok {
             return Err(Broken("guest memory refused a write"));
@@ -369,7 +480,7 @@ pub fn deliver_frame<M: GuestMemory>(
         add_used(q, mem, head, len)?;
     }
     traffic.packets += 1;
-    traffic.bytes += data.len() as u64;
+    traffic.bytes += frame_len as u64;
     traffic.gso += u64::from(meta.gso_type != vnet_hdr::gso::NONE);
     Ok(Delivery::Delivered(k))
 }

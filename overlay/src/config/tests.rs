@@ -290,3 +290,23 @@ fn fault_section_parses_and_checks_probabilities() {
     );
     assert!(parse("h.toml", GOOD).unwrap().host.fault.is_none());
 }
+
+#[test]
+fn zero_copy_threshold_is_a_vhost_user_key_with_a_checked_range() {
+    let vu = "mac = \"52:54:00:00:00:03\"\n";
+    let c = parse(
+        "h.toml",
+        &GOOD.replace(vu, &format!("{vu}zero_copy_threshold = 512\n")),
+    )
+    .unwrap();
+    assert_eq!(c.interfaces[1].zero_copy_threshold, Some(512));
+    assert_eq!(
+        parse("h.toml", GOOD).unwrap().interfaces[1].zero_copy_threshold,
+        None
+    );
+    let e = err(&GOOD.replace(vu, &format!("{vu}zero_copy_threshold = -1\n")));
+    assert!(e.message.contains("0..=65535"), "{e}");
+    let tap = "mac = \"52:54:00:00:00:01\"\n";
+    let e = err(&GOOD.replace(tap, &format!("{tap}zero_copy_threshold = 512\n")));
+    assert!(e.message.contains("zero_copy_threshold"), "{e}");
+}

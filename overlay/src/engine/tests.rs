@@ -20,6 +20,30 @@ struct MemPort {
     tx: Frames,
     tx_room: usize,
     offloads: pkt::Offloads,
+    tails: Tails,
+}
+
+/// Received frames longer than `split` keep their bytes past it as an external tail
+/// (as a guest port's zero-copy frames do); tokens come back in `ring`. `sent_tailed`
+/// records, per frame sent, whether it still had a tail.
+#[derive(Clone)]
+struct Tails {
+    split: Arc<Mutex<Option<usize>>>,
+    ring: Arc<pkt::DoneRing>,
+    sent_tailed: Arc<Mutex<Vec<bool>>>,
+    /// Received frames ask for a partial checksum at (start, offset).
+    csum: Arc<Mutex<Option<(u16, u16)>>>,
+}
+
+impl Default for Tails {
+    fn default() -> Self {
+        Self {
+            split: Default::default(),
+            ring: pkt::DoneRing::new(64),
+            sent_tailed: Default::default(),
+            csum: Default::default(),
+        }
+    }
 }
 
 impl Port for MemPort {
@@ -34,8 +58,22 @@ impl Port for MemPort {
                 break;
             };
             let mut b = self.pool.alloc().unwrap();
-            b.extend_from_slice(&bytes).unwrap();
+            match *self.tails.split.lock().unwrap() {
+                Some(at) if bytes.len() > at => {
+                    b.extend_from_slice(&bytes[..at]).unwrap();
+                    // Leaked: the bytes must outlive every holder of the tail.
+                    let tail: &'static [u8] = Vec::leak(bytes[at..].to_vec());
+                    let done = pkt::Completion::new(self.tails.ring.clone(), n as u32);
+                    b.attach_ext(pkt::ExtSeg::from_static(tail, None, done));
+                }
+                _ => b.extend_from_slice(&bytes).unwrap(),
+            }
             b.meta.addr = addr;
+            if let Some((start, off)) = *self.tails.csum.lock().unwrap() {
+                b.meta.offload.flags = offload::vnet_hdr::NEEDS_CSUM;
+                b.meta.offload.csum_start = start;
+                b.meta.offload.csum_offset = off;
+            }
             batch.push(b).unwrap();
             n += 1;
         }
@@ -44,8 +82,16 @@ impl Port for MemPort {
     fn tx_batch(&mut self, batch: &mut Batch) -> usize {
         let n = batch.len().min(self.tx_room);
         let mut out = self.tx.lock().unwrap();
+        let tailed_ok = self.offloads.contains(pkt::Offloads::EXT_TAIL);
         for b in batch.iter().take(n) {
-            out.push((b.data().to_vec(), b.meta.addr));
+            assert!(
+                tailed_ok || b.is_linear(),
+                "{}: a port without EXT_TAIL was given a frame with a tail",
+                self.name
+            );
+            let (head, tail) = b.parts();
+            out.push(([head, tail].concat(), b.meta.addr));
+            self.tails.sent_tailed.lock().unwrap().push(!b.is_linear());
         }
         batch.consume_front(n);
         n
@@ -70,6 +116,7 @@ impl Port for MemPort {
 struct Handles {
     rx: Queue,
     tx: Frames,
+    tails: Tails,
 }
 
 fn port(pool: &Mempool, name: &str, kind: PortKind) -> (Box<dyn Port>, Handles) {
@@ -87,6 +134,7 @@ fn port_with(
     let h = Handles {
         rx: Default::default(),
         tx: Default::default(),
+        tails: Tails::default(),
     };
     let p = MemPort {
         name: name.into(),
@@ -96,6 +144,7 @@ fn port_with(
         tx: Arc::clone(&h.tx),
         tx_room,
         offloads,
+        tails: h.tails.clone(),
     };
     (Box::new(p), h)
 }
@@ -894,4 +943,136 @@ fn only_the_port_whose_poll_fd_woke_the_engine_is_told_to_clear_it() {
     assert_eq!(cleared2.load(Ordering::Relaxed), 1);
     // Cleared: nothing is readable any more.
     assert_eq!(e.wait(None, Duration::ZERO), 0);
+}
+
+/// A world whose vm0 hands out frames with an external tail after 64 bytes, with an
+/// underlay and a vm1 that take tails as they are (`EXT_TAIL`) or not.
+fn tail_world(ext_tail: bool) -> World {
+    let pool = Mempool::new(256, 4096).unwrap();
+    let offloads = if ext_tail {
+        pkt::Offloads::EXT_TAIL
+    } else {
+        pkt::Offloads::NONE
+    };
+    let (up, underlay) = port_with(&pool, "udp", PortKind::Datagram, usize::MAX, offloads);
+    let mut engine = Engine::new("a", pool.clone(), up, Dispatch::Adaptive).unwrap();
+    let (p0, vm0) = port(&pool, "vm0", PortKind::Ethernet);
+    let (p1, vm1) = port_with(&pool, "vm1", PortKind::Ethernet, usize::MAX, offloads);
+    *vm0.tails.split.lock().unwrap() = Some(64);
+    engine
+        .add_interface("vm0", "vhost-user", MacAddr(VM0), p0)
+        .unwrap();
+    engine
+        .add_interface("vm1", "vhost-user", MacAddr(VM1), p1)
+        .unwrap();
+    engine
+        .add_link("b", sa("10.0.0.2:9000"), Encap::Vnetp)
+        .unwrap();
+    engine
+        .add_link("x", sa("10.0.0.3:4789"), Encap::Vxlan { vni: 42 })
+        .unwrap();
+    World {
+        engine,
+        underlay,
+        vm0,
+        vm1,
+    }
+}
+
+/// A 1400-byte frame from vm0 to `dst` with a payload that differs at every offset.
+fn big_frame(dst: [u8; 6]) -> Vec<u8> {
+    let mut f = frame(dst, VM0, 0);
+    f.truncate(14);
+    f.extend((0..1386u32).map(|i| (i * 7 + i / 251) as u8));
+    f
+}
+
+#[test]
+fn a_tailed_frame_reaches_ports_without_ext_tail_joined_and_byte_identical() {
+    let mut w = tail_world(false);
+    route(
+        &mut w.engine,
+        "any",
+        "52:54:00:00:00:02",
+        iface("vm1"),
+        None,
+    );
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("x"), None);
+    let to_vm1 = big_frame(VM1);
+    let to_link = big_frame(REMOTE);
+    w.vm0.rx.lock().unwrap().push_back((to_vm1.clone(), None));
+    w.vm0.rx.lock().unwrap().push_back((to_link.clone(), None));
+    assert_eq!(w.engine.poll_once(), 2);
+    assert_eq!(w.vm1.tx.lock().unwrap()[0].0, to_vm1);
+    let sent = w.underlay.tx.lock().unwrap();
+    assert_eq!(
+        &sent[0].0[8..],
+        to_link.as_slice(),
+        "after the VXLAN header"
+    );
+    assert_eq!(*w.vm1.tails.sent_tailed.lock().unwrap(), [false]);
+    assert_eq!(*w.underlay.tails.sent_tailed.lock().unwrap(), [false]);
+    // Joining released both tails to their owner at once.
+    let mut back = [w.vm0.tails.ring.pop(), w.vm0.tails.ring.pop()];
+    back.sort();
+    assert_eq!(back, [Some(0), Some(1)]);
+    let s = w.engine.stats();
+    assert_eq!(
+        s.interfaces[0].counters.rx_bytes,
+        2 * 1400,
+        "whole frames counted"
+    );
+    assert_eq!(s.links[1].counters.tx_bytes, 1400);
+}
+
+#[test]
+fn a_tailed_frame_keeps_its_tail_to_ports_with_ext_tail() {
+    let mut w = tail_world(true);
+    route(
+        &mut w.engine,
+        "any",
+        "52:54:00:00:00:02",
+        iface("vm1"),
+        None,
+    );
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("x"), None);
+    let to_vm1 = big_frame(VM1);
+    let to_link = big_frame(REMOTE);
+    w.vm0.rx.lock().unwrap().push_back((to_vm1.clone(), None));
+    w.vm0.rx.lock().unwrap().push_back((to_link.clone(), None));
+    assert_eq!(w.engine.poll_once(), 2);
+    assert_eq!(w.vm1.tx.lock().unwrap()[0].0, to_vm1);
+    assert_eq!(&w.underlay.tx.lock().unwrap()[0].0[8..], to_link.as_slice());
+    assert_eq!(*w.vm1.tails.sent_tailed.lock().unwrap(), [true]);
+    assert_eq!(*w.underlay.tails.sent_tailed.lock().unwrap(), [true]);
+    assert_eq!(w.engine.stats().drops.tx_linearize_failed, 0);
+}
+
+#[test]
+fn a_partial_checksum_is_completed_over_the_tail_where_it_lies() {
+    let mut w = tail_world(true);
+    route(&mut w.engine, "any", "52:54:00:00:00:09", link("b"), None);
+    let whole = tcp_frame(1400);
+    let mut f = whole.clone();
+    f[..6].copy_from_slice(&REMOTE);
+    f[6..12].copy_from_slice(&VM0);
+    // Zero the TCP checksum, leaving the pseudo-header sum as a guest would.
+    let expect = f.clone();
+    let (start, off) = (34usize, 16usize);
+    let ip = &f[14..34];
+    let src = std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let l4_len = (f.len() - start) as u16;
+    let pseudo = offload::checksum::pseudo_header_v4(src, dst, 6, l4_len);
+    f[start + off..start + off + 2]
+        .copy_from_slice(&offload::checksum::fold(pseudo.into()).to_be_bytes());
+    assert_ne!(f, expect);
+    // Ask for the checksum through the offload metadata of the port's frame.
+    w.vm0.tails.split.lock().unwrap().replace(65);
+    w.vm0.rx.lock().unwrap().push_back((f, None));
+    *w.vm0.tails.csum.lock().unwrap() = Some((start as u16, off as u16));
+    assert_eq!(w.engine.poll_once(), 1);
+    let sent = w.underlay.tx.lock().unwrap();
+    assert_eq!(sent[0].0, expect, "checksum as over the joined frame");
+    assert_eq!(*w.underlay.tails.sent_tailed.lock().unwrap(), [true]);
 }

@@ -212,6 +212,9 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
                     socket: socket.clone(),
                     mac: i.mac.0,
                     mtu: u16::try_from(i.mtu).unwrap_or(u16::MAX),
+                    zero_copy_threshold: i
+                        .zero_copy_threshold
+                        .unwrap_or(virtio::tails::DEFAULT_THRESHOLD),
                     ..Default::default()
                 },
                 pool.clone(),

@@ -520,3 +520,304 @@ fn flow_hash_keeps_a_flow_and_tells_flows_apart() {
     assert_eq!(spread.len(), 4, "64 flows use all 4 queues");
     assert_eq!(flow_hash(&[0u8; 3]), flow_hash(&[0u8; 3]));
 }
+
+mod zero_copy {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::tails::{COPY_HEAD, TxTails};
+
+    /// Queue index the tests lend from (transmit queue of pair 0).
+    const TXQ: usize = 1;
+
+    /// A 1500-byte frame with a 12-byte header in one descriptor per chain, heads
+    /// `0..n` at `0x1_0000 + 0x1000 * head`.
+    fn one_buffer_chains(m: &GuestMemoryMmap, mq: &MockSplitQueue<'_, GuestMemoryMmap>, n: u16) {
+        for h in 0..n {
+            let mut bytes = vec![0u8; 12];
+            bytes.extend(frame(1500).iter().map(|b| b ^ h as u8));
+            let at = 0x1_0000 + 0x1000 * u64::from(h);
+            m.write_slice(&bytes, GuestAddress(at)).expect("frame");
+            mq.desc_table()
+                .store(h, d(at, bytes.len() as u32, 0, 0))
+                .expect("d");
+        }
+        make_avail(mq, &(0..n).collect::<Vec<_>>());
+    }
+
+    fn expected(h: u16) -> Vec<u8> {
+        frame(1500).iter().map(|b| b ^ h as u8).collect()
+    }
+
+    fn whole(b: &pkt::PktBuf) -> Vec<u8> {
+        let (head, tail) = b.parts();
+        [head, tail].concat()
+    }
+
+    struct Pass1 {
+        batch: Batch,
+        drops: Drops,
+        pass: Pass,
+    }
+
+    fn run(q: &mut Queue, pool: &Mempool, tails: &mut TxTails) -> Pass1 {
+        let (mut batch, mut chain) = (Batch::new(), Chain::default());
+        let (mut traffic, mut drops) = (Traffic::default(), [0; DROP_NAMES.len()]);
+        let pass = guest_tx_tails(
+            q,
+            TXQ,
+            neg(),
+            pool,
+            &mut batch,
+            &mut chain,
+            &mut traffic,
+            &mut drops,
+            tails,
+        )
+        .expect("queue usable");
+        assert_eq!(
+            traffic.bytes,
+            1500 * batch.len() as u64,
+            "whole frames counted"
+        );
+        Pass1 { batch, drops, pass }
+    }
+
+    fn used_idx(mq: &MockSplitQueue<'_, GuestMemoryMmap>) -> u16 {
+        u16::from_le(mq.used().idx().load())
+    }
+
+    /// What the port does with returned tails: their chains go into the used ring.
+    fn return_used(tails: &mut TxTails, q: &mut Queue, m: &GuestMemoryMmap) -> Vec<u16> {
+        let mut heads = Vec::new();
+        tails.drain(|queue, head| {
+            assert_eq!(queue, TXQ);
+            q.add_used(m, head, 0).expect("used");
+            heads.push(head);
+        });
+        heads
+    }
+
+    #[test]
+    fn a_lent_chain_is_used_only_after_its_frame_is_dropped() {
+        let m = Arc::new(mem());
+        let mq = MockSplitQueue::new(&*m, QSIZE);
+        one_buffer_chains(&m, &mq, 2);
+        let mut q: Queue = mq.create_queue().expect("queue");
+        let mut tails = TxTails::new(1024, 8);
+        tails.set_memory(&m);
+        let pool = pool();
+        let mut r = run(&mut q, &pool, &mut tails);
+        assert_eq!(r.pass, Pass { frames: 2, used: 0 });
+        assert_eq!(r.drops.iter().sum::<u64>(), 0);
+        assert_eq!(tails.counters().zero_copy, 2);
+        assert_eq!(tails.in_flight(), 2);
+        for (h, b) in r.batch.iter().enumerate() {
+            assert!(!b.is_linear());
+            assert_eq!(b.len(), COPY_HEAD, "headers in the buffer");
+            assert_eq!(whole(b), expected(h as u16));
+        }
+        assert!(return_used(&mut tails, &mut q, &m).is_empty());
+        assert_eq!(used_idx(&mq), 0, "nothing used while the tails are out");
+        // The second frame is joined (as for a port without EXT_TAIL), the first dropped.
+        let mut frames = r.batch.drain();
+        let first = frames.next().expect("frame 0");
+        let mut second = frames.next().expect("frame 1");
+        drop(frames);
+        second.linearize().expect("fits");
+        assert_eq!(second.data(), expected(1).as_slice());
+        assert_eq!(return_used(&mut tails, &mut q, &m), [1]);
+        assert_eq!(used_idx(&mq), 1);
+        drop(first);
+        assert_eq!(return_used(&mut tails, &mut q, &m), [0]);
+        assert_eq!(used_idx(&mq), 2);
+        assert_eq!(tails.in_flight(), 0);
+        assert_eq!(tails.counters().stale, 0);
+    }
+
+    #[test]
+    fn a_token_from_an_old_connection_or_a_reset_queue_is_ignored_and_counted() {
+        let m = Arc::new(mem());
+        let mq = MockSplitQueue::new(&*m, QSIZE);
+        one_buffer_chains(&m, &mq, 2);
+        let mut q: Queue = mq.create_queue().expect("queue");
+        let mut tails = TxTails::new(1024, 8);
+        tails.set_memory(&m);
+        let pool = pool();
+        let mut r = run(&mut q, &pool, &mut tails);
+        let mut frames = r.batch.drain();
+        let a = frames.next().expect("frame 0");
+        let b = frames.next().expect("frame 1");
+        drop(frames);
+        tails.reset_queue(TXQ);
+        drop(a);
+        assert!(return_used(&mut tails, &mut q, &m).is_empty());
+        tails.new_connection();
+        assert_eq!(
+            tails.counters().orphaned,
+            1,
+            "one tail was out at the disconnect"
+        );
+        // The old connection's memory stays mapped while the tail is out.
+        assert!(Arc::strong_count(&m) >= 2);
+        assert_eq!(whole(&b), expected(1));
+        drop(b);
+        assert!(return_used(&mut tails, &mut q, &m).is_empty());
+        assert_eq!(used_idx(&mq), 0);
+        assert_eq!(tails.counters().stale, 2);
+        assert_eq!(tails.in_flight(), 0);
+        assert_eq!(
+            Arc::strong_count(&m),
+            1,
+            "the old map is let go once its tails are back"
+        );
+    }
+
+    #[test]
+    fn scattered_short_or_too_many_frames_are_copied() {
+        let m = Arc::new(mem());
+        let mq = MockSplitQueue::new(&*m, QSIZE);
+        one_buffer_chains(&m, &mq, 3);
+        // Chain 3: the frame in two buffers that do not follow each other.
+        let f = frame(1500);
+        m.write_slice(&[0u8; 12], GuestAddress(0x8_0000))
+            .expect("hdr");
+        m.write_slice(&f[..700], GuestAddress(0x9_0000))
+            .expect("p1");
+        m.write_slice(&f[700..], GuestAddress(0xa_0000))
+            .expect("p2");
+        mq.desc_table()
+            .store(3, d(0x8_0000, 12, NEXT, 4))
+            .expect("d");
+        mq.desc_table()
+            .store(4, d(0x9_0000, 700, NEXT, 5))
+            .expect("d");
+        mq.desc_table().store(5, d(0xa_0000, 800, 0, 0)).expect("d");
+        make_avail(&mq, &[0, 1, 2, 3]);
+        let mut q: Queue = mq.create_queue().expect("queue");
+        // Room for two tails: the third frame is copied, and so is the scattered one.
+        let mut tails = TxTails::new(1024, 2);
+        tails.set_memory(&m);
+        let pool = pool();
+        let r = run(&mut q, &pool, &mut tails);
+        assert_eq!(r.pass, Pass { frames: 4, used: 2 });
+        let linear: Vec<bool> = r.batch.iter().map(pkt::PktBuf::is_linear).collect();
+        assert_eq!(linear, [false, false, true, true]);
+        assert_eq!(r.batch.as_slice()[2].data(), expected(2).as_slice());
+        assert_eq!(r.batch.as_slice()[3].data(), f.as_slice());
+        assert_eq!(tails.counters().zero_copy, 2);
+        assert_eq!(tails.counters().fallback, 2);
+        assert_eq!(used_idx(&mq), 2, "copied chains are used at once");
+        // A threshold above the frame copies everything.
+        let mut off = TxTails::new(2000, 2);
+        off.set_memory(&m);
+        assert!(!off.wants(1500));
+    }
+
+    /// A fake device map: region `k` at IOVA `0x1_0000_0000 * (k + 1)`, with the maps
+    /// and unmaps it saw.
+    #[derive(Default)]
+    struct FakeDma {
+        next: AtomicU64,
+        log: Mutex<Vec<(&'static str, u64, usize)>>,
+    }
+
+    impl pkt::DmaMap for FakeDma {
+        // Implementing the trait's `unsafe fn`; nothing unsafe is done.
+        #[allow(unsafe_code)]
+        unsafe fn map(&self, _vaddr: *const u8, len: usize) -> Result<u64, String> {
+            let iova = 0x1_0000_0000 * (self.next.fetch_add(1, Ordering::Relaxed) + 1);
+            self.log.lock().unwrap().push(("map", iova, len));
+            Ok(iova)
+        }
+        fn unmap(&self, iova: u64, len: usize) {
+            self.log.lock().unwrap().push(("unmap", iova, len));
+        }
+    }
+
+    #[test]
+    fn tails_carry_device_addresses_and_an_old_map_is_unmapped_after_its_tails() {
+        let m = Arc::new(mem());
+        let mq = MockSplitQueue::new(&*m, QSIZE);
+        one_buffer_chains(&m, &mq, 1);
+        let mut q: Queue = mq.create_queue().expect("queue");
+        let dma = Arc::new(FakeDma::default());
+        let mut tails = TxTails::new(1024, 8);
+        tails.set_memory(&m);
+        tails.set_dma_map(dma.clone());
+        let pool = pool();
+        let mut r = run(&mut q, &pool, &mut tails);
+        let f = r.batch.drain().next().expect("frame");
+        // Chain 0's frame starts at 0x1_000c (after the header); the tail after COPY_HEAD.
+        let tail_gpa = 0x1_0000 + 12 + COPY_HEAD as u64;
+        assert_eq!(
+            f.ext().and_then(pkt::ExtSeg::dma),
+            Some(0x1_0000_0000 + tail_gpa)
+        );
+        // A new memory table while the tail is out: mapped at once, the old one kept.
+        let m2 = Arc::new(mem());
+        tails.set_memory(&m2);
+        let log = |d: &FakeDma| d.log.lock().unwrap().clone();
+        assert_eq!(
+            log(&dma),
+            [
+                ("map", 0x1_0000_0000, 0x10_0000),
+                ("map", 0x2_0000_0000, 0x10_0000)
+            ]
+        );
+        drop(f);
+        assert!(return_used(&mut tails, &mut q, &m).len() == 1);
+        assert_eq!(log(&dma)[2..], [("unmap", 0x1_0000_0000, 0x10_0000)]);
+        drop(tails);
+        assert_eq!(log(&dma)[3..], [("unmap", 0x2_0000_0000, 0x10_0000)]);
+    }
+}
+
+#[test]
+fn a_frame_with_a_tail_is_copied_into_mergeable_buffers_from_both_parts() {
+    let m = mem();
+    let mq = MockSplitQueue::new(&m, QSIZE);
+    for i in 0..4u16 {
+        mq.desc_table()
+            .store(i, d(0x1_0000 + u64::from(i) * 0x1000, 512, WRITE, 0))
+            .expect("d");
+    }
+    make_avail(&mq, &[0, 1, 2, 3]);
+    let mut q: Queue = mq.create_queue().expect("queue");
+    let pool = pool();
+    let mut batch = Batch::new();
+    let f = frame(1500);
+    let ring = pkt::DoneRing::new(2);
+    let mut b = pool.alloc().expect("buf");
+    b.extend_from_slice(&f[..300]).expect("fill");
+    let tail: &'static [u8] = Vec::leak(f[300..].to_vec());
+    b.attach_ext(pkt::ExtSeg::from_static(
+        tail,
+        None,
+        pkt::Completion::new(ring.clone(), 5),
+    ));
+    batch.push(b).expect("push");
+    let (mut chain, mut traffic, mut drops) =
+        (Chain::default(), Traffic::default(), [0; DROP_NAMES.len()]);
+    let pass = guest_rx(
+        &mut q,
+        &m,
+        neg(),
+        &mut batch,
+        &mut chain,
+        &mut traffic,
+        &mut drops,
+    )
+    .expect("usable");
+    assert_eq!(pass, Pass { frames: 1, used: 3 });
+    assert_eq!(traffic.bytes, 1500);
+    assert_eq!(ring.pop(), Some(5), "the tail is released with the frame");
+    let mut got = vec![0u8; 3 * 512];
+    for i in 0..3u64 {
+        let at = (i * 512) as usize;
+        m.read_slice(&mut got[at..at + 512], GuestAddress(0x1_0000 + i * 0x1000))
+            .expect("r");
+    }
+    assert_eq!(&got[12..1512], &f[..]);
+}
