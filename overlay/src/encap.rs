@@ -617,6 +617,33 @@ mod tests {
     }
 
     #[test]
+    fn push_outer_over_a_frame_with_a_tail_gives_the_golden_bytes() {
+        // The inner frame's last bytes stay an external tail, split at an odd offset:
+        // lengths and the IPv6 UDP checksum must cover them.
+        let pool = pool();
+        for (split, v6) in [(9usize, true), (10, true), (9, false)] {
+            let mut b = buf_with(&pool, &INNER[..split]);
+            let tail: &'static [u8] = Vec::leak(INNER[split..].to_vec());
+            let ring = pkt::DoneRing::new(1);
+            b.attach_ext(pkt::ExtSeg::from_static(
+                tail,
+                None,
+                pkt::Completion::new(ring, 0),
+            ));
+            let golden = if v6 {
+                vxlan_push(&mut b, 42).unwrap();
+                push_outer(&mut b, &v6_headers(), 0).unwrap();
+                golden_v6()
+            } else {
+                push_outer(&mut b, &v4_headers(), 1).unwrap();
+                golden_v4()
+            };
+            let (head, tail) = b.parts();
+            assert_eq!([head, tail].concat(), golden, "split {split}");
+        }
+    }
+
+    #[test]
     fn parse_outer_reads_golden_v4() {
         let info = parse_outer(&golden_v4()).unwrap();
         assert_eq!(

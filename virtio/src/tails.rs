@@ -34,8 +34,11 @@ use crate::net::MAX_QUEUE_PAIRS;
 pub const COPY_HEAD: usize = 192;
 
 /// Frames (without the virtio-net header) at least this long go zero-copy by default.
-/// Below it copying is cheaper than the bookkeeping (docs/benchmarks.md, issue 7).
-pub const DEFAULT_THRESHOLD: usize = 1024;
+/// The `guest_tx` bench finds lending cheaper than copying from 256 bytes on (the
+/// chain walk and header copy dominate below 1 KiB); 512 leaves small frames, which
+/// save little, on the path that returns their buffers at once (docs/benchmarks.md,
+/// issue 7).
+pub const DEFAULT_THRESHOLD: usize = 512;
 
 /// Most tails one port has out at once (the [`DoneRing`] capacity).
 pub const MAX_IN_FLIGHT: usize = 512;
@@ -85,6 +88,8 @@ struct Snap {
     in_flight: usize,
     /// Per region: guest address, length, host address, device address if mapped.
     regions: Vec<Region>,
+    /// The device map the regions were mapped through (unmapped through it too).
+    dma: Option<Arc<dyn DmaMap>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,11 +177,12 @@ impl TxTails {
     }
 
     /// Gives tails device addresses from now on: the current memory map is mapped at
-    /// once, later ones when they arrive.
+    /// once (unless an earlier map has it), later ones when they arrive. Each memory
+    /// map is unmapped through the map that mapped it.
     pub fn set_dma_map(&mut self, map: Arc<dyn DmaMap>) {
         self.dma = Some(map);
         if let Some(s) = self.current.as_mut() {
-            map_regions(self.dma.as_deref(), s, &mut self.counters);
+            map_regions(self.dma.as_ref(), s, &mut self.counters);
         }
     }
 
@@ -209,6 +215,7 @@ impl TxTails {
             id: self.next_snap,
             mem: Arc::clone(mem),
             in_flight: 0,
+            dma: None,
             regions: mem
                 .iter()
                 .filter_map(|r| {
@@ -223,7 +230,7 @@ impl TxTails {
                 .collect(),
         };
         self.next_snap = self.next_snap.wrapping_add(1);
-        map_regions(self.dma.as_deref(), &mut s, &mut self.counters);
+        map_regions(self.dma.as_ref(), &mut s, &mut self.counters);
         self.current = Some(s);
     }
 
@@ -365,7 +372,7 @@ impl TxTails {
                         self.retired[pos].in_flight -= 1;
                         if self.retired[pos].in_flight == 0 {
                             let old = self.retired.swap_remove(pos);
-                            unmap_regions(self.dma.as_deref(), &old);
+                            unmap_regions(&old);
                         }
                     }
                 }
@@ -378,7 +385,7 @@ impl TxTails {
     fn retire_current(&mut self) {
         if let Some(old) = self.current.take() {
             if old.in_flight == 0 {
-                unmap_regions(self.dma.as_deref(), &old);
+                unmap_regions(&old);
             } else {
                 self.retired.push(old);
             }
@@ -396,7 +403,7 @@ impl Drop for TxTails {
                 leaked += s.in_flight;
                 std::mem::forget(s);
             } else {
-                unmap_regions(self.dma.as_deref(), &s);
+                unmap_regions(&s);
             }
         }
         if leaked > 0 {
@@ -409,9 +416,13 @@ impl Drop for TxTails {
 }
 
 /// Maps every region of `s` for device reads (when a map is set and it is not yet).
-fn map_regions(dma: Option<&dyn DmaMap>, s: &mut Snap, counters: &mut TailCounters) {
+fn map_regions(dma: Option<&Arc<dyn DmaMap>>, s: &mut Snap, counters: &mut TailCounters) {
     let Some(dma) = dma else { return };
-    for r in s.regions.iter_mut().filter(|r| r.iova.is_none()) {
+    if s.dma.is_some() {
+        return;
+    }
+    s.dma = Some(Arc::clone(dma));
+    for r in s.regions.iter_mut() {
         #[allow(unsafe_code)]
         // SAFETY: `host..host+len` is a region of `s.mem`, which stays mapped until
         // `unmap_regions` runs for it (after its last tail is back) or forever (leaked
@@ -428,8 +439,8 @@ fn map_regions(dma: Option<&dyn DmaMap>, s: &mut Snap, counters: &mut TailCounte
 }
 
 /// Removes the DMA mappings of `s` (every tail lent from it is back).
-fn unmap_regions(dma: Option<&dyn DmaMap>, s: &Snap) {
-    let Some(dma) = dma else { return };
+fn unmap_regions(s: &Snap) {
+    let Some(dma) = s.dma.as_deref() else { return };
     for r in &s.regions {
         if let Some(iova) = r.iova {
             dma.unmap(iova, r.len as usize);

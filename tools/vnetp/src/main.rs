@@ -107,6 +107,10 @@ enum Cmd {
         /// virtio-user frontend on each daemon's vhost-user interface) or both.
         #[arg(long, default_value = "tap")]
         guest: String,
+        /// The vhost-user interfaces' zero_copy_threshold (0: copy every frame; default:
+        /// the port's).
+        #[arg(long)]
+        zero_copy_threshold: Option<usize>,
         /// Also write the results as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
             no_kernel_vxlan,
             dispatch,
             guest,
+            zero_copy_threshold,
             csv,
             json,
             svg,
@@ -199,6 +204,7 @@ fn main() -> ExitCode {
             no_kernel_vxlan,
             &dispatch,
             &guest,
+            zero_copy_threshold,
             &bench::Outputs { csv, json, svg },
         ),
         Cmd::BenchAgent { role } => bench_agent(role),

@@ -65,6 +65,8 @@ pub struct Plan {
     pub dispatch: Dispatch,
     /// How the overlay's guests attach.
     pub guest: Guest,
+    /// The vhost-user interfaces' `zero_copy_threshold` (`None`: the default).
+    pub zero_copy_threshold: Option<usize>,
 }
 
 /// How the overlay path's guests attach to the daemons (`vnetp bench --guest`).
@@ -144,6 +146,7 @@ impl Plan {
             kernel_vxlan: true,
             dispatch: Dispatch::Adaptive,
             guest: Guest::Tap,
+            zero_copy_threshold: None,
         })
     }
 }
@@ -303,6 +306,12 @@ fn daemon_config(
             pg.mac,
             g.mac
         ));
+    }
+    if let Some(t) = plan.zero_copy_threshold {
+        cfg = cfg.replace(
+            "kind = \"vhost-user\"\n",
+            &format!("kind = \"vhost-user\"\nzero_copy_threshold = {t}\n"),
+        );
     }
     cfg
 }
@@ -575,10 +584,12 @@ pub fn bench(
     no_kernel_vxlan: bool,
     dispatch: &str,
     guest: &str,
+    zero_copy_threshold: Option<usize>,
     out: &Outputs,
 ) -> anyhow::Result<ExitCode> {
     let encap = parse_encap(encap)?;
     let mut plan = Plan::new(quick, sizes)?;
+    plan.zero_copy_threshold = zero_copy_threshold;
     plan.kernel_vxlan = !no_kernel_vxlan;
     plan.dispatch = parse_dispatch(dispatch)?;
     plan.guest = parse_guest(guest)?;
