@@ -52,7 +52,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, OnceLock, PoisonError, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
@@ -145,7 +145,25 @@ struct Shared {
     pending_mem: Mutex<Option<Mem>>,
     shutdown: Mutex<Option<ShutdownHandle>>,
     connections: AtomicU64,
+    /// Per queue: how many times the frontend stopped it (GET_VRING_BASE). The data
+    /// side compares it with what it saw last, so a queue stopped and set up again
+    /// between two of its batches still counts as reset: chains lent before the stop
+    /// never go into the new ring.
+    stops: [AtomicU32; QUEUES],
+    /// Per queue: tails lent from it that are not back yet, as the data side last
+    /// published it (under the queue's vring lock). A stop waits for 0.
+    lent: [AtomicU32; QUEUES],
+    /// Stops that gave up waiting for lent tails ([`STOP_WAIT`]).
+    stop_timeouts: AtomicU64,
 }
+
+/// Queues of a port (receive and transmit of every pair).
+const QUEUES: usize = 2 * MAX_QUEUE_PAIRS as usize;
+
+/// Longest a GET_VRING_BASE waits for the tails lent from its queue to come back (the
+/// NIC or the kernel still reading the guest's bytes). Past it the stop goes ahead and
+/// the late chains are counted stale, never put into the queue's next ring.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Shared {
     fn poke(fd: &OwnedFd) {
@@ -260,6 +278,31 @@ impl VhostUserBackend for NetBackend {
         // every vring. It answers the control queue and hears of a data queue only when
         // it is enabled; the data queues' kicks go to the engine (see `NetVring`).
         vec![(1u64 << net::num_queues(self.shared.pairs)) - 1]
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> std::io::Result<()> {
+        // GET_VRING_BASE: the frontend takes the ring back, so the device must be done
+        // with its buffers (vhost-user-backend asks asynchronous backends to block here).
+        let q = queue_index as usize;
+        let (Some(stops), Some(lent)) = (self.shared.stops.get(q), self.shared.lent.get(q)) else {
+            return Ok(());
+        };
+        stops.fetch_add(1, Ordering::AcqRel);
+        if lent.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        // The data side returns tails on its next batch: make sure it runs.
+        self.shared.wake_engine();
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        while lent.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= deadline {
+                self.shared.stop_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(interface = %self.shared.name, queue = q, tails = lent.load(Ordering::Relaxed), "queue stopped with transmit tails still out; their chains will not be returned");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        Ok(())
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -665,6 +708,8 @@ pub struct VhostUserPort {
     /// whose tails came back (scratch for one drain, never grown).
     tails: TxTails,
     returned: Vec<(usize, u16)>,
+    /// [`Shared::stops`] as last seen.
+    seen_stops: [u32; QUEUES],
 }
 
 impl std::fmt::Debug for VhostUserPort {
@@ -771,6 +816,9 @@ impl VhostUserPort {
             pending_mem: Mutex::new(None),
             shutdown: Mutex::new(None),
             connections: AtomicU64::new(0),
+            stops: std::array::from_fn(|_| AtomicU32::new(0)),
+            lent: std::array::from_fn(|_| AtomicU32::new(0)),
+            stop_timeouts: AtomicU64::new(0),
         });
         let s = Arc::clone(&shared);
         let socket = cfg.socket.clone();
@@ -801,6 +849,7 @@ impl VhostUserPort {
             drops: [0; DROP_NAMES.len()],
             tails: TxTails::new(cfg.zero_copy_threshold, tails::MAX_IN_FLIGHT),
             returned: Vec::with_capacity(tails::MAX_IN_FLIGHT),
+            seen_stops: [0; QUEUES],
         })
     }
 
@@ -934,6 +983,9 @@ impl VhostUserPort {
             &mut self.drops,
             &mut self.tails,
         );
+        // Published under the vring lock: a stop (which marks the queue not ready under
+        // the same lock first) then sees every tail this pass lent.
+        self.publish_lent(q);
         let pass = match result {
             Ok(p) => p,
             Err(b) => {
@@ -1159,24 +1211,48 @@ impl VhostUserPort {
         consumed
     }
 
+    /// Treats every queue the frontend stopped since the last look as reset (its lent
+    /// chains are no longer its), even if it is ready again by now.
+    fn sync_stops(&mut self) {
+        for (q, seen) in self.seen_stops.iter_mut().enumerate() {
+            let now = self.shared.stops[q].load(Ordering::Acquire);
+            if now != *seen {
+                *seen = now;
+                self.tails.reset_queue(q);
+            }
+        }
+    }
+
+    /// Publishes how many tails queue `q` has out, for a stop waiting on them.
+    fn publish_lent(&self, q: usize) {
+        if let Some(l) = self.shared.lent.get(q) {
+            l.store(self.tails.lent(q), Ordering::Release);
+        }
+    }
+
     /// Puts the chains whose tails came back into their used rings and notifies the
     /// guest as after a transmit pass; one vring lock per queue with returns.
     fn return_tails(&mut self) {
+        self.sync_stops();
         if !self.tails.has_returns() {
             return;
         }
         let returned = &mut self.returned;
         returned.clear();
         self.tails.drain(|q, head| returned.push((q, head)));
+        // Stale returns count too: a stop may be waiting for exactly those.
+        for q in 0..QUEUES {
+            self.publish_lent(q);
+        }
+        let queues = self
+            .returned
+            .iter()
+            .fold(0u64, |m, &(q, _)| m | 1 << (q % 64));
         let Some(conn) = self.conn.as_ref() else {
             // Cannot happen (a connection change makes them stale first).
             self.tails.count_stale(self.returned.len());
             return;
         };
-        let queues = self
-            .returned
-            .iter()
-            .fold(0u64, |m, &(q, _)| m | 1 << (q % 64));
         for q in (0..64).filter(|q| queues & 1 << q != 0) {
             let mine = self.returned.iter().filter(|e| e.0 == q);
             let Some(v) = conn.vrings.get(q) else {
@@ -1369,6 +1445,10 @@ impl Port for VhostUserPort {
             ("tx_zero_copy_stale", t.stale),
             ("tx_zero_copy_orphaned", t.orphaned),
             ("dma_map_failed", t.dma_map_failed),
+            (
+                "tx_zero_copy_stop_timeout",
+                self.shared.stop_timeouts.load(Ordering::Relaxed),
+            ),
         ]
         .into_iter()
         .map(|(name, count)| DropCounter { name, count })

@@ -100,6 +100,53 @@ struct Ring {
     call: EventFd,
 }
 
+/// Gives the backend ring `r`: size, base 0, addresses, call and kick eventfds.
+fn set_up_vring(
+    frontend: &mut Frontend,
+    socket: &Path,
+    mem: &GuestMemoryMmap,
+    qsize: u16,
+    r: &Ring,
+) -> Result<(), VirtioError> {
+    let err = |step: &'static str| {
+        move |e: vhost::Error| VirtioError::Frontend {
+            socket: socket.to_path_buf(),
+            step,
+            reason: e.to_string(),
+        }
+    };
+    let host = |gpa: u64| -> Result<u64, VirtioError> {
+        mem.get_host_address(GuestAddress(gpa))
+            .map(|p| p as u64)
+            .map_err(|e| VirtioError::Memory(e.to_string()))
+    };
+    let i = r.index;
+    frontend
+        .set_vring_num(i, qsize)
+        .map_err(err("SET_VRING_NUM"))?;
+    frontend
+        .set_vring_base(i, 0)
+        .map_err(err("SET_VRING_BASE"))?;
+    let cfg = VringConfigData {
+        queue_max_size: qsize,
+        queue_size: qsize,
+        flags: 0,
+        desc_table_addr: host(r.desc)?,
+        used_ring_addr: host(r.used)?,
+        avail_ring_addr: host(r.avail)?,
+        log_addr: None,
+    };
+    frontend
+        .set_vring_addr(i, &cfg)
+        .map_err(err("SET_VRING_ADDR"))?;
+    frontend
+        .set_vring_call(i, &r.call)
+        .map_err(err("SET_VRING_CALL"))?;
+    frontend
+        .set_vring_kick(i, &r.kick)
+        .map_err(err("SET_VRING_KICK"))
+}
+
 /// Marks the end of a hand-made chain in a ring's `links`.
 const NO_LINK: u16 = u16::MAX;
 
@@ -336,11 +383,6 @@ impl VirtioUser {
             .map_err(err("SET_MEM_TABLE"))?;
 
         let new_fd = || EventFd::new(EFD_NONBLOCK).map_err(VirtioError::Eventfd);
-        let host = |gpa: u64| -> Result<u64, VirtioError> {
-            mem.get_host_address(GuestAddress(gpa))
-                .map(|p| p as u64)
-                .map_err(|e| VirtioError::Memory(e.to_string()))
-        };
         let mut rings = Vec::with_capacity(nrings);
         for (i, &(desc, avail, used, bufs)) in layout.iter().enumerate() {
             let index = if i < 2 * usize::from(pairs) {
@@ -368,31 +410,7 @@ impl VirtioUser {
             });
         }
         for r in &rings {
-            let i = r.index;
-            frontend
-                .set_vring_num(i, qsize)
-                .map_err(err("SET_VRING_NUM"))?;
-            frontend
-                .set_vring_base(i, 0)
-                .map_err(err("SET_VRING_BASE"))?;
-            let cfg = VringConfigData {
-                queue_max_size: qsize,
-                queue_size: qsize,
-                flags: 0,
-                desc_table_addr: host(r.desc)?,
-                used_ring_addr: host(r.used)?,
-                avail_ring_addr: host(r.avail)?,
-                log_addr: None,
-            };
-            frontend
-                .set_vring_addr(i, &cfg)
-                .map_err(err("SET_VRING_ADDR"))?;
-            frontend
-                .set_vring_call(i, &r.call)
-                .map_err(err("SET_VRING_CALL"))?;
-            frontend
-                .set_vring_kick(i, &r.kick)
-                .map_err(err("SET_VRING_KICK"))?;
+            set_up_vring(&mut frontend, socket, &mem, qsize, r)?;
         }
         if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
             for r in &rings {
@@ -654,6 +672,56 @@ impl VirtioUser {
                 reason: e.to_string(),
             })?;
         Ok(std::mem::replace(&mut self.rings[q].kick, fresh))
+    }
+
+    /// Stops pair `pair`'s queue (`RX_QUEUE` or `TX_QUEUE`) with GET_VRING_BASE and sets
+    /// it up again from index 0 with empty rings, as a driver resetting one queue does;
+    /// returns the base the backend reported. Transmit chains the backend had not
+    /// returned are forgotten (every slot is free again), receive buffers posted anew.
+    pub fn restart_queue(&mut self, pair: u16, which: usize) -> Result<u16, VirtioError> {
+        let q = self.ring_of(pair, which)?;
+        let index = self.rings[q].index;
+        let base = self
+            .frontend
+            .get_vring_base(index)
+            .map_err(|e| VirtioError::Frontend {
+                socket: self.socket.clone(),
+                step: "GET_VRING_BASE",
+                reason: e.to_string(),
+            })?;
+        let qsize = self.qsize;
+        let r = &mut self.rings[q];
+        for at in [r.avail + 2, r.used + 2] {
+            self.mem
+                .store(0u16, GuestAddress(at), Ordering::Release)
+                .map_err(Self::mem_err)?;
+        }
+        r.avail_idx = Wrapping(0);
+        r.last_used = Wrapping(0);
+        if which == TX_QUEUE {
+            r.free = (0..qsize).rev().collect();
+        }
+        r.links.fill(NO_LINK);
+        set_up_vring(
+            &mut self.frontend,
+            &self.socket,
+            &self.mem,
+            qsize,
+            &self.rings[q],
+        )?;
+        if self.features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
+            self.frontend
+                .set_vring_enable(index, true)
+                .map_err(|e| VirtioError::Frontend {
+                    socket: self.socket.clone(),
+                    step: "SET_VRING_ENABLE",
+                    reason: e.to_string(),
+                })?;
+        }
+        if which == RX_QUEUE {
+            self.post_all_rx(q)?;
+        }
+        Ok(base as u16)
     }
 
     /// Posts one hand-made transmit chain on pair 0, valid or not, and kicks: for

@@ -117,6 +117,8 @@ pub struct TxTails {
     threshold: usize,
     conn: u32,
     qgen: [u32; QUEUES],
+    /// Per queue: tails lent from it and not back yet (any connection).
+    lent: [u32; QUEUES],
     /// The memory map tails are lent from now.
     current: Option<Snap>,
     /// Earlier maps with tails still out.
@@ -153,6 +155,7 @@ impl TxTails {
             },
             conn: 0,
             qgen: [0; QUEUES],
+            lent: [0; QUEUES],
             current: None,
             retired: Vec::new(),
             next_snap: 0,
@@ -169,6 +172,11 @@ impl TxTails {
     /// Tails out now.
     pub fn in_flight(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// Tails lent from queue `q` that are not back yet.
+    pub fn lent(&self, q: usize) -> u32 {
+        self.lent.get(q).copied().unwrap_or(0)
     }
 
     /// True when tokens are waiting for [`TxTails::drain`].
@@ -329,6 +337,9 @@ impl TxTails {
         };
         let token = (slot.seq << SLOT_BITS) | i;
         snap.in_flight += 1;
+        if let Some(l) = self.lent.get_mut(q) {
+            *l += 1;
+        }
         let done = Completion::new(Arc::clone(&self.ring), token);
         #[allow(unsafe_code)]
         // SAFETY: `ptr..ptr+len` is one range inside a region of `snap.mem` (checked by
@@ -360,6 +371,9 @@ impl TxTails {
             let s = *slot;
             self.free.push(i);
             let q = usize::from(s.queue);
+            if let Some(l) = self.lent.get_mut(q) {
+                *l = l.saturating_sub(1);
+            }
             if s.conn == self.conn && self.qgen.get(q) == Some(&s.qgen) {
                 used(q, s.head);
             } else {
