@@ -1,17 +1,20 @@
 //! Guest descriptor chains and rings from arbitrary bytes: the fuzz input becomes guest
 //! memory (descriptor table, avail ring, buffers) plus ring parameters, and both queue
 //! passes and the control queue run over it (TSO and MQ bits among the negotiated
-//! features, from the input). Any panic, overflow or out-of-bounds access is a bug; bad input
+//! features, from the input), the transmit pass with and without zero-copy tails. Any panic, overflow or out-of-bounds access is a bug; bad input
 //! must end in a counted drop or a "broken queue" result.
 #![no_main]
+
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use pkt::{Batch, HEADROOM, Mempool};
 use virtio::chain::Chain;
 use virtio::dataplane::{self, DROP_NAMES, Traffic};
 use virtio::net::Negotiated;
+use virtio::tails::TxTails;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 const MEM: usize = 64 * 1024;
 
@@ -23,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]) else {
         return;
     };
+    // The same memory, shared the way the port holds a guest's map (zero-copy path).
+    let shared = Arc::new(mem.clone());
     let n = body.len().min(MEM);
     if mem.write_slice(&body[..n], GuestAddress(0)).is_err() {
         return;
@@ -98,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
                     break;
                 }
             }
-        } else {
+        } else if params[0] & 0x80 == 0 {
             for _ in 0..3 {
                 match dataplane::guest_tx(
                     &mut q,
@@ -112,6 +117,41 @@ fuzz_target!(|data: &[u8]| {
                 ) {
                     Ok(_) => batch.clear(),
                     Err(_) => break,
+                }
+            }
+        } else {
+            // Zero-copy: frames past a threshold from the input lend their bytes; the
+            // chains come back through the tails' ring once the frames are dropped.
+            let threshold = 200 + usize::from(params[6]) * 4;
+            let mut tails = TxTails::new(threshold, 1 + usize::from(params[5] % 64));
+            tails.set_memory(&Arc::clone(&shared));
+            for _ in 0..3 {
+                let pass = dataplane::guest_tx_tails(
+                    &mut q,
+                    1,
+                    neg,
+                    &pool,
+                    &mut batch,
+                    &mut chain,
+                    &mut traffic,
+                    &mut drops,
+                    &mut tails,
+                );
+                // Frames taken before a broken queue was found keep their tails too.
+                let base = shared.get_host_address(GuestAddress(0)).unwrap() as usize;
+                for b in batch.as_slice() {
+                    if let Some(ext) = b.ext() {
+                        let at = ext.as_slice().as_ptr() as usize - base;
+                        assert!(at + ext.len() <= MEM, "tail outside guest memory");
+                    }
+                }
+                batch.clear();
+                tails.drain(|_, head| {
+                    let _ = q.add_used(&*shared, head, 0);
+                });
+                assert_eq!(tails.in_flight(), 0, "a dropped frame kept its tail");
+                if pass.is_err() {
+                    break;
                 }
             }
         }
