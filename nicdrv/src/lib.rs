@@ -16,6 +16,7 @@ pub mod af_xdp;
 mod error;
 pub mod igb;
 pub mod ixgbe;
+mod sysfs;
 pub mod tap;
 pub mod udp;
 

@@ -6,7 +6,9 @@
 //! The message set is the one Linux igbvf speaks (and the Linux igb PF answers):
 //! word 0 holds the message type in bits 15:0, "message info" in bits 23:16, and the
 //! ACK/NACK/CTS flags in bits 31:29. Our PF adds API negotiation (1.0 and 1.1) and
-//! GET_QUEUES, which igbvf never sends and our own VF driver tries first.
+//! GET_QUEUES, which igbvf never sends and our own VF driver tries first. The 82599's
+//! VFs (Linux ixgbevf) speak the same set but for two messages: [`handle`] takes the
+//! [`Dialect`], and the ixgbe PF uses it too.
 //!
 //! Every message the PF cannot honour gets a NACK and a named counter, never a panic.
 
@@ -22,8 +24,11 @@ pub mod msg {
     pub const SET_VLAN: u32 = 0x04;
     /// Set the longest frame the VF receives (word 1, bytes with CRC).
     pub const SET_LPE: u32 = 0x05;
-    /// Promiscuous modes (msginfo: bit 0 unicast, bit 1 multicast).
+    /// Promiscuous modes (msginfo: bit 0 unicast, bit 1 multicast); igb dialect.
     pub const SET_PROMISC: u32 = 0x06;
+    /// Extra unicast filters (msginfo = index, 0 = clear all); the 82599's id 0x06
+    /// ([`super::Dialect::Ixgbe`]).
+    pub const SET_MACVLAN: u32 = 0x06;
     /// Negotiate the mailbox API version (word 1).
     pub const API_NEGOTIATE: u32 = 0x08;
     /// Ask for queue counts (API 1.1).
@@ -298,10 +303,31 @@ fn valid_unicast(mac: [u8; 6]) -> bool {
     mac[0] & 1 == 0 && mac != [0; 6]
 }
 
-/// Handles one message from a VF: updates `vf` and returns the reply.
+/// Which PF/VF mailbox a message comes through: the two speak the same ids, word
+/// layout, flags and API numbering but for two messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// The 82576's (Linux igbvf): id 0x06 is [`msg::SET_PROMISC`], and SET_MAC_ADDR's
+    /// msginfo carries the MAC-filter sub-commands.
+    Igb,
+    /// The 82599's (Linux ixgbevf): id 0x06 is [`msg::SET_MACVLAN`] (we keep no extra
+    /// filters: "clear" and "add the VF's own address" are acknowledged, any other
+    /// address refused), and SET_MAC_ADDR carries no msginfo (any is refused).
+    Ixgbe,
+}
+
+/// Handles one message from an 82576 VF: updates `vf` and returns the reply.
 ///
 /// Pure: no I/O, no allocation, no panic for any input.
 pub fn handle_message(vf: &mut VfState, m: &[u32; WORDS]) -> Handled {
+    handle(Dialect::Igb, vf, m)
+}
+
+/// Handles one message from a VF speaking `dialect`: updates `vf` and returns the
+/// reply.
+///
+/// Pure: no I/O, no allocation, no panic for any input.
+pub fn handle(dialect: Dialect, vf: &mut VfState, m: &[u32; WORDS]) -> Handled {
     let word0 = m[0];
     if word0 & (msg::ACK | msg::NACK) != 0 {
         // An ACK/NACK is the VF echoing a reply: nothing to answer.
@@ -349,8 +375,10 @@ pub fn handle_message(vf: &mut VfState, m: &[u32; WORDS]) -> Handled {
                 0 => {}
                 // igbvf's unicast filter list: "clear" is a no-op (we keep no extra
                 // filters); "add" only of the address it already has.
-                msg::MAC_FILTER_CLR => return ok(Changes::default()),
-                msg::MAC_FILTER_ADD if mac == vf.mac => return ok(Changes::default()),
+                msg::MAC_FILTER_CLR if dialect == Dialect::Igb => return ok(Changes::default()),
+                msg::MAC_FILTER_ADD if dialect == Dialect::Igb && mac == vf.mac => {
+                    return ok(Changes::default());
+                }
                 _ => return nack(Refusal::Unsupported),
             }
             if !valid_unicast(mac) {
@@ -434,6 +462,14 @@ pub fn handle_message(vf: &mut VfState, m: &[u32; WORDS]) -> Handled {
                 offload: true,
                 ..Changes::default()
             })
+        }
+        msg::SET_MACVLAN if dialect == Dialect::Ixgbe => {
+            // No extra filters: "clear" (index 0) and the VF's own address are no-ops.
+            if info == 0 || mac_from_words(m[1], m[2]) == vf.mac {
+                ok(Changes::default())
+            } else {
+                nack(Refusal::Unsupported)
+            }
         }
         msg::SET_PROMISC => {
             let known = msg::PROMISC_UNICAST | msg::PROMISC_MULTICAST;

@@ -13,6 +13,7 @@ use pkt::DropCounter;
 use super::Registers;
 use super::mailbox::{self, Handled, Refusal, VfPolicy, VfState, WORDS};
 use super::regs;
+use crate::sysfs::SriovVfs;
 
 /// SR-IOV settings of the PF.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,11 +449,7 @@ pub fn config_from_sysfs(
     pf: &str,
     assignments: &[VfAssignment],
 ) -> Result<SriovConfig, super::IgbError> {
-    config_from_dir(
-        &std::path::Path::new("/sys/bus/pci/devices").join(pf),
-        pf,
-        assignments,
-    )
+    config_from_dir(&crate::sysfs::pci_device_dir(pf), pf, assignments)
 }
 
 fn config_from_dir(
@@ -460,40 +457,11 @@ fn config_from_dir(
     pf: &str,
     assignments: &[VfAssignment],
 ) -> Result<SriovConfig, super::IgbError> {
-    let create = format!(
-        "create them first: `echo N > {}/sriov_numvfs` (a PF bound to vfio-pci needs the module option enable_sriov=1)",
-        dir.display()
-    );
-    let numvfs: usize = std::fs::read_to_string(dir.join("sriov_numvfs"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    if numvfs == 0 {
-        return Err(super::IgbError::Config(format!(
-            "{pf} has no SR-IOV VFs: {create}"
-        )));
-    }
-    let mut vfs = vec![VfPolicy::fixed_mac([0; 6]); numvfs.min(regs::MAX_POOLS as usize - 1)];
-    for a in assignments {
-        let index = (0..vfs.len()).find(|n| {
-            std::fs::read_link(dir.join(format!("virtfn{n}")))
-                .ok()
-                .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-                .is_some_and(|name| name == a.pci)
-        });
-        let Some(index) = index else {
-            return Err(super::IgbError::Config(format!(
-                "{} is not one of the {numvfs} VFs of {pf}: pick one of its virtfnN, or {create}",
-                a.pci
-            )));
-        };
-        vfs[index] = VfPolicy {
-            mac: a.mac,
-            allow_mac_change: false,
-            vlan: a.vlan,
-            allow_promisc: false,
-        };
-    }
+    let sysfs = SriovVfs::read(dir, pf).map_err(super::IgbError::Config)?;
+    let count = sysfs.numvfs.min(regs::MAX_POOLS as usize - 1);
+    let vfs = sysfs
+        .policies(count, assignments)
+        .map_err(super::IgbError::Config)?;
     Ok(SriovConfig {
         vfs,
         poll_every: 16,
@@ -507,14 +475,7 @@ mod sysfs_tests {
     #[test]
     fn vfs_are_found_by_their_virtfn_links_and_all_get_pools() {
         let dir = std::env::temp_dir().join(format!("vnetp-sriov-{}", std::process::id()));
-        let pf = dir.join("0000:01:00.0");
-        std::fs::create_dir_all(&pf).expect("dir");
-        std::fs::write(pf.join("sriov_numvfs"), "2\n").expect("numvfs");
-        for (n, vf) in ["0000:01:10.0", "0000:01:10.2"].iter().enumerate() {
-            let _ = std::fs::remove_file(pf.join(format!("virtfn{n}")));
-            std::os::unix::fs::symlink(format!("../{vf}"), pf.join(format!("virtfn{n}")))
-                .expect("link");
-        }
+        let pf = crate::sysfs::fake_pf(&dir, "0000:01:00.0", 2, &["0000:01:10.0", "0000:01:10.2"]);
         let a = VfAssignment {
             pci: "0000:01:10.2".into(),
             mac: [0x52, 0x54, 0, 0, 0, 2],
@@ -530,6 +491,10 @@ mod sysfs_tests {
         };
         let e = config_from_dir(&pf, "0000:01:00.0", &[wrong]).expect_err("not a VF");
         assert!(e.to_string().contains("is not one of the 2 VFs"), "{e}");
+        // More VFs than pools: the ones past the PF's pool get none.
+        std::fs::write(pf.join("sriov_numvfs"), "9\n").expect("numvfs");
+        let cfg = config_from_dir(&pf, "0000:01:00.0", &[]).expect("config");
+        assert_eq!(cfg.vfs.len(), regs::MAX_POOLS as usize - 1);
         std::fs::write(pf.join("sriov_numvfs"), "0\n").expect("numvfs");
         let e = config_from_dir(&pf, "0000:01:00.0", &[]).expect_err("no VFs");
         assert!(e.to_string().contains("enable_sriov=1"), "{e}");

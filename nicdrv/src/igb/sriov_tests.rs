@@ -353,25 +353,62 @@ fn a_port_vlan_is_inserted_filtered_and_not_changeable_by_the_vf() {
     );
 }
 
-#[test]
-fn a_vf_without_a_pf_driver_fails_with_a_clear_error() {
-    let model = IgbModel::new();
-    let pool = pool();
+/// Opens VF 0 with a 30 ms mailbox timeout, expecting it to fail; returns the error.
+fn open_vf_failing(model: &IgbModel, pool: &Mempool, why: &str) -> String {
     let cfg = IgbVfConfig {
         mailbox_timeout: Duration::from_millis(30),
         ..vf_cfg()
     };
-    let err = IgbVfPort::new(
+    IgbVfPort::new(
         "vf0",
         model.vf(0),
-        ModelDma::new(&model, &pool),
+        ModelDma::new(model, pool),
         pool.clone(),
         cfg,
     )
-    .expect_err("no PF driver: RSTI never clears");
-    let text = err.to_string();
+    .expect_err(why)
+    .to_string()
+}
+
+#[test]
+fn a_vf_without_a_pf_driver_fails_with_a_clear_error() {
+    let model = IgbModel::new();
+    let pool = pool();
+    let text = open_vf_failing(&model, &pool, "no PF driver: RSTI never clears");
     assert!(
         text.contains("RSTI") && text.contains("PF driver"),
+        "{text}"
+    );
+    // The register as the VF last read it: RSTI (bit 6) still set.
+    assert!(text.contains("VFMailbox stays 0x40 "), "{text}");
+}
+
+/// Opens VF 0 next to a PF that is up (reset done announced) but whose mailbox nobody
+/// services (no rx_batch), after `prepare`; returns the VF's error.
+fn open_vf_next_to_an_idle_pf(prepare: impl FnOnce(&IgbModel), why: &str) -> String {
+    let model = IgbModel::new();
+    let pool = pool();
+    let _pf = pf_with(&model, &pool, VfPolicy::fixed_mac(VF_MAC));
+    prepare(&model);
+    open_vf_failing(&model, &pool, why)
+}
+
+#[test]
+fn a_pf_that_never_services_its_mailbox_times_out_with_the_register_state() {
+    let text = open_vf_next_to_an_idle_pf(|_| {}, "no ACK ever comes");
+    assert!(
+        text.contains("mailbox, VF_RESET: no ACK from the PF within 30 ms (VFMailbox 0x"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_pf_holding_the_mailbox_buffer_keeps_the_vf_from_sending() {
+    // The PF takes VF 0's buffer and never lets it go.
+    let hold = |m: &IgbModel| m.write(regs::PFMAILBOX0, regs::PFMAILBOX_PFU);
+    let text = open_vf_next_to_an_idle_pf(hold, "the buffer stays the PF's");
+    assert!(
+        text.contains("mailbox, VF_RESET: the PF holds the mailbox buffer"),
         "{text}"
     );
 }

@@ -21,7 +21,7 @@ use pkt::{Batch, DropCounter, Mempool, Offloads, Port, PortCaps, PortKind, PortS
 use super::mailbox::{self, WORDS, msg};
 use super::queue::{QueuePair, QueueRegs};
 use super::regs::{self, vf};
-use super::{Dma, IgbError, Registers};
+use super::{Dma, IgbError, Registers, wait_until};
 
 /// How to set up the VF port.
 #[derive(Debug, Clone)]
@@ -86,24 +86,20 @@ impl VfMailbox {
         limit: Duration,
         step: &'static str,
     ) -> Result<(), IgbError> {
-        let start = Instant::now();
-        while !self.take(r, bit) {
-            if start.elapsed() > limit {
-                return Err(IgbError::VfMailbox {
-                    step,
-                    detail: format!(
-                        "no {} from the PF within {} ms (VFMailbox {:#x})",
-                        if bit == vf::MAILBOX_PFACK {
-                            "ACK"
-                        } else {
-                            "reply"
-                        },
-                        limit.as_millis(),
-                        r.read(vf::MAILBOX)
-                    ),
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        if !wait_until(|| self.take(r, bit), limit) {
+            return Err(IgbError::VfMailbox {
+                step,
+                detail: format!(
+                    "no {} from the PF within {} ms (VFMailbox {:#x})",
+                    if bit == vf::MAILBOX_PFACK {
+                        "ACK"
+                    } else {
+                        "reply"
+                    },
+                    limit.as_millis(),
+                    r.read(vf::MAILBOX)
+                ),
+            });
         }
         Ok(())
     }
@@ -114,20 +110,20 @@ impl VfMailbox {
         limit: Duration,
         step: &'static str,
     ) -> Result<(), IgbError> {
-        let start = Instant::now();
-        loop {
-            r.write(vf::MAILBOX, vf::MAILBOX_VFU);
-            if self.status(r) & vf::MAILBOX_VFU != 0 {
-                return Ok(());
-            }
-            if start.elapsed() > limit {
-                return Err(IgbError::VfMailbox {
-                    step,
-                    detail: "the PF holds the mailbox buffer".into(),
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        let locked = wait_until(
+            || {
+                r.write(vf::MAILBOX, vf::MAILBOX_VFU);
+                self.status(r) & vf::MAILBOX_VFU != 0
+            },
+            limit,
+        );
+        if !locked {
+            return Err(IgbError::VfMailbox {
+                step,
+                detail: "the PF holds the mailbox buffer".into(),
+            });
         }
+        Ok(())
     }
 
     /// Sends `words` and waits for the PF's ACK.
@@ -240,21 +236,22 @@ impl<R: Registers, D: Dma> IgbVfPort<R, D> {
         std::thread::sleep(Duration::from_millis(1));
         // The mailbox is usable once RSTI (PF resetting) and RSTD (reset done, clears
         // on read) are both clear.
-        let start = Instant::now();
-        loop {
-            let v = regs.read(vf::MAILBOX);
-            if v & (vf::MAILBOX_RSTI | vf::MAILBOX_RSTD) == 0 {
-                break;
-            }
-            if start.elapsed() > t {
-                return Err(IgbError::VfMailbox {
-                    step: "wait for the PF reset",
-                    detail: format!(
-                        "VFMailbox stays {v:#x} (RSTI: the PF driver has not finished its reset)"
-                    ),
-                });
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        // The last value read, for the error.
+        let mut v = 0;
+        let reset_done = wait_until(
+            || {
+                v = regs.read(vf::MAILBOX);
+                v & (vf::MAILBOX_RSTI | vf::MAILBOX_RSTD) == 0
+            },
+            t,
+        );
+        if !reset_done {
+            return Err(IgbError::VfMailbox {
+                step: "wait for the PF reset",
+                detail: format!(
+                    "VFMailbox stays {v:#x} (RSTI: the PF driver has not finished its reset)"
+                ),
+            });
         }
         mbx.sticky = 0;
 

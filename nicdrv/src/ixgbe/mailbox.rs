@@ -10,8 +10,8 @@
 //! # The message set
 //!
 //! The 82599's mailbox API (Linux ixgbevf) uses the message ids, word layout, flags
-//! and API numbering of the 82576's, so [`handle_message`] delegates to the pure
-//! handler in [`crate::igb::mailbox`] and keeps only the differences here:
+//! and API numbering of the 82576's, so [`handle_message`] is the handler in
+//! [`crate::igb::mailbox`] in its [`Dialect::Ixgbe`], which differs in two messages:
 //!
 //! - id 0x06 is `SET_MACVLAN` (extra unicast filters: msginfo = index, 0 = clear
 //!   all) on the 82599, where the 82576 has `SET_PROMISC`. We keep no extra filters:
@@ -19,64 +19,29 @@
 //!   refused ([`Refusal::Unsupported`]).
 //! - ixgbevf's `SET_MAC_ADDR` carries no msginfo; the 82576's MAC-filter
 //!   sub-commands in that field are refused ([`Refusal::Unsupported`]).
-//! - API 1.2 and later (`GET_RETA` 0x0a, `GET_RSS_KEY` 0x0b, `UPDATE_XCAST_MODE`
-//!   0x0c, `GET_LINK_STATE` 0x10, ...) are not offered: API_NEGOTIATE for them is
-//!   NACKed and ixgbevf falls back to 1.1, as it does with older Linux PFs.
 //!
-//! A shared refactor would give `igb::mailbox::handle_message` a `Dialect { Igb,
-//! Ixgbe }` argument selecting the meaning of id 0x06 and of SET_MAC_ADDR's msginfo;
-//! both drivers would then call the one handler and this file would keep only the
+//! API 1.2 and later (`GET_RETA` 0x0a, `GET_RSS_KEY` 0x0b, `UPDATE_XCAST_MODE` 0x0c,
+//! `GET_LINK_STATE` 0x10, ...) are not offered: API_NEGOTIATE for them is NACKed and
+//! ixgbevf falls back to 1.1, as it does with older Linux PFs. This file keeps the
 //! register protocol.
 
 use pkt::DropCounter;
 
 use super::regs::sriov as r;
 use crate::igb::Registers;
-pub use crate::igb::mailbox::{Changes, Handled, Refusal, VfPolicy, VfState, msg};
+pub use crate::igb::mailbox::{Changes, Dialect, Handled, Refusal, VfPolicy, VfState, msg};
 
 /// Mailbox words.
 pub const WORDS: usize = r::MAILBOX_WORDS;
 
 /// `SET_MACVLAN` (0x06 in the ixgbe API): add (msginfo = index > 0) or clear
 /// (msginfo 0) extra unicast filters.
-pub const SET_MACVLAN: u32 = 0x06;
+pub const SET_MACVLAN: u32 = msg::SET_MACVLAN;
 
 /// Handles one message from an 82599 VF (the ixgbevf dialect): updates `vf` and
 /// returns the reply. Pure: no I/O, no allocation, no panic for any input.
 pub fn handle_message(vf: &mut VfState, m: &[u32; WORDS]) -> Handled {
-    let word0 = m[0];
-    let kind = word0 & 0xffff;
-    let info = (word0 & msg::INFO_MASK) >> msg::INFO_SHIFT;
-    let flagged = word0 & (msg::ACK | msg::NACK) != 0;
-    if flagged || !vf.cts {
-        // Stale echoes and messages before reset: the shared handler's answers.
-        return crate::igb::mailbox::handle_message(vf, m);
-    }
-    match kind {
-        SET_MACVLAN => {
-            let mac = crate::igb::mailbox::mac_from_words(m[1], m[2]);
-            if info == 0 || mac == vf.mac {
-                reply(word0 | msg::ACK | msg::CTS, None)
-            } else {
-                reply(word0 | msg::NACK | msg::CTS, Some(Refusal::Unsupported))
-            }
-        }
-        msg::SET_MAC_ADDR if info != 0 => {
-            reply(word0 | msg::NACK | msg::CTS, Some(Refusal::Unsupported))
-        }
-        _ => crate::igb::mailbox::handle_message(vf, m),
-    }
-}
-
-fn reply(word0: u32, refused: Option<Refusal>) -> Handled {
-    let mut words = [0; WORDS];
-    words[0] = word0;
-    Handled {
-        reply: words,
-        len: 1,
-        refused,
-        changes: Changes::default(),
-    }
+    crate::igb::mailbox::handle(Dialect::Ixgbe, vf, m)
 }
 
 /// Mailbox protocol failures on the PF side, counted by name.

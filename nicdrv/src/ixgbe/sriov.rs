@@ -18,6 +18,7 @@ use super::mailbox::{PfMailbox, VfPolicy};
 use super::regs::{self, sriov as r};
 use crate::igb::Registers;
 pub use crate::igb::sriov::VfAssignment;
+use crate::sysfs::SriovVfs;
 
 /// Longest time between two mailbox services while `rx_batch` is being called (a VF
 /// driver gives up on a reply after about a second; ixgbevf waits less per try).
@@ -236,11 +237,7 @@ pub fn config_from_sysfs(
     pf: &str,
     assignments: &[VfAssignment],
 ) -> Result<IxgbeSriovConfig, IxgbeError> {
-    config_from_dir(
-        &std::path::Path::new("/sys/bus/pci/devices").join(pf),
-        pf,
-        assignments,
-    )
+    config_from_dir(&crate::sysfs::pci_device_dir(pf), pf, assignments)
 }
 
 fn config_from_dir(
@@ -248,19 +245,8 @@ fn config_from_dir(
     pf: &str,
     assignments: &[VfAssignment],
 ) -> Result<IxgbeSriovConfig, IxgbeError> {
-    let create = format!(
-        "create them first: `echo N > {}/sriov_numvfs` (a PF bound to vfio-pci needs the module option enable_sriov=1)",
-        dir.display()
-    );
-    let numvfs: usize = std::fs::read_to_string(dir.join("sriov_numvfs"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    if numvfs == 0 {
-        return Err(IxgbeError::Config(format!(
-            "{pf} has no SR-IOV VFs: {create}"
-        )));
-    }
+    let sysfs = SriovVfs::read(dir, pf).map_err(IxgbeError::Config)?;
+    let numvfs = sysfs.numvfs;
     if numvfs > r::MAX_VFS {
         return Err(IxgbeError::Config(format!(
             "{pf} has {numvfs} VFs; the 82599 PF needs a pool of its own: use at most {} (`echo 0 > {d}/sriov_numvfs; echo {} > {d}/sriov_numvfs`)",
@@ -269,27 +255,9 @@ fn config_from_dir(
             d = dir.display()
         )));
     }
-    let mut vfs = vec![VfPolicy::fixed_mac([0; 6]); numvfs];
-    for a in assignments {
-        let index = (0..numvfs).find(|n| {
-            std::fs::read_link(dir.join(format!("virtfn{n}")))
-                .ok()
-                .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-                .is_some_and(|name| name == a.pci)
-        });
-        let Some(index) = index else {
-            return Err(IxgbeError::Config(format!(
-                "{} is not one of the {numvfs} VFs of {pf}: pick one of its virtfnN, or {create}",
-                a.pci
-            )));
-        };
-        vfs[index] = VfPolicy {
-            mac: a.mac,
-            allow_mac_change: false,
-            vlan: a.vlan,
-            allow_promisc: false,
-        };
-    }
+    let vfs = sysfs
+        .policies(numvfs, assignments)
+        .map_err(IxgbeError::Config)?;
     Ok(IxgbeSriovConfig {
         vfs,
         poll_every: 16,
@@ -303,17 +271,12 @@ mod sysfs_tests {
     #[test]
     fn ixgbe_vfs_are_found_by_their_virtfn_links_and_all_get_pools() {
         let dir = std::env::temp_dir().join(format!("vnetp-ixgbe-sriov-{}", std::process::id()));
-        let pf = dir.join("0000:03:00.0");
-        std::fs::create_dir_all(&pf).expect("dir");
-        std::fs::write(pf.join("sriov_numvfs"), "3\n").expect("numvfs");
-        for (n, vf) in ["0000:03:10.0", "0000:03:10.2", "0000:03:10.4"]
-            .iter()
-            .enumerate()
-        {
-            let _ = std::fs::remove_file(pf.join(format!("virtfn{n}")));
-            std::os::unix::fs::symlink(format!("../{vf}"), pf.join(format!("virtfn{n}")))
-                .expect("link");
-        }
+        let pf = crate::sysfs::fake_pf(
+            &dir,
+            "0000:03:00.0",
+            3,
+            &["0000:03:10.0", "0000:03:10.2", "0000:03:10.4"],
+        );
         let a = VfAssignment {
             pci: "0000:03:10.4".into(),
             mac: [0x52, 0x54, 0, 0, 0, 4],

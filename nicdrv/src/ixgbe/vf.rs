@@ -196,7 +196,7 @@ impl<R: Registers, D: Dma> IxgbeVfPort<R, D> {
             mtu: cfg.mtu,
             ..super::IxgbeConfig::default()
         };
-        let (max_frame, bsize_kb) = super::check_config(&pf_cfg, &pool)?;
+        let (max_frame, bsize_kb) = super::init::check_config(&pf_cfg, &pool)?;
         let limit = cfg.mailbox_timeout;
         let mut mbx = VfMailbox::default();
 
@@ -247,7 +247,7 @@ impl<R: Registers, D: Dma> IxgbeVfPort<R, D> {
         let txq = |reg| vr::vf_tx(0, reg);
         let rx_mem = dma.alloc_ring(cfg.rx_ring * ring::DESC_BYTES)?;
         let rx = RxRing::filled(rx_mem, cfg.rx_ring, &pool, &dma)
-            .map_err(|e| super::fill_error(e, "VF receive ring"))?;
+            .map_err(|e| super::init::fill_error(e, "VF receive ring"))?;
         let base = rx.mem.iova();
         regs.write(rxq(block::CTL), 0);
         regs.write(rxq(block::BAL), base as u32);
