@@ -458,6 +458,95 @@ impl InterfaceFactory for DevicePorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nicdrv::igb::Dma as _;
+    use nicdrv::igb::model::{IgbModel, ModelDma};
+
+    /// A vhost-user interface made by the daemon's factory (as `reload` and the control
+    /// socket's `interface add` make them) with the 82576 model's DMA map as the NIC's;
+    /// our frontend sends one 1400-byte frame. Returns the frame as the port received
+    /// it, the port's events, and the regions the model could reach while the frame was
+    /// held and after the port closed.
+    fn one_frame_through(
+        tag: &str,
+        threshold: Option<usize>,
+    ) -> (Vec<u8>, Vec<(&'static str, u64)>, usize, usize) {
+        let dir = std::env::temp_dir().join(format!("vnetp-run-dma-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vm0.sock");
+        let cfg = InterfaceConfig {
+            name: "vm0".into(),
+            kind: InterfaceKind::VhostUser {
+                socket: socket.clone(),
+            },
+            mac: pkt::wire::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            mtu: 1500,
+            anti_spoof: true,
+            offload: false,
+            zero_copy_threshold: threshold,
+        };
+        let pool = Mempool::new(1024, 4096).unwrap();
+        let model = IgbModel::new();
+        let mut factory = DevicePorts {
+            pool: pool.clone(),
+            dma: ModelDma::new(&model, &pool).dma_map(),
+        };
+        let mut port = factory.create(&cfg).unwrap();
+        let mut guest =
+            virtio::VirtioUser::connect(&socket, virtio::frontend::VirtioUserOptions::default())
+                .unwrap();
+        let mut frame = vec![0u8; 1400];
+        frame[..6].copy_from_slice(&[0xff; 6]);
+        frame[6..12].copy_from_slice(&cfg.mac.0);
+        frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+        for (i, b) in frame[14..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        assert_eq!(guest.send(&[&frame]).unwrap(), 1);
+        let mut batch = pkt::Batch::new();
+        for _ in 0..500 {
+            if port.rx_batch(&mut batch) > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let while_held = model.dma_regions();
+        let got = batch.drain().next().map(|b| {
+            let (head, tail) = b.parts();
+            [head, tail].concat()
+        });
+        // Every tail back: the port's next poll returns it and closing unmaps.
+        port.rx_batch(&mut batch);
+        let events = port.events().iter().map(|d| (d.name, d.count)).collect();
+        drop((port, guest, factory));
+        let _ = std::fs::remove_dir_all(&dir);
+        let got = got.expect("the guest's frame reached the port");
+        (got, events, while_held, model.dma_regions())
+    }
+
+    fn event(events: &[(&'static str, u64)], name: &str) -> u64 {
+        events.iter().find(|(n, _)| *n == name).map_or(0, |e| e.1)
+    }
+
+    #[test]
+    fn vhost_user_interfaces_map_guest_memory_for_the_nic_and_unmap_it_when_closed() {
+        let (got, events, held, after) = one_frame_through("map", None);
+        assert_eq!(got.len(), 1400);
+        assert_eq!(event(&events, "tx_zero_copy"), 1, "{events:?}");
+        assert_eq!(event(&events, "dma_map_failed"), 0);
+        assert_eq!(held, 2, "the pool and the guest's memory region");
+        assert_eq!(
+            after, 1,
+            "the guest's region is unmapped once its tail is back"
+        );
+    }
+
+    #[test]
+    fn an_interface_with_threshold_0_maps_nothing() {
+        let (got, events, held, _) = one_frame_through("copy", Some(0));
+        assert_eq!(got.len(), 1400);
+        assert_eq!(event(&events, "tx_zero_copy"), 0);
+        assert_eq!(held, 1, "only the pool: no guest memory pinned");
+    }
 
     #[test]
     fn vfio_underlay_picks_the_driver_by_device_id() {
