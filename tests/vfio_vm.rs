@@ -1197,7 +1197,8 @@ fn a_vf_of_a_vnetp_owned_pf_opens_only_with_its_vf_token() {
 /// 82576 (jumbo frames on: NIC MTU 9000) and two vhost-user interfaces, vm0 with the
 /// default zero-copy threshold and vm1 copying every frame (threshold 0), both routed
 /// over a link to the host (10.9.0.1, the test). Our frontend sends the test frames on
-/// vm0, then frames for a while on each interface for the frames/s comparison (TCG:
+/// vm0 (and one TSO frame, which the engine cuts for the link's MTU), then frames for a
+/// while on each interface for the frames/s comparison (TCG:
 /// indicative only), and the daemon's stats are printed as JSON.
 const ZERO_COPY_SCRIPT: &str = r#"
 cat > /tmp/h.toml <<CFG
@@ -1218,6 +1219,8 @@ kind = "vhost-user"
 socket = "/tmp/vm0.sock"
 mac = "52:54:00:aa:00:01"
 mtu = 8000
+# 64 KiB packet buffers: the port offers TSO to the guest (HOST_TSO4/6)
+offload = true
 
 [[interface]]
 name = "vm1"
@@ -1242,7 +1245,7 @@ ip link set lo up
 vnetp=$!
 i=0; while [ $i -lt 150 ] && ! grep -q ' running' /tmp/vnetp.log; do sleep 0.1; i=$((i+1)); done
 grep -q ' running' /tmp/vnetp.log || { cat /tmp/vnetp.log; echo "guest-zc error=daemon"; exit 5; }
-/opt/zero_copy_guest --socket /tmp/vm0.sock --mac 52:54:00:aa:00:01 --dst 52:54:00:aa:00:02 --frames 64
+/opt/zero_copy_guest --socket /tmp/vm0.sock --mac 52:54:00:aa:00:01 --dst 52:54:00:aa:00:02 --frames 64 --tso @TSO@
 rc=$?
 if [ $rc = 0 ]; then
   for len in 1400 8000; do
@@ -1285,11 +1288,51 @@ struct ZeroCopyPeer {
     rate: u64,
     /// IPv4 fragments (the jumbo MTU should make them unnecessary).
     fragments: u32,
+    /// Inner TCP frames: the segments the engine cut the guest's TSO frame into.
+    tso: Vec<Vec<u8>>,
     other: u32,
 }
 
 /// Test frames per size (1400 and 8000 bytes).
 const ZC_FRAMES: u32 = 64;
+/// TCP payload of the guest's TSO frame (one 9 KiB transmit buffer holds it).
+const ZC_TSO_PAYLOAD: usize = 9000;
+
+/// Checks the inner segments of the guest's TSO frame after the engine cut it for the
+/// link's MTU (8000): checksums valid, sequence numbers contiguous, payload whole
+/// (the pattern of virtio/examples/zero_copy_guest.rs `tso_frame`).
+fn check_zc_tso_segments(segs: &[Vec<u8>], out: &str) {
+    assert!(
+        segs.len() >= 2,
+        "the 9000-byte TSO payload needs 2 segments at MTU 8000:\n{out}"
+    );
+    let mut payload = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        assert!(s.len() <= 14 + 8000, "segment {i} is {} bytes", s.len());
+        assert!(
+            offload::checksum::verify_ipv4_header(&s[14..34]),
+            "segment {i}: IPv4 header checksum"
+        );
+        let tcp = &s[34..];
+        assert!(
+            offload::checksum::verify_tcp_v4([10, 77, 0, 1].into(), [10, 77, 0, 2].into(), tcp),
+            "segment {i}: TCP checksum"
+        );
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        assert_eq!(
+            seq as usize,
+            1000 + payload.len(),
+            "segment {i}: sequence number"
+        );
+        payload.extend_from_slice(&tcp[20..]);
+    }
+    let want: Vec<u8> = (0..ZC_TSO_PAYLOAD).map(|i| (i * 11 + 5) as u8).collect();
+    assert!(
+        payload == want,
+        "the TSO payload arrived changed or incomplete ({} bytes)",
+        payload.len()
+    );
+}
 const ZC_SRC: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0x00, 0x01];
 const ZC_DST: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0x00, 0x02];
 
@@ -1328,6 +1371,9 @@ impl ZeroCopyPeer {
                 }
             }
             Some(b"VNETP-ZR") => self.rate += 1,
+            _ if inner.len() > 54 && inner[12..14] == [0x08, 0x00] && inner[23] == 6 => {
+                self.tso.push(inner.to_vec());
+            }
             _ => self.other += 1,
         }
         Vec::new()
@@ -1364,7 +1410,10 @@ fn vhost_user_frames_leave_through_the_igb_pf_without_a_copy() {
             ("VM_FILES", &files),
         ],
         &host,
-        Path::new(&format!("sh:{ZERO_COPY_SCRIPT}")),
+        Path::new(&format!(
+            "sh:{}",
+            ZERO_COPY_SCRIPT.replace("@TSO@", &ZC_TSO_PAYLOAD.to_string())
+        )),
         &[],
         |f| peer.on_frame(f),
     );
@@ -1389,6 +1438,12 @@ fn vhost_user_frames_leave_through_the_igb_pf_without_a_copy() {
         peer.fragments, 0,
         "the jumbo NIC MTU carries 8000-byte frames whole:\n{out}"
     );
+    assert_eq!(
+        tagged_field(out, "guest-zc socket=/tmp/vm0.sock", "tso_sent"),
+        Some("1"),
+        "{out}"
+    );
+    check_zc_tso_segments(&peer.tso, out);
     let json = out
         .lines()
         .find_map(|l| l.split_once("guest-stats-json: ").map(|(_, j)| j))

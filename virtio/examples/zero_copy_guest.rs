@@ -6,6 +6,9 @@
 //! - `--frames N`: N frames of 1400 bytes, then N of 8000 (sequence numbers 0..2N, the
 //!   pattern of [`test_frame`], which the host side rebuilds and compares byte for
 //!   byte), 16 at a time;
+//! - `--tso BYTES` (optional): then one TCP/IPv4 frame with a BYTES-long payload (the
+//!   pattern of [`tso_frame`]) as a guest's TCP stack hands it over: a TSO request
+//!   (gso_size 1460, partial checksum) in its virtio-net header;
 //! - `--rate SECS` (optional): frames of `--rate-len` bytes to `--rate-dst` for SECS
 //!   seconds, as fast as the backend takes them; prints the frames per second.
 //!
@@ -51,11 +54,42 @@ fn test_frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
     f
 }
 
+/// The TSO frame: IPv4 10.77.0.1:40000 -> 10.77.0.2:5001, sequence number 1000,
+/// payload byte `i` = `i * 11 + 5`, checksums complete (same in tests/vfio_vm.rs).
+fn tso_frame(dst: [u8; 6], src: [u8; 6], payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 54];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 77, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 77, 0, 2]);
+    let ip = offload::checksum::internet_checksum(&f[14..34], 0);
+    f[24..26].copy_from_slice(&ip.to_be_bytes());
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5001u16.to_be_bytes());
+    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    f[46] = 0x50;
+    f[47] = 0x18;
+    f[48..50].copy_from_slice(&65535u16.to_be_bytes());
+    f.extend((0..payload).map(|i| (i * 11 + 5) as u8));
+    let _ = offload::checksum::fill_tcp_checksum_v4(
+        [10, 77, 0, 1].into(),
+        [10, 77, 0, 2].into(),
+        &mut f[34..],
+    );
+    f
+}
+
 struct Args {
     socket: PathBuf,
     mac: [u8; 6],
     dst: [u8; 6],
     frames: u32,
+    tso: usize,
     rate: Option<Duration>,
     rate_len: usize,
     rate_dst: [u8; 6],
@@ -80,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         mac: [0; 6],
         dst: [0xff; 6],
         frames: 0,
+        tso: 0,
         rate: None,
         rate_len: 1400,
         rate_dst: [0xff; 6],
@@ -96,6 +131,7 @@ fn parse_args() -> Result<Args, String> {
             "--mac" => a.mac = mac(&v)?,
             "--dst" => a.dst = mac(&v)?,
             "--frames" => a.frames = u32::try_from(num(&v)?).map_err(|e| e.to_string())?,
+            "--tso" => a.tso = num(&v)? as usize,
             "--rate" => a.rate = Some(Duration::from_secs(num(&v)?)),
             "--rate-len" => a.rate_len = num(&v)? as usize,
             "--rate-dst" => a.rate_dst = mac(&v)?,
@@ -104,6 +140,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.socket.as_os_str().is_empty() {
         return Err("--socket is required".into());
+    }
+    if a.tso > 9000 {
+        return Err("--tso: at most 9000 bytes (one transmit buffer)".into());
     }
     if !(60..=SIZES[1]).contains(&a.rate_len) {
         return Err(format!("--rate-len must be 60..={}", SIZES[1]));
@@ -115,7 +154,8 @@ fn connect(a: &Args) -> Result<VirtioUser, String> {
     let opts = VirtioUserOptions {
         // One buffer holds the largest frame behind its header, so its bytes after the
         // copied head lie in one range: the backend may lend them out.
-        buf_size: 9 * 1024,
+        buf_size: 9 * 1024 + 128,
+        tso: a.tso > 0,
         ..VirtioUserOptions::default()
     };
     let end = Instant::now() + CONNECT_TIME;
@@ -149,6 +189,19 @@ fn send_all(g: &mut VirtioUser, frames: &[Vec<u8>]) -> Result<usize, String> {
         g.recv(|_| {}).map_err(|e| e.to_string())?;
     }
     Ok(sent)
+}
+
+/// Waits (bounded) until the backend returned every transmit buffer; returns how many
+/// it still holds.
+fn wait_idle(g: &mut VirtioUser) -> Result<usize, String> {
+    let end = Instant::now() + SEND_TIME;
+    let mut pending = g.tx_pending(0).map_err(|e| e.to_string())?;
+    while pending > 0 && Instant::now() < end {
+        g.wait(Duration::from_millis(10))
+            .map_err(|e| e.to_string())?;
+        pending = g.tx_pending(0).map_err(|e| e.to_string())?;
+    }
+    Ok(pending)
 }
 
 /// Sends rate frames for `secs`; returns (frames the backend took, seconds).
@@ -187,6 +240,13 @@ fn run(a: &Args) -> Result<(), String> {
         let sent = send_all(&mut g, &frames)?;
         line += &format!(" sent={sent}/{}", frames.len());
     }
+    if a.tso > 0 {
+        let mut f = tso_frame(a.dst, a.mac, a.tso);
+        let meta = offload::gso::tso_request(&mut f, 1500).map_err(|e| e.to_string())?;
+        wait_idle(&mut g)?;
+        let n = g.send_with(0, &meta, &[f]).map_err(|e| e.to_string())?;
+        line += &format!(" tso_sent={n} gso_size={}", meta.gso_size);
+    }
     if let Some(secs) = a.rate {
         let (n, el) = pump(&mut g, a, secs)?;
         line += &format!(
@@ -197,13 +257,7 @@ fn run(a: &Args) -> Result<(), String> {
     }
     // The backend returns a lent buffer once the NIC has sent its bytes: wait for all
     // of them before the connection (and the memory) goes.
-    let end = Instant::now() + SEND_TIME;
-    let mut pending = g.tx_pending(0).map_err(|e| e.to_string())?;
-    while pending > 0 && Instant::now() < end {
-        g.wait(Duration::from_millis(10))
-            .map_err(|e| e.to_string())?;
-        pending = g.tx_pending(0).map_err(|e| e.to_string())?;
-    }
+    let pending = wait_idle(&mut g)?;
     line += &format!(" pending={pending} bad_used={}", g.stats().bad_used);
     println!("{line}");
     Ok(())
