@@ -119,6 +119,8 @@ pub struct TxTails {
     next_snap: u32,
     dma: Option<Arc<dyn DmaMap>>,
     counters: TailCounters,
+    /// The port's name, for the mapping logs.
+    name: String,
 }
 
 impl std::fmt::Debug for TxTails {
@@ -153,7 +155,14 @@ impl TxTails {
             next_snap: 0,
             dma: None,
             counters: TailCounters::default(),
+            name: String::new(),
         }
+    }
+
+    /// Names the port in the logs of DMA mappings.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
     }
 
     /// What the zero-copy path did.
@@ -176,7 +185,7 @@ impl TxTails {
     pub fn set_dma_map(&mut self, map: Arc<dyn DmaMap>) {
         self.dma = Some(map);
         if let Some(s) = self.current.as_mut() {
-            map_regions(self.dma.as_deref(), s, &mut self.counters);
+            map_regions(self.dma.as_deref(), s, &mut self.counters, &self.name);
         }
     }
 
@@ -223,7 +232,7 @@ impl TxTails {
                 .collect(),
         };
         self.next_snap = self.next_snap.wrapping_add(1);
-        map_regions(self.dma.as_deref(), &mut s, &mut self.counters);
+        map_regions(self.dma.as_deref(), &mut s, &mut self.counters, &self.name);
         self.current = Some(s);
     }
 
@@ -410,7 +419,7 @@ impl Drop for TxTails {
 
 /// Maps every region of `s` for device reads (when a map is set and it is not yet).
 /// Logs once per memory map how much of it the NIC can read in place.
-fn map_regions(dma: Option<&dyn DmaMap>, s: &mut Snap, counters: &mut TailCounters) {
+fn map_regions(dma: Option<&dyn DmaMap>, s: &mut Snap, counters: &mut TailCounters, port: &str) {
     let Some(dma) = dma else { return };
     let mut failed = 0u64;
     for r in s.regions.iter_mut().filter(|r| r.iova.is_none()) {
@@ -425,6 +434,7 @@ fn map_regions(dma: Option<&dyn DmaMap>, s: &mut Snap, counters: &mut TailCounte
                 failed += 1;
                 counters.dma_map_failed += 1;
                 tracing::warn!(
+                    port,
                     gpa = r.gpa,
                     len = r.len,
                     error = %e,
@@ -441,6 +451,7 @@ fn map_regions(dma: Option<&dyn DmaMap>, s: &mut Snap, counters: &mut TailCounte
         .map(|r| r.len)
         .sum();
     tracing::info!(
+        port,
         regions = s.regions.len(),
         mapped_bytes,
         total_bytes = total,
