@@ -26,6 +26,8 @@ pub const VXLAN_PORT: u16 = 4789;
 /// Largest guest MTU (VNET/P ran 64 KiB guest MTUs): a frame (MTU + 14 bytes) plus the
 /// encryption overhead (28) still fits one UDP datagram over IPv4 (65507 bytes).
 pub const MAX_MTU: u32 = 65_507 - 14 - 28;
+/// Largest `mtu` of a vfio underlay: jumbo frames both the 82576 and the 82599 take.
+pub const MAX_VFIO_MTU: u32 = 9000;
 
 /// A configuration error with its position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +108,10 @@ pub enum UnderlayConfig {
         port: u16,
         /// Next hop for peers off-link.
         gateway: Option<IpAddr>,
+        /// The NIC's L3 MTU (1500..=9000, default 1500): above 1500 it takes long
+        /// frames (jumbo), so datagrams up to this size leave unfragmented. The
+        /// physical network must carry them too.
+        mtu: u32,
     },
 }
 
@@ -272,6 +278,7 @@ struct RawUnderlay {
     port: Option<S<i64>>,
     gateway: Option<S<String>>,
     pci: Option<S<String>>,
+    mtu: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -423,6 +430,7 @@ fn underlay(cx: &Ctx, u: &S<RawUnderlay>) -> Result<UnderlayConfig, ConfigError>
                 forbid(cx, v, k, kind)?;
             }
             forbid(cx, &r.port, "port", kind)?;
+            forbid(cx, &r.mtu, "mtu", kind)?;
             let addr = bind.get_ref().parse::<SocketAddr>().map_err(|_| {
                 cx.err(bind.span(), format!("expected IP:PORT such as \"10.0.0.1:9000\" or \"[fd00::1]:9000\", got {:?}", bind.get_ref()))
             })?;
@@ -447,9 +455,18 @@ fn underlay(cx: &Ctx, u: &S<RawUnderlay>) -> Result<UnderlayConfig, ConfigError>
                 if !valid_pci(pci.get_ref()) {
                     return Err(cx.err(pci.span(), format!("expected a PCI address like \"0000:01:00.0\", got {:?}", pci.get_ref())));
                 }
-                Ok(UnderlayConfig::Vfio { pci: pci.get_ref().clone(), ip, port, gateway })
+                let mtu = match &r.mtu {
+                    None => 1500,
+                    Some(m) => u32::try_from(*m.get_ref())
+                        .ok()
+                        .filter(|v| (1500..=MAX_VFIO_MTU).contains(v))
+                        .ok_or_else(|| cx.err(m.span(), format!("expected a NIC MTU 1500..={MAX_VFIO_MTU}, got {}", m.get_ref())))?,
+                };
+                Ok(UnderlayConfig::Vfio { pci: pci.get_ref().clone(), ip, port, gateway, mtu })
             } else {
                 forbid(cx, &r.pci, "pci", kind)?;
+                // The kernel owns the interface's MTU (`ip link set ... mtu`).
+                forbid(cx, &r.mtu, "mtu", kind)?;
                 let ifname = require(cx, &r.ifname, u.span(), "ifname")?;
                 if !valid_ifname(ifname.get_ref()) {
                     return Err(cx.err(ifname.span(), format!("expected a kernel interface name (1-15 characters, no '/' or spaces), got {:?}", ifname.get_ref())));

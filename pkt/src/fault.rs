@@ -221,6 +221,10 @@ impl Port for FaultPort {
         self.inner.caps()
     }
 
+    fn events(&self) -> Vec<DropCounter> {
+        self.inner.events()
+    }
+
     fn stats(&self) -> PortStats {
         let mut s = self.inner.stats();
         let c = self.counters;

@@ -827,6 +827,8 @@ impl VhostUserPort {
             .spawn(move || accept_loop(&s, listener, poll_sock, &socket))
             .map_err(VirtioError::Thread)?;
         tracing::debug!(interface = %cfg.name, pairs, tso, "vhost-user features chosen");
+        let tails =
+            TxTails::new(cfg.zero_copy_threshold, tails::MAX_IN_FLIGHT).with_name(&cfg.name);
         Ok(Self {
             name: cfg.name,
             mtu,
@@ -847,7 +849,7 @@ impl VhostUserPort {
             tx: Traffic::default(),
             offload: OffloadCounters::default(),
             drops: [0; DROP_NAMES.len()],
-            tails: TxTails::new(cfg.zero_copy_threshold, tails::MAX_IN_FLIGHT),
+            tails,
             returned: Vec::with_capacity(tails::MAX_IN_FLIGHT),
             seen_stops: [0; QUEUES],
         })

@@ -811,6 +811,14 @@ impl VirtioUser {
         Ok(sent)
     }
 
+    /// Transmit buffers of pair `pair` the backend has not returned yet (after taking
+    /// back those it has): 0 once it is done with every frame sent.
+    pub fn tx_pending(&mut self, pair: u16) -> Result<usize, VirtioError> {
+        let q = self.ring_of(pair, TX_QUEUE)?;
+        self.reclaim(q)?;
+        Ok(usize::from(self.qsize) - self.rings[q].free.len())
+    }
+
     /// Hands every received frame of pair 0 (without its header) to `f`, reposts the
     /// buffers and returns how many frames there were.
     pub fn recv(&mut self, mut f: impl FnMut(&[u8])) -> Result<usize, VirtioError> {

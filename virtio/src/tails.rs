@@ -126,6 +126,8 @@ pub struct TxTails {
     next_snap: u32,
     dma: Option<Arc<dyn DmaMap>>,
     counters: TailCounters,
+    /// The port's name, for the mapping logs.
+    name: String,
 }
 
 impl std::fmt::Debug for TxTails {
@@ -161,7 +163,14 @@ impl TxTails {
             next_snap: 0,
             dma: None,
             counters: TailCounters::default(),
+            name: String::new(),
         }
+    }
+
+    /// Names the port in the logs of DMA mappings.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
     }
 
     /// What the zero-copy path did.
@@ -190,7 +199,7 @@ impl TxTails {
     pub fn set_dma_map(&mut self, map: Arc<dyn DmaMap>) {
         self.dma = Some(map);
         if let Some(s) = self.current.as_mut() {
-            map_regions(self.dma.as_ref(), s, &mut self.counters);
+            map_regions(self.dma.as_ref(), s, &mut self.counters, &self.name);
         }
     }
 
@@ -238,7 +247,7 @@ impl TxTails {
                 .collect(),
         };
         self.next_snap = self.next_snap.wrapping_add(1);
-        map_regions(self.dma.as_ref(), &mut s, &mut self.counters);
+        map_regions(self.dma.as_ref(), &mut s, &mut self.counters, &self.name);
         self.current = Some(s);
     }
 
@@ -430,12 +439,20 @@ impl Drop for TxTails {
 }
 
 /// Maps every region of `s` for device reads (when a map is set and it is not yet).
-fn map_regions(dma: Option<&Arc<dyn DmaMap>>, s: &mut Snap, counters: &mut TailCounters) {
+/// Logs once per memory map how much of it the NIC can read in place.
+fn map_regions(
+    dma: Option<&Arc<dyn DmaMap>>,
+    s: &mut Snap,
+    counters: &mut TailCounters,
+    port: &str,
+) {
     let Some(dma) = dma else { return };
     if s.dma.is_some() {
         return;
     }
+    // Unmapped later through the same map, even if the port gets another meanwhile.
     s.dma = Some(Arc::clone(dma));
+    let mut failed = 0u64;
     for r in s.regions.iter_mut() {
         #[allow(unsafe_code)]
         // SAFETY: `host..host+len` is a region of `s.mem`, which stays mapped until
@@ -445,11 +462,33 @@ fn map_regions(dma: Option<&Arc<dyn DmaMap>>, s: &mut Snap, counters: &mut TailC
         match mapped {
             Ok(iova) => r.iova = Some(iova),
             Err(e) => {
+                failed += 1;
                 counters.dma_map_failed += 1;
-                tracing::warn!(gpa = r.gpa, len = r.len, error = %e, "guest memory region not DMA-mapped");
+                tracing::warn!(
+                    port,
+                    gpa = r.gpa,
+                    len = r.len,
+                    error = %e,
+                    "guest memory region not DMA-mapped: the NIC copies the frames lent from it (counted in dma_map_failed)"
+                );
             }
         }
     }
+    let total: u64 = s.regions.iter().map(|r| r.len).sum();
+    let mapped_bytes: u64 = s
+        .regions
+        .iter()
+        .filter(|r| r.iova.is_some())
+        .map(|r| r.len)
+        .sum();
+    tracing::info!(
+        port,
+        regions = s.regions.len(),
+        mapped_bytes,
+        total_bytes = total,
+        failed,
+        "guest memory mapped for NIC reads (zero-copy transmit)"
+    );
 }
 
 /// Removes the DMA mappings of `s` (every tail lent from it is back).

@@ -782,6 +782,13 @@ impl<R: Registers, D: Dma> Port for IgbPort<R, D> {
             got += self.qs[q].rx_batch(&self.regs, &self.dma, &self.pool, batch);
         }
         self.rx_first = (self.rx_first + 1) % n;
+        // Sent frames are released here too, not only by the next transmit: a frame's
+        // external tail is a guest's buffer, which the guest gets back only then, and a
+        // guest that waits for it (a TCP stack's small queues) may send nothing more.
+        // One descriptor read per queue with frames in flight, none when idle.
+        for q in &mut self.qs {
+            q.reclaim();
+        }
         got
     }
 
@@ -854,6 +861,22 @@ impl<R: Registers, D: Dma> Port for IgbPort<R, D> {
             tx_bytes: self.qs.iter().map(|q| q.tx_bytes).sum(),
             drops: self.drop_counters(),
         }
+    }
+
+    fn events(&self) -> Vec<DropCounter> {
+        let o = self.offload_stats();
+        [
+            ("tx_csum", o.tx_csum),
+            ("tx_tso", o.tx_tso),
+            ("tx_sw_csum", o.tx_sw_csum),
+            ("rx_csum_good", o.rx_csum_good),
+            ("rx_csum_bad", o.rx_csum_bad),
+            ("tx_zero_copy", o.tx_zero_copy),
+            ("tx_tail_copied", o.tx_tail_copied),
+        ]
+        .into_iter()
+        .map(|(name, count)| DropCounter { name, count })
+        .collect()
     }
 
     fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {

@@ -550,6 +550,11 @@ impl IgbModel {
         self.state().regions.push((start as u64, len as u64));
     }
 
+    /// Regions the device may reach now (rings, pools, mapped guest memory).
+    pub fn dma_regions(&self) -> usize {
+        self.state().regions.len()
+    }
+
     /// Takes back a region given with [`IgbModel::allow_dma`] (same start and length);
     /// later accesses to it fault.
     pub fn revoke_dma(&self, start: *const u8, len: usize) {

@@ -167,6 +167,26 @@ fn a_tails_token_comes_back_only_after_the_device_wrote_the_frame_back() {
 }
 
 #[test]
+fn the_receive_poll_gives_tails_back_when_nothing_more_is_sent() {
+    let pool = super::offload_tests::pool();
+    let (model, mut port) = port_with(cfg(1), &pool);
+    let mut guest = Guest::mapped(&port, 16 * 1024);
+    model.state().defer_tx = true;
+    let f = frame(9, 1514);
+    let mut b = Batch::new();
+    b.push(tailed(&pool, &f[..60], guest.tail(&f[60..], 90)))
+        .expect("room");
+    assert_eq!(port.tx_batch(&mut b), 1);
+    model.process_tx();
+    // The last frame of a burst: no transmit follows, only the engine's polling. The
+    // guest's buffer must not wait for traffic that may never come.
+    assert_eq!(port.rx_batch(&mut Batch::new()), 0);
+    assert_eq!(guest.returned(), vec![90]);
+    assert_eq!(port.tx_in_flight(), 0);
+    assert_eq!(model.take_wire(), vec![f]);
+}
+
+#[test]
 fn tso_over_a_tailed_frame_cuts_like_software_with_right_checksums() {
     let pool = super::offload_tests::pool();
     let (model, mut port) = port_with(cfg(1), &pool);

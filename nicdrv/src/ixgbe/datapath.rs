@@ -2,7 +2,7 @@
 //! posts frames (zero-copy, gathered tails, checksum contexts) and reclaims what the
 //! device completed; the rest of [`Port`] for [`IxgbePort`].
 
-use pkt::{Batch, HEADROOM, Offloads, PktBuf, Port, PortCaps, PortKind, PortStats};
+use pkt::{Batch, DropCounter, HEADROOM, Offloads, PktBuf, Port, PortCaps, PortKind, PortStats};
 
 use super::tx_csum::{TxContext, post_checksummed, post_context};
 use super::{IxgbePort, TxQueue, regs, rss};
@@ -169,6 +169,10 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             }
             got += self.rx_queue(batch, (first + i) % n);
         }
+        // Sent frames are released on the receive poll too, so the external tails of
+        // a burst's last frames (guest buffers) go back without waiting for the next
+        // transmit (see the 82576's `rx_batch`).
+        self.reclaim_tx();
         got
     }
 
@@ -364,6 +368,19 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
             tx_bytes: self.tx_bytes,
             drops: self.drop_counters(),
         }
+    }
+
+    fn events(&self) -> Vec<DropCounter> {
+        vec![
+            DropCounter {
+                name: "tx_zero_copy",
+                count: self.tx_zero_copy,
+            },
+            DropCounter {
+                name: "tx_tail_copied",
+                count: self.tx_tail_copied,
+            },
+        ]
     }
 
     fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {

@@ -913,6 +913,35 @@ fn tailed_frames_are_gathered_with_checksum_offload_and_given_back_after_write_b
 }
 
 #[test]
+fn the_receive_poll_gives_tails_back_when_nothing_more_is_sent() {
+    let pool = pool(256);
+    let (model, mut port) = port_with(small_rings(), &pool);
+    let (mem, iova, done) = guest_memory(&port, 16 * 1024);
+    model.state().defer_tx = true;
+    let f = frame(3, 1514);
+    let mut b = Batch::new();
+    b.push(tailed(
+        &pool,
+        &f[..64],
+        &f[64..],
+        mem,
+        0,
+        Some(iova),
+        (&done, 30),
+    ))
+    .expect("room");
+    assert_eq!(port.tx_batch(&mut b), 1);
+    model.process_tx();
+    assert!(done.is_empty(), "written back, not yet reclaimed");
+    // No transmit follows: the receive poll alone must release the frame.
+    assert_eq!(port.rx_batch(&mut Batch::new()), 0);
+    assert_eq!(done.pop(), Some(30));
+    assert_eq!(port.tx_in_flight(), 0);
+    assert_eq!(model.take_wire(), vec![f]);
+    healthy(&model);
+}
+
+#[test]
 fn a_tail_software_must_checksum_or_the_device_cannot_reach_is_copied() {
     let pool = pool(256);
     let (model, mut port) = port_with(small_rings(), &pool);

@@ -206,8 +206,36 @@ fn raw_and_vfio_underlays_parse() {
     let c = parse("h.toml", &t).unwrap();
     assert!(matches!(
         c.host.underlay,
-        UnderlayConfig::Vfio { port: 9000, .. }
+        UnderlayConfig::Vfio {
+            port: 9000,
+            mtu: 1500,
+            ..
+        }
     ));
+    let vfio = |mtu: &str| {
+        GOOD.replace(
+            "underlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }",
+            &format!("underlay = {{ kind = \"vfio\", pci = \"0000:01:00.0\", ip = \"10.0.0.1\", mtu = {mtu} }}"),
+        )
+    };
+    let c = parse("h.toml", &vfio("9000")).unwrap();
+    assert!(matches!(
+        c.host.underlay,
+        UnderlayConfig::Vfio { mtu: 9000, .. }
+    ));
+    for bad in ["1499", "9001", "-1"] {
+        assert!(
+            err(&vfio(bad))
+                .message
+                .contains("expected a NIC MTU 1500..=9000"),
+            "{bad}"
+        );
+    }
+    let t = GOOD.replace(
+        "underlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }",
+        "underlay = { kind = \"af_packet\", ifname = \"eth0\", ip = \"10.0.0.1\", mtu = 9000 }",
+    );
+    assert!(err(&t).message.contains("key `mtu` does not apply"));
     let t = GOOD.replace(
         "underlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }",
         "underlay = { kind = \"vfio\", pci = \"01:00.0\", ip = \"10.0.0.1\" }",

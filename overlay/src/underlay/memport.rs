@@ -24,6 +24,7 @@ struct Wire {
 pub struct MemPort {
     wire: Arc<Mutex<Wire>>,
     mtu: usize,
+    offloads: Offloads,
     staged: Vec<PktBuf>,
 }
 
@@ -48,10 +49,18 @@ impl MemPort {
             Self {
                 wire: Arc::clone(&wire),
                 mtu,
+                offloads: Offloads::NONE,
                 staged: Vec::with_capacity(pkt::BATCH_MAX),
             },
             MemWire { wire, pool },
         )
+    }
+
+    /// Takes frames with external tails as they are (`EXT_TAIL`), as a NIC that gathers
+    /// does; [`MemWire::take_sent`] then returns them with their tails.
+    pub fn with_ext_tail(mut self) -> Self {
+        self.offloads = Offloads::EXT_TAIL;
+        self
     }
 }
 
@@ -142,7 +151,7 @@ impl Port for MemPort {
             mtu: self.mtu,
             rx_queues: 1,
             tx_queues: 1,
-            offloads: Offloads::NONE,
+            offloads: self.offloads,
         }
     }
 

@@ -240,6 +240,9 @@ counters! {
         tx_ring_full,
         /// An outer header could not be written (no headroom).
         tx_bad_header,
+        /// A frame with an external tail that must be fragmented did not fit one
+        /// buffer to be cut.
+        tx_linearize_failed,
     }
 }
 
@@ -620,7 +623,8 @@ impl L2Underlay {
             self.drops.tx_no_route += 1;
             return Ok(());
         };
-        let frames = self.frames_for(buf.len());
+        // The datagram is the whole frame, its external tail included.
+        let frames = self.frames_for(buf.frame_len());
         if frames == 0 {
             self.drops.tx_too_big += 1;
             return Ok(());
@@ -670,7 +674,7 @@ impl L2Underlay {
 
     /// Wraps a datagram for `peer` behind next-hop `mac` and queues its frame(s).
     fn emit(&mut self, mut buf: PktBuf, peer: SocketAddr, mac: MacAddr) {
-        let frames = self.frames_for(buf.len());
+        let frames = self.frames_for(buf.frame_len());
         if frames == 0 {
             self.drops.tx_too_big += 1;
             return;
@@ -702,6 +706,12 @@ impl L2Underlay {
             self.drops.tx_wrong_family += 1;
             return;
         };
+        // Fragments are cut from (and the UDP checksum summed over) the buffer's bytes:
+        // a tail joins them first, and goes back to its owner.
+        if buf.linearize().is_err() {
+            self.drops.tx_linearize_failed += 1;
+            return;
+        }
         if self.push_udp_header(&mut buf, peer).is_none() {
             self.drops.tx_bad_header += 1;
             return;
@@ -1208,7 +1218,13 @@ impl Port for L2Underlay {
                 .min(max_ip),
             rx_queues: 1,
             tx_queues: 1,
-            offloads: Offloads::NONE,
+            // A datagram in one frame keeps its external tail behind the outer headers
+            // (`encap::push_outer`), so tails go as far as the wrapped port takes them.
+            offloads: if self.inner.caps().offloads.contains(Offloads::EXT_TAIL) {
+                Offloads::EXT_TAIL
+            } else {
+                Offloads::NONE
+            },
         }
     }
 
@@ -1222,6 +1238,13 @@ impl Port for L2Underlay {
             }
         }
         s
+    }
+
+    fn events(&self) -> Vec<DropCounter> {
+        // The NIC's work (zero-copy gathers, offloads) under its own names, then ours.
+        let mut e = self.inner.events();
+        e.extend(self.events.list());
+        e
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {

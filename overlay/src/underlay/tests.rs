@@ -516,3 +516,131 @@ fn a_full_wrapped_port_leaves_datagrams_with_the_caller() {
     assert_eq!(a.stack.tx_batch_at(&mut batch, now), 4);
     assert_eq!(a.wire.sent_len(), BATCH_MAX + 4);
 }
+
+/// A datagram to `to` whose bytes past `head` are an external tail, as a guest port
+/// lends them; its token (7) comes back in `ring`.
+fn tailed_datagram(
+    pool: &Mempool,
+    to: &str,
+    payload: &[u8],
+    head: usize,
+    ring: &std::sync::Arc<pkt::DoneRing>,
+) -> PktBuf {
+    let mut b = datagram(pool, to, &payload[..head]);
+    // Leaked: the bytes must outlive every holder of the tail.
+    let tail: &'static [u8] = Vec::leak(payload[head..].to_vec());
+    let done = pkt::Completion::new(std::sync::Arc::clone(ring), 7);
+    b.attach_ext(pkt::ExtSeg::from_static(tail, Some(0x1000), done));
+    b
+}
+
+#[test]
+fn a_gathering_port_gets_a_tailed_datagram_whole_behind_outer_headers_that_count_the_tail() {
+    let pool = pool();
+    let (port, wire) = MemPort::new(pool.clone(), 1500);
+    let o = UnderlayOptions::new(MAC_A, "10.0.0.1".parse().unwrap(), 9000);
+    let mut a = Host {
+        stack: L2Underlay::new(Box::new(port.with_ext_tail()), pool.clone(), o).unwrap(),
+        wire,
+    };
+    let mut b = host(&pool, MAC_B, "10.0.0.2", |_| {});
+    assert!(
+        a.stack.caps().offloads.contains(pkt::Offloads::EXT_TAIL),
+        "the engine must not join tails the NIC would gather"
+    );
+    assert!(
+        !b.stack.caps().offloads.contains(pkt::Offloads::EXT_TAIL),
+        "nor hand tails to a stack over a port that cannot send them"
+    );
+    let now = Instant::now();
+    // Resolve B first: the frames below are the only ones on the wire.
+    send(
+        &mut a,
+        vec![datagram(&pool, "10.0.0.2:9000", b"hello")],
+        now,
+    );
+    pump(&mut a, &mut b, now);
+    let ring = pkt::DoneRing::new(4);
+    let payload: Vec<u8> = (0..1400u32).map(|i| (i * 7 + 3) as u8).collect();
+    send(
+        &mut a,
+        vec![tailed_datagram(
+            &pool,
+            "10.0.0.2:9000",
+            &payload,
+            100,
+            &ring,
+        )],
+        now,
+    );
+    let sent = a.wire.take_sent();
+    assert_eq!(sent.len(), 1);
+    let f = &sent[0];
+    let (head, tail) = f.parts();
+    assert_eq!(tail.len(), 1300, "the tail travels as it is, not copied");
+    assert_eq!(f.ext().and_then(pkt::ExtSeg::dma), Some(0x1000));
+    assert_eq!(head.len(), 14 + 20 + 8 + 100);
+    assert_eq!(
+        u16::from_be_bytes([head[16], head[17]]),
+        20 + 8 + 1400,
+        "IPv4 length covers the tail"
+    );
+    assert_eq!(
+        u16::from_be_bytes([head[38], head[39]]),
+        8 + 1400,
+        "UDP length covers the tail"
+    );
+    assert_eq!([&head[42..], tail].concat(), payload);
+    assert!(ring.is_empty(), "the tail is out until the frame is gone");
+    drop(sent);
+    assert_eq!(ring.pop(), Some(7));
+}
+
+#[test]
+fn a_tailed_datagram_past_the_mtu_is_joined_then_fragmented() {
+    let pool = pool();
+    let (port, wire) = MemPort::new(pool.clone(), 1500);
+    let o = UnderlayOptions::new(MAC_A, "10.0.0.1".parse().unwrap(), 9000);
+    let mut a = Host {
+        stack: L2Underlay::new(Box::new(port.with_ext_tail()), pool.clone(), o).unwrap(),
+        wire,
+    };
+    let mut b = host(&pool, MAC_B, "10.0.0.2", |_| {});
+    let now = Instant::now();
+    // Resolve B first: the frames below are the only ones on the wire.
+    send(
+        &mut a,
+        vec![datagram(&pool, "10.0.0.2:9000", b"hello")],
+        now,
+    );
+    pump(&mut a, &mut b, now);
+    let ring = pkt::DoneRing::new(4);
+    // 100 bytes in the buffer, 1700 in the tail: one datagram over a 1500 MTU.
+    let payload: Vec<u8> = (0..1800u32).map(|i| (i * 11 + 1) as u8).collect();
+    send(
+        &mut a,
+        vec![tailed_datagram(
+            &pool,
+            "10.0.0.2:9000",
+            &payload,
+            100,
+            &ring,
+        )],
+        now,
+    );
+    assert_eq!(ring.pop(), Some(7), "the tail was joined and given back");
+    let sent = a.wire.take_sent();
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter().all(|f| f.is_linear() && f.len() <= 14 + 1500),
+        "fragments fit the MTU: {:?}",
+        sent.iter().map(PktBuf::len).collect::<Vec<_>>()
+    );
+    for f in sent {
+        b.wire.inject_buf(f);
+    }
+    let (_, got) = pump(&mut a, &mut b, now);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data(), &payload[..]);
+    assert_eq!(a.stack.events().tx_fragmented, 1);
+}

@@ -64,14 +64,17 @@ fn buffer_size(cfg: &Config) -> usize {
 
 fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     let mut buf_size = buffer_size(&cfg);
-    if matches!(cfg.host.underlay, UnderlayConfig::Vfio { .. }) {
+    if let UnderlayConfig::Vfio { mtu, .. } = cfg.host.underlay {
         // The NIC writes receive buffers in whole KiB after the headroom.
         buf_size = buf_size
-            .max(nicdrv::igb::pool_buffer_size(1500))
-            .max(nicdrv::ixgbe::pool_buffer_size(1500));
+            .max(nicdrv::igb::pool_buffer_size(mtu as usize))
+            .max(nicdrv::ixgbe::pool_buffer_size(mtu as usize));
     }
     let count = (POOL_BYTES / buf_size).clamp(1024, POOL_BUFFERS as usize) as u32;
     let pool = Mempool::new(count, buf_size).context("packet pool")?;
+    // With a vfio underlay: the NIC's handle for mapping guest memory, so vhost-user
+    // interfaces lend it frame tails it gathers in place (zero-copy transmit).
+    let mut dma: Option<Arc<dyn pkt::DmaMap>> = None;
     let underlay: Box<dyn pkt::Port> = match &cfg.host.underlay {
         UnderlayConfig::Udp { bind } => Box::new(
             UdpPort::bind(*bind, pool.clone()).with_context(|| format!("underlay udp {bind}"))?,
@@ -115,9 +118,11 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             ip,
             port,
             gateway,
+            mtu,
         } => {
             // A PF bound to vfio-pci; its queues carry the underlay.
-            let (nic, mac) = open_vfio_nic(pci, &pool, &cfg)?;
+            let (nic, mac, map) = open_vfio_nic(pci, *mtu as usize, &pool, &cfg)?;
+            dma = map;
             let mut o = UnderlayOptions::new(mac, *ip, *port);
             o.gateway = *gateway;
             Box::new(
@@ -140,7 +145,7 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             tracing::info!(interface = %i.name, pci = %pci, mac = %i.mac, "SR-IOV VF handed to a guest");
             continue;
         }
-        let port = interface_port(i, &pool)?;
+        let port = interface_port(i, &pool, dma.as_ref())?;
         engine.add_configured_interface(i, port)?;
     }
     for l in &cfg.links {
@@ -157,7 +162,10 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     engine.enable_reload(
         path.to_path_buf(),
         cfg.clone(),
-        Box::new(DevicePorts { pool: pool.clone() }),
+        Box::new(DevicePorts {
+            pool: pool.clone(),
+            dma,
+        }),
     );
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -193,8 +201,19 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The port behind one configured interface.
-fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn pkt::Port>> {
+/// The port behind one configured interface. A vhost-user interface gets `dma`, the
+/// vfio NIC's mapping handle, when there is one.
+///
+/// Why dropping is safe in any order: the handle keeps the VFIO container open, so the
+/// mappings live until the NIC and every port holding it are gone. A port closed while
+/// its tails are still queued on the NIC keeps that guest memory mapped, in this process
+/// and in the IOMMU (`TxTails` leaks it); the NIC stops its DMA engines when it is
+/// dropped, before the last handle unmaps anything.
+fn interface_port(
+    i: &InterfaceConfig,
+    pool: &Mempool,
+    dma: Option<&Arc<dyn pkt::DmaMap>>,
+) -> anyhow::Result<Box<dyn pkt::Port>> {
     Ok(match &i.kind {
         InterfaceKind::Tap { ifname } => {
             let mut tap = TapPort::create(ifname, Some(i.mac.0), Some(i.mtu), pool.clone())
@@ -205,8 +224,8 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
             }
             Box::new(tap)
         }
-        InterfaceKind::VhostUser { socket } => Box::new(
-            virtio::VhostUserPort::listen(
+        InterfaceKind::VhostUser { socket } => {
+            let mut port = virtio::VhostUserPort::listen(
                 virtio::VhostUserConfig {
                     name: i.name.clone(),
                     socket: socket.clone(),
@@ -219,8 +238,15 @@ fn interface_port(i: &InterfaceConfig, pool: &Mempool) -> anyhow::Result<Box<dyn
                 },
                 pool.clone(),
             )
-            .with_context(|| format!("interface {} (vhost-user {})", i.name, socket.display()))?,
-        ),
+            .with_context(|| format!("interface {} (vhost-user {})", i.name, socket.display()))?;
+            // Threshold 0 never lends a tail: no memory to pin for the NIC.
+            if let Some(map) = dma.filter(|_| i.zero_copy_threshold != Some(0)) {
+                // Each guest memory map is mapped for the NIC's reads when it arrives;
+                // a refused map (memlock) leaves its frames copied (`dma_map_failed`).
+                port.set_dma_map(Arc::clone(map));
+            }
+            Box::new(port)
+        }
         InterfaceKind::Vf { pci, .. } => bail!(
             "interface {} (vf {pci}): SR-IOV VFs are set up when the PF is claimed, at start; `ctl reload` cannot add one: restart vnetp",
             i.name
@@ -258,13 +284,17 @@ fn vfio_driver(pci: &str, vendor: u16, device: u16) -> anyhow::Result<VfioDriver
     )
 }
 
-/// Opens the PF at `pci` with the driver its device ID calls for, waits for its link,
-/// and returns it with its MAC address.
-fn open_vfio_nic(
-    pci: &str,
-    pool: &Mempool,
-    cfg: &Config,
-) -> anyhow::Result<(Box<dyn pkt::Port>, pkt::wire::MacAddr)> {
+/// The PF of a vfio underlay, its MAC address, and its handle for mapping other
+/// memory (guests') for its reads.
+type VfioNic = (
+    Box<dyn pkt::Port>,
+    pkt::wire::MacAddr,
+    Option<Arc<dyn pkt::DmaMap>>,
+);
+
+/// Opens the PF at `pci` with the driver its device ID calls for and an L3 MTU of
+/// `mtu`, waits for its link, and returns it with its MAC address and DMA map handle.
+fn open_vfio_nic(pci: &str, mtu: usize, pool: &Mempool, cfg: &Config) -> anyhow::Result<VfioNic> {
     let addr: crate::pci::PciAddr = pci
         .parse()
         .with_context(|| format!("underlay vfio {pci}"))?;
@@ -283,31 +313,35 @@ fn open_vfio_nic(
                 Some(t) => vfio::OpenOptions::new().vf_token(t),
                 None => vfio::OpenOptions::new(),
             };
-            let mut nic =
-                nicdrv::igb::open_vfio_with(pci, pool.clone(), igb_config(pci, cfg)?, &options)
-                    .with_context(|| format!("underlay vfio {pci} (82576)"))?;
+            let mut nic = nicdrv::igb::open_vfio_with(
+                pci,
+                pool.clone(),
+                igb_config(pci, mtu, cfg)?,
+                &options,
+            )
+            .with_context(|| format!("underlay vfio {pci} (82576)"))?;
             if !nic.wait_link(link_wait) {
                 warn_down();
             }
-            let mac = nic.mac();
-            (Box::new(nic), mac)
+            let (mac, map) = (nic.mac(), nic.dma_map());
+            (Box::new(nic), mac, map)
         }
         VfioDriver::Ixgbe => {
             set_pf_vf_token(pci, cfg)?;
-            let mut nic = nicdrv::ixgbe::open_vfio(pci, pool.clone(), ixgbe_config(pci, cfg)?)
+            let mut nic = nicdrv::ixgbe::open_vfio(pci, pool.clone(), ixgbe_config(pci, mtu, cfg)?)
                 .with_context(|| format!("underlay vfio {pci} (82599)"))?;
             if !nic.wait_link(link_wait) {
                 warn_down();
             }
-            let mac = nic.mac();
-            (Box::new(nic), mac)
+            let (mac, map) = (nic.mac(), nic.dma_map());
+            (Box::new(nic), mac, map)
         }
     })
 }
 
-/// The 82576 settings for the vfio underlay: SR-IOV pools when `vf` interfaces name
-/// VFs of this PF.
-fn igb_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> {
+/// The 82576 settings for the vfio underlay: its MTU, and SR-IOV pools when `vf`
+/// interfaces name VFs of this PF.
+fn igb_config(pf: &str, mtu: usize, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> {
     let vfs: Vec<nicdrv::igb::sriov::VfAssignment> = cfg
         .interfaces
         .iter()
@@ -330,13 +364,14 @@ fn igb_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> 
     };
     Ok(nicdrv::igb::IgbConfig {
         sriov,
+        mtu,
         ..Default::default()
     })
 }
 
-/// The 82599 settings for the vfio underlay: SR-IOV (virtualization mode, a pool per
-/// VF) when `vf` interfaces name VFs of this PF.
-fn ixgbe_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::ixgbe::IxgbeConfig> {
+/// The 82599 settings for the vfio underlay: its MTU, and SR-IOV (virtualization mode,
+/// a pool per VF) when `vf` interfaces name VFs of this PF.
+fn ixgbe_config(pf: &str, mtu: usize, cfg: &Config) -> anyhow::Result<nicdrv::ixgbe::IxgbeConfig> {
     let vfs: Vec<nicdrv::ixgbe::sriov::VfAssignment> = cfg
         .interfaces
         .iter()
@@ -359,6 +394,7 @@ fn ixgbe_config(pf: &str, cfg: &Config) -> anyhow::Result<nicdrv::ixgbe::IxgbeCo
     };
     Ok(nicdrv::ixgbe::IxgbeConfig {
         sriov,
+        mtu,
         ..Default::default()
     })
 }
@@ -406,20 +442,111 @@ fn set_pf_vf_token(pf: &str, cfg: &Config) -> anyhow::Result<Option<vfio::VfToke
     Ok(Some(token))
 }
 
-/// Creates interface ports for `reload`.
+/// Creates interface ports for `reload` and the control socket's interface additions.
 struct DevicePorts {
     pool: Mempool,
+    /// The vfio NIC's mapping handle, for vhost-user interfaces added later.
+    dma: Option<Arc<dyn pkt::DmaMap>>,
 }
 
 impl InterfaceFactory for DevicePorts {
     fn create(&mut self, cfg: &InterfaceConfig) -> Result<Box<dyn pkt::Port>, String> {
-        interface_port(cfg, &self.pool).map_err(|e| format!("{e:#}"))
+        interface_port(cfg, &self.pool, self.dma.as_ref()).map_err(|e| format!("{e:#}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nicdrv::igb::Dma as _;
+    use nicdrv::igb::model::{IgbModel, ModelDma};
+
+    /// A vhost-user interface made by the daemon's factory (as `reload` and the control
+    /// socket's `interface add` make them) with the 82576 model's DMA map as the NIC's;
+    /// our frontend sends one 1400-byte frame. Returns the frame as the port received
+    /// it, the port's events, and the regions the model could reach while the frame was
+    /// held and after the port closed.
+    fn one_frame_through(
+        tag: &str,
+        threshold: Option<usize>,
+    ) -> (Vec<u8>, Vec<(&'static str, u64)>, usize, usize) {
+        let dir = std::env::temp_dir().join(format!("vnetp-run-dma-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vm0.sock");
+        let cfg = InterfaceConfig {
+            name: "vm0".into(),
+            kind: InterfaceKind::VhostUser {
+                socket: socket.clone(),
+            },
+            mac: pkt::wire::MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            mtu: 1500,
+            anti_spoof: true,
+            offload: false,
+            zero_copy_threshold: threshold,
+        };
+        let pool = Mempool::new(1024, 4096).unwrap();
+        let model = IgbModel::new();
+        let mut factory = DevicePorts {
+            pool: pool.clone(),
+            dma: ModelDma::new(&model, &pool).dma_map(),
+        };
+        let mut port = factory.create(&cfg).unwrap();
+        let mut guest =
+            virtio::VirtioUser::connect(&socket, virtio::frontend::VirtioUserOptions::default())
+                .unwrap();
+        let mut frame = vec![0u8; 1400];
+        frame[..6].copy_from_slice(&[0xff; 6]);
+        frame[6..12].copy_from_slice(&cfg.mac.0);
+        frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+        for (i, b) in frame[14..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        assert_eq!(guest.send(&[&frame]).unwrap(), 1);
+        let mut batch = pkt::Batch::new();
+        for _ in 0..500 {
+            if port.rx_batch(&mut batch) > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let while_held = model.dma_regions();
+        let got = batch.drain().next().map(|b| {
+            let (head, tail) = b.parts();
+            [head, tail].concat()
+        });
+        // Every tail back: the port's next poll returns it and closing unmaps.
+        port.rx_batch(&mut batch);
+        let events = port.events().iter().map(|d| (d.name, d.count)).collect();
+        drop((port, guest, factory));
+        let _ = std::fs::remove_dir_all(&dir);
+        let got = got.expect("the guest's frame reached the port");
+        (got, events, while_held, model.dma_regions())
+    }
+
+    fn event(events: &[(&'static str, u64)], name: &str) -> u64 {
+        events.iter().find(|(n, _)| *n == name).map_or(0, |e| e.1)
+    }
+
+    #[test]
+    fn vhost_user_interfaces_map_guest_memory_for_the_nic_and_unmap_it_when_closed() {
+        let (got, events, held, after) = one_frame_through("map", None);
+        assert_eq!(got.len(), 1400);
+        assert_eq!(event(&events, "tx_zero_copy"), 1, "{events:?}");
+        assert_eq!(event(&events, "dma_map_failed"), 0);
+        assert_eq!(held, 2, "the pool and the guest's memory region");
+        assert_eq!(
+            after, 1,
+            "the guest's region is unmapped once its tail is back"
+        );
+    }
+
+    #[test]
+    fn an_interface_with_threshold_0_maps_nothing() {
+        let (got, events, held, _) = one_frame_through("copy", Some(0));
+        assert_eq!(got.len(), 1400);
+        assert_eq!(event(&events, "tx_zero_copy"), 0);
+        assert_eq!(held, 1, "only the pool: no guest memory pinned");
+    }
 
     #[test]
     fn vfio_underlay_picks_the_driver_by_device_id() {

@@ -772,6 +772,44 @@ mod zero_copy {
         drop(tails);
         assert_eq!(log(&dma)[3..], [("unmap", 0x2_0000_0000, 0x10_0000)]);
     }
+
+    /// A device map that refuses every region, as VFIO does past RLIMIT_MEMLOCK.
+    struct RefusingDma;
+
+    impl pkt::DmaMap for RefusingDma {
+        // Implementing the trait's `unsafe fn`; nothing unsafe is done.
+        #[allow(unsafe_code)]
+        unsafe fn map(&self, _vaddr: *const u8, _len: usize) -> Result<u64, String> {
+            Err("Cannot allocate memory: raise the locked-memory limit".into())
+        }
+        fn unmap(&self, _iova: u64, _len: usize) {
+            panic!("nothing was mapped");
+        }
+    }
+
+    #[test]
+    fn a_refused_map_is_counted_and_tails_go_without_a_device_address() {
+        let m = Arc::new(mem());
+        let mq = MockSplitQueue::new(&*m, QSIZE);
+        one_buffer_chains(&m, &mq, 1);
+        let mut q: Queue = mq.create_queue().expect("queue");
+        let mut tails = TxTails::new(1024, 8);
+        tails.set_dma_map(Arc::new(RefusingDma));
+        tails.set_memory(&m);
+        assert_eq!(
+            tails.counters().dma_map_failed,
+            1,
+            "one region, refused once"
+        );
+        let pool = pool();
+        let mut r = run(&mut q, &pool, &mut tails);
+        let f = r.batch.drain().next().expect("the frame still goes");
+        assert!(!f.is_linear(), "lent all the same: the NIC copies it");
+        assert_eq!(f.ext().and_then(pkt::ExtSeg::dma), None);
+        drop(f);
+        assert_eq!(return_used(&mut tails, &mut q, &m).len(), 1);
+        drop(tails);
+    }
 }
 
 #[test]
