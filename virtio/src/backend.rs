@@ -1416,8 +1416,19 @@ impl Port for VhostUserPort {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        let _ = epoll::wait(&self.shared.poll, &mut ready[..], Some(&now));
-        self.shared.clear_wake();
+        let n = epoll::wait(&self.shared.poll, &mut ready[..], Some(&now)).unwrap_or(0);
+        if ready[..n.min(ready.len())]
+            .iter()
+            .any(|e| e.data.u64() == WAKE_TOKEN)
+        {
+            // The pipe is readable: drain it whatever the flag says. A writer stalled
+            // between its write and raising the flag would otherwise leave a readable
+            // pipe that no batch drains, and the engine spinning until it runs again.
+            self.shared.kicked.store(false, Ordering::Release);
+            Shared::drain(&self.shared.wake);
+        } else {
+            self.shared.clear_wake();
+        }
     }
 
     fn next_deadline(&self) -> Option<std::time::Instant> {
