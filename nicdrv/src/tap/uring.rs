@@ -1,11 +1,14 @@
 //! Batched tap I/O through io_uring: receive reads stay posted on the tap like a NIC's
 //! receive ring, and a transmit batch goes to the kernel as one `io_uring_enter`.
 //!
-//! Receive: [`RingIo`] keeps up to [`RX_SLOTS`] `readv`s posted, each into its own pool
-//! buffer (header into the headroom, frame at [`HEADROOM`], plus one shared overflow
-//! byte that tells a cut frame from one that fits). A completed read is one frame; the
-//! slot is posted again with a fresh buffer. Reaping completions reads shared memory
-//! only: a receive call with nothing ready makes no system call.
+//! Receive: [`RingIo`] keeps one multishot read (`IORING_OP_READ_MULTISHOT`) posted on
+//! the tap over a provided-buffer ring (`IORING_REGISTER_PBUF_RING`) of up to
+//! [`RX_SLOTS`] pool buffers, like a NIC receive ring: each completion is one frame in
+//! one buffer (header into the headroom, frame at [`HEADROOM`]), named by its buffer id;
+//! the slot gets a fresh buffer. Separate single-shot reads would all wake on every
+//! frame (the tap has one wait queue) and those that find nothing are handed to io-wq
+//! threads that block in `read`, one per posted read. Reaping completions reads shared
+//! memory only: a receive call with nothing ready makes no system call.
 //!
 //! Transmit: one `writev` (virtio-net header, frame) per frame, all submitted with one
 //! `io_uring_enter`. A frame's buffer stays in its [`TxSlot`] until the kernel
@@ -28,14 +31,20 @@ use pkt::{Batch, HEADROOM, Mempool, PktBuf};
 
 use super::{Counters, ETH_HLEN, VNET_HDR_LEN, emit_vnet_hdr, parse_vnet_hdr};
 
-/// Receive reads kept posted (fewer with a small pool: a quarter of its buffers).
+/// Receive buffers kept with the kernel (fewer with a small pool: a quarter of its
+/// buffers, rounded down to a power of two as the buffer ring needs).
 pub(crate) const RX_SLOTS: usize = 64;
+/// The buffer group of the receive buffers.
+const RX_BGID: u16 = 0;
+/// `user_data` of the multishot read.
+const RX_READ: u64 = 0;
 /// Transmit writes in flight at most.
 pub(crate) const TX_SLOTS: usize = 128;
 /// Submission queue entries: every repost and every write of one call fit at once.
 const SQ_ENTRIES: u32 = 256;
-/// How long a receive slot rests after an error completion or an empty pool before
-/// it is posted again: a dead device must not turn into a busy loop.
+/// How long receive rests after an error completion, or a slot after an empty pool,
+/// before the read is posted (or the slot filled) again: a dead device must not turn
+/// into a busy loop.
 const RX_RETRY: Duration = Duration::from_millis(1);
 /// How long a drop waits for the kernel to give back buffers.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -45,21 +54,67 @@ const TX_TAG: u64 = 1 << 63;
 /// `user_data` of cancel requests (their completions carry no buffer).
 const CANCEL_TAG: u64 = 1 << 62;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RxState {
-    /// No read posted; the slot may hold a buffer to post next.
-    Idle,
-    /// A read is with the kernel: the buffer must not be touched.
-    Posted,
-    /// The read completed with this result; the frame waits in the ready queue.
-    Done(i32),
+/// The provided-buffer ring: `entries` `io_uring_buf`s in page-aligned memory of our
+/// own, the kernel consuming from the head and us adding at the tail.
+struct BufRing {
+    base: *mut types::BufRingEntry,
+    bytes: usize,
+    entries: u16,
+    /// Our tail, published to the kernel by [`BufRing::publish`].
+    tail: u16,
 }
 
-struct RxSlot {
-    buf: Option<PktBuf>,
-    /// Frame space and the shared overflow byte; the kernel reads it at submission.
-    iov: [libc::iovec; 2],
-    state: RxState,
+impl BufRing {
+    fn new(entries: u16) -> std::io::Result<Self> {
+        let bytes = usize::from(entries) * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: a fresh anonymous private mapping, no address hint: it aliases
+        // nothing. It is unmapped in `Drop`, after the ring that uses it is gone.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                bytes,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }?;
+        Ok(Self {
+            base: base.cast(),
+            bytes,
+            entries,
+            tail: 0,
+        })
+    }
+
+    /// Adds one buffer (`addr`, `len`) under id `bid` at our tail (not yet visible).
+    fn push(&mut self, addr: *mut u8, len: usize, bid: u16) {
+        let at = usize::from(self.tail & (self.entries - 1));
+        // SAFETY: `at` is below `entries`, inside the mapping; the kernel only reads
+        // entries between its head and the published tail, and this one is past it.
+        let entry = unsafe { &mut *self.base.add(at) };
+        entry.set_addr(addr as u64);
+        entry.set_len(u32::try_from(len).unwrap_or(u32::MAX));
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes every buffer pushed so far visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: `base` is the ring's first entry (initialised: the mapping is zeroed);
+        // the tail field is a naturally aligned u16 inside it that the kernel only
+        // reads, so an atomic release store is the right access.
+        let tail = unsafe {
+            std::sync::atomic::AtomicU16::from_ptr(types::BufRingEntry::tail(self.base).cast_mut())
+        };
+        tail.store(self.tail, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, of this length, used by nothing else now
+        // (the ring that read it was dropped first, or unregistered the group).
+        let _ = unsafe { rustix::mm::munmap(self.base.cast(), self.bytes) };
+    }
 }
 
 struct TxSlot {
@@ -70,9 +125,9 @@ struct TxSlot {
     call: u64,
 }
 
-/// A fixed ring of receive slot indices in completion order.
+/// A fixed ring of receive completions (buffer id, result) in completion order.
 struct ReadyQueue {
-    slots: Box<[u16]>,
+    slots: Box<[(u16, i32)]>,
     head: usize,
     len: usize,
 }
@@ -80,14 +135,14 @@ struct ReadyQueue {
 impl ReadyQueue {
     fn new(cap: usize) -> Self {
         Self {
-            slots: vec![0; cap].into_boxed_slice(),
+            slots: vec![(0, 0); cap].into_boxed_slice(),
             head: 0,
             len: 0,
         }
     }
 
-    /// Never full: each receive slot is in the queue at most once.
-    fn push(&mut self, slot: u16) {
+    /// Never full: each receive buffer is in the queue at most once.
+    fn push(&mut self, slot: (u16, i32)) {
         if self.len < self.slots.len() {
             let at = (self.head + self.len) % self.slots.len();
             self.slots[at] = slot;
@@ -95,7 +150,7 @@ impl ReadyQueue {
         }
     }
 
-    fn pop(&mut self) -> Option<u16> {
+    fn pop(&mut self) -> Option<(u16, i32)> {
         if self.len == 0 {
             return None;
         }
@@ -111,13 +166,18 @@ pub(crate) struct RingIo {
     ring: IoUring,
     eventfd: OwnedFd,
     tap: RawFd,
-    rx: Box<[RxSlot]>,
-    /// Sink for the byte past a receive buffer; its content is never read.
-    overflow: Box<[u8; 1]>,
+    /// Receive buffers by buffer id: `Some` while the kernel may fill it (in the
+    /// buffer ring) or while its completion waits in `ready`; `None` when the pool had
+    /// none to give.
+    rx: Box<[Option<PktBuf>]>,
+    /// Dropped after `ring` (declaration order): the kernel reads it until then.
+    bufring: BufRing,
     ready: ReadyQueue,
-    /// Receive slots to post on the next call, and those resting until `retry_at`.
-    rx_idle: Vec<u16>,
-    rx_resting: Vec<u16>,
+    /// True while the multishot read is posted (its last completion lacks `F_MORE`).
+    reading: bool,
+    /// Receive buffer ids the pool could not fill, tried again at `retry_at`.
+    rx_empty: Vec<u16>,
+    /// When receive resumes after an error completion or an empty pool.
     retry_at: Option<Instant>,
     tx: Box<[TxSlot]>,
     tx_free: Vec<u16>,
@@ -129,9 +189,9 @@ pub(crate) struct RingIo {
     unsubmitted: bool,
 }
 
-// SAFETY: the raw pointers in the iovecs point into pool buffers and boxes the struct
-// owns; they are only used by the kernel, and `RingIo` is used by one thread at a time
-// like the rest of the port.
+// SAFETY: the raw pointers (buffer ring, iovecs) point into memory the struct owns or
+// into pool buffers it holds; only the kernel uses them, and `RingIo` is used by one
+// thread at a time like the rest of the port.
 unsafe impl Send for RingIo {}
 
 const EMPTY_IOV: libc::iovec = libc::iovec {
@@ -140,25 +200,36 @@ const EMPTY_IOV: libc::iovec = libc::iovec {
 };
 
 impl RingIo {
-    /// Sets up the ring on `tap` (which must stay open until this is dropped) and posts
-    /// the receive reads. Fails when the kernel refuses io_uring (ENOSYS, EPERM).
+    /// Sets up the ring on `tap` (which must stay open until this is dropped), fills
+    /// the buffer ring and posts the multishot read. Fails when the kernel refuses
+    /// io_uring (ENOSYS, EPERM) or lacks the multishot read (before 6.7).
     pub(crate) fn new(tap: BorrowedFd<'_>, pool: &Mempool) -> std::io::Result<Self> {
         let ring = IoUring::builder()
             .setup_cqsize(SQ_ENTRIES * 2)
             .build(SQ_ENTRIES)?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        if !probe.is_supported(opcode::ReadMulti::CODE) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "no IORING_OP_READ_MULTISHOT (Linux 6.7+)",
+            ));
+        }
         let eventfd = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )?;
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
-        let rx_slots = (pool.capacity() / 4).clamp(1, RX_SLOTS);
-        let rx = (0..rx_slots)
-            .map(|_| RxSlot {
-                buf: None,
-                iov: [EMPTY_IOV; 2],
-                state: RxState::Idle,
-            })
-            .collect();
+        let quarter = (pool.capacity() / 4).clamp(1, RX_SLOTS);
+        // A power of two no larger than a quarter of the pool.
+        let entries = 1u16 << (usize::BITS - 1 - quarter.leading_zeros());
+        let bufring = BufRing::new(entries)?;
+        // SAFETY: the mapping holds `entries` entries and lives in `self` until after
+        // the ring is dropped (field order).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(bufring.base as u64, entries, RX_BGID, 0)
+        }?;
         let tx = (0..TX_SLOTS)
             .map(|_| TxSlot {
                 buf: None,
@@ -171,11 +242,11 @@ impl RingIo {
             ring,
             eventfd,
             tap: tap.as_raw_fd(),
-            rx,
-            overflow: Box::new([0]),
-            ready: ReadyQueue::new(rx_slots),
-            rx_idle: (0..rx_slots as u16).rev().collect(),
-            rx_resting: Vec::with_capacity(rx_slots),
+            rx: (0..entries).map(|_| None).collect(),
+            bufring,
+            ready: ReadyQueue::new(usize::from(entries)),
+            reading: false,
+            rx_empty: (0..entries).rev().collect(),
             retry_at: None,
             tx,
             tx_free: (0..TX_SLOTS as u16).rev().collect(),
@@ -184,7 +255,8 @@ impl RingIo {
             unsubmitted: false,
         };
         let mut c = Counters::default();
-        io.post_idle(pool, &mut c);
+        io.fill_empty(pool, &mut c);
+        io.post_read();
         io.submit();
         Ok(io)
     }
@@ -242,62 +314,76 @@ impl RingIo {
                 self.tx_free.push(i as u16);
                 continue;
             }
-            let i = ud as usize;
-            if let Some(slot) = self.rx.get_mut(i)
-                && slot.state == RxState::Posted
-            {
-                slot.state = RxState::Done(res);
-                self.ready.push(i as u16);
+            if ud != RX_READ {
+                continue;
+            }
+            let flags = cqe.flags();
+            if !io_uring::cqueue::more(flags) {
+                self.reading = false;
+                if res == -libc::ENOBUFS {
+                    // Every buffer is with us: frames wait in the tap until reposted.
+                    c.rx_no_buffer += 1;
+                } else if res < 0 && res != -libc::ECANCELED {
+                    // EIO/EBADFD when the device goes away, EAGAIN if the kernel would
+                    // not wait: counted, and receive rests before it reads again.
+                    c.rx_error += 1;
+                    self.retry_at
+                        .get_or_insert_with(|| Instant::now() + RX_RETRY);
+                }
+            }
+            if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
+                self.ready.push((bid, res));
             }
         }
         sent
     }
 
-    /// Posts a read on every idle receive slot (a fresh buffer each when the slot has
-    /// none). Slots the pool cannot fill rest until the retry time.
-    fn post_idle(&mut self, pool: &Mempool, c: &mut Counters) {
+    /// Gives a buffer to every empty receive slot and publishes them to the kernel.
+    /// Slots the pool cannot fill wait for the retry time.
+    fn fill_empty(&mut self, pool: &Mempool, c: &mut Counters) {
         let mut starved = false;
-        while let Some(i) = self.rx_idle.pop() {
-            let slot = &mut self.rx[usize::from(i)];
-            let Some(mut buf) = slot.buf.take().or_else(|| pool.alloc()) else {
+        let mut added = false;
+        while let Some(bid) = self.rx_empty.pop() {
+            let Some(buf) = pool.alloc() else {
                 starved = true;
-                self.rx_resting.push(i);
-                continue;
+                self.rx_empty.push(bid);
+                break;
             };
-            // The header lands in the headroom, the frame at HEADROOM.
-            let space = buf.reset_for_rx(HEADROOM - VNET_HDR_LEN);
-            slot.iov = [
-                libc::iovec {
-                    iov_base: space.as_mut_ptr().cast(),
-                    iov_len: space.len(),
-                },
-                libc::iovec {
-                    iov_base: self.overflow.as_mut_ptr().cast(),
-                    iov_len: 1,
-                },
-            ];
-            let entry = opcode::Readv::new(types::Fd(self.tap), slot.iov.as_ptr(), 2)
-                .build()
-                .user_data(u64::from(i));
-            // SAFETY: the iovecs point into `buf`'s pool buffer and `self.overflow`;
-            // the buffer stays in the slot (state `Posted`, untouched) until the read's
-            // completion is reaped or the drop has waited for it, and the overflow box
-            // lives as long as the ring. The iovec array itself lives in the slot.
-            let pushed = unsafe { self.ring.submission().push(&entry) };
-            slot.buf = Some(buf);
-            if pushed.is_err() {
-                // Cannot happen with SQ_ENTRIES above every slot; try again later.
-                self.rx_resting.push(i);
-                continue;
-            }
-            slot.state = RxState::Posted;
-            self.unsubmitted = true;
+            self.provide(bid, buf);
+            added = true;
+        }
+        if added {
+            self.bufring.publish();
         }
         if starved {
             c.rx_no_buffer += 1;
+            self.retry_at
+                .get_or_insert_with(|| Instant::now() + RX_RETRY);
         }
-        if !self.rx_resting.is_empty() && self.retry_at.is_none() {
-            self.retry_at = Some(Instant::now() + RX_RETRY);
+    }
+
+    /// Puts `buf` into the buffer ring under `bid` (published by the caller).
+    fn provide(&mut self, bid: u16, mut buf: PktBuf) {
+        // The header lands in the headroom, the frame at HEADROOM.
+        let space = buf.reset_for_rx(HEADROOM - VNET_HDR_LEN);
+        self.bufring.push(space.as_mut_ptr(), space.len(), bid);
+        self.rx[usize::from(bid)] = Some(buf);
+    }
+
+    /// Posts the multishot read unless it is posted or receive rests.
+    fn post_read(&mut self) {
+        if self.reading || self.retry_at.is_some() {
+            return;
+        }
+        let entry = opcode::ReadMulti::new(types::Fd(self.tap), 0, RX_BGID)
+            .build()
+            .user_data(RX_READ);
+        // SAFETY: the read takes its buffers from the registered buffer ring, whose
+        // buffers stay in `self.rx` until their completion is reaped or the drop has
+        // waited for the read to end.
+        if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            self.reading = true;
+            self.unsubmitted = true;
         }
     }
 
@@ -309,7 +395,9 @@ impl RingIo {
         }
     }
 
-    /// Delivers completed reads to `batch`, posts their slots again, submits once.
+    /// Delivers completed reads to `batch`, gives their slots fresh buffers, posts the
+    /// read again if it ended, and submits (a system call only when there is something
+    /// to submit).
     pub(crate) fn rx_batch(
         &mut self,
         batch: &mut Batch,
@@ -318,27 +406,22 @@ impl RingIo {
     ) -> usize {
         self.reap(c, 0);
         let mut pushed = 0;
+        let mut returned = false;
         while batch.room() > 0 {
-            let Some(i) = self.ready.pop() else { break };
-            let slot = &mut self.rx[usize::from(i)];
-            let RxState::Done(res) = slot.state else {
+            let Some((bid, res)) = self.ready.pop() else {
+                break;
+            };
+            let Some(mut buf) = self.rx.get_mut(usize::from(bid)).and_then(Option::take) else {
                 continue;
             };
-            slot.state = RxState::Idle;
+            returned = true;
+            let n = usize::try_from(res).unwrap_or(0);
+            // A frame cut to the buffer comes back as long as the buffer: a frame that
+            // fills it exactly counts as cut too (the daemon's buffers have room to
+            // spare past the largest frame the MTU allows).
             if res < 0 {
-                // EIO/EBADFD when the device goes away, EAGAIN if the kernel would
-                // not wait: counted, and the slot rests before it reads again.
                 c.rx_error += 1;
-                self.rx_resting.push(i);
-                continue;
-            }
-            let n = res as usize;
-            let Some(mut buf) = slot.buf.take() else {
-                self.rx_idle.push(i);
-                continue;
-            };
-            let room = buf.tailroom();
-            if n > room {
+            } else if n >= buf.tailroom() {
                 c.rx_truncated += 1;
             } else if n < VNET_HDR_LEN + ETH_HLEN {
                 c.rx_runt += 1;
@@ -352,15 +435,18 @@ impl RingIo {
                         vlan: None,
                     };
                     let len = buf.len();
-                    if let Err(back) = batch.push(buf) {
+                    match batch.push(buf) {
+                        Ok(()) => {
+                            c.rx_packets += 1;
+                            c.rx_bytes += len as u64;
+                            pushed += 1;
+                        }
                         // Cannot happen (room checked); the buffer reads again.
-                        slot.buf = Some(back);
-                    } else {
-                        c.rx_packets += 1;
-                        c.rx_bytes += len as u64;
-                        pushed += 1;
+                        Err(back) => self.provide(bid, back),
                     }
-                    self.rx_idle.push(i);
+                    if self.rx[usize::from(bid)].is_none() {
+                        self.rx_empty.push(bid);
+                    }
                     continue;
                 }
                 c.rx_truncated += 1;
@@ -368,18 +454,18 @@ impl RingIo {
                 c.rx_truncated += 1;
             }
             // A dropped frame's buffer reads the next one.
-            slot.buf = Some(buf);
-            self.rx_idle.push(i);
+            self.provide(bid, buf);
         }
         if let Some(at) = self.retry_at
             && Instant::now() >= at
         {
             self.retry_at = None;
-            self.rx_idle.append(&mut self.rx_resting);
         }
-        if !self.rx_idle.is_empty() {
-            self.post_idle(pool, c);
+        if returned || (!self.rx_empty.is_empty() && self.retry_at.is_none()) {
+            self.fill_empty(pool, c);
+            self.bufring.publish();
         }
+        self.post_read();
         self.submit();
         pushed
     }
@@ -446,39 +532,25 @@ impl RingIo {
 
     /// Requests still with the kernel.
     fn outstanding(&self) -> usize {
-        self.rx
-            .iter()
-            .filter(|s| s.state == RxState::Posted)
-            .count()
-            + self.tx.iter().filter(|s| s.buf.is_some()).count()
+        usize::from(self.reading) + self.tx.iter().filter(|s| s.buf.is_some()).count()
     }
 }
 
 impl Drop for RingIo {
     fn drop(&mut self) {
-        for i in 0..self.rx.len() {
-            if self.rx[i].state != RxState::Posted {
-                continue;
-            }
-            let cancel = opcode::AsyncCancel::new(i as u64)
+        if self.reading {
+            let cancel = opcode::AsyncCancel::new(RX_READ)
                 .build()
                 .user_data(CANCEL_TAG);
             // SAFETY: a cancel request carries no buffer.
-            if unsafe { self.ring.submission().push(&cancel) }.is_err() {
-                let _ = self.ring.submit();
-                // SAFETY: as above.
-                let _ = unsafe { self.ring.submission().push(&cancel) };
-            }
+            let _ = unsafe { self.ring.submission().push(&cancel) };
         }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let mut c = Counters::default();
         loop {
-            // Finished reads give their buffers back; writes are freed by `reap`.
-            for slot in self.rx.iter_mut() {
-                if matches!(slot.state, RxState::Done(_)) {
-                    slot.state = RxState::Idle;
-                }
-            }
+            // Writes are freed by `reap`; frames read before the end are dropped.
+            self.reap(&mut c, 0);
+            while self.ready.pop().is_some() {}
             if self.outstanding() == 0 || Instant::now() >= deadline {
                 break;
             }
@@ -490,23 +562,24 @@ impl Drop for RingIo {
                 // No timed wait on this kernel (or a signal): do not spin.
                 std::thread::sleep(Duration::from_millis(1));
             }
-            self.reap(&mut c, 0);
         }
-        let left = self.outstanding();
-        if left > 0 {
-            tracing::warn!(
-                requests = left,
-                "tap io_uring: the kernel kept buffers past the drop; leaking them"
-            );
-            for slot in self.rx.iter_mut().filter(|s| s.state == RxState::Posted) {
-                if let Some(buf) = slot.buf.take() {
-                    std::mem::forget(buf);
-                }
+        if self.outstanding() == 0 {
+            // The read has ended: no buffer in the ring is written any more.
+            let _ = self.ring.submitter().unregister_buf_ring(RX_BGID);
+            return;
+        }
+        tracing::warn!(
+            requests = self.outstanding(),
+            "tap io_uring: the kernel kept buffers past the drop; leaking them"
+        );
+        if self.reading {
+            for buf in self.rx.iter_mut().filter_map(Option::take) {
+                std::mem::forget(buf);
             }
-            for slot in self.tx.iter_mut() {
-                if let Some(buf) = slot.buf.take() {
-                    std::mem::forget(buf);
-                }
+        }
+        for slot in self.tx.iter_mut() {
+            if let Some(buf) = slot.buf.take() {
+                std::mem::forget(buf);
             }
         }
     }
