@@ -33,7 +33,7 @@ use super::{Counters, ETH_HLEN, VNET_HDR_LEN, emit_vnet_hdr, parse_vnet_hdr};
 
 /// Receive buffers kept with the kernel (fewer with a small pool: a quarter of its
 /// buffers, rounded down to a power of two as the buffer ring needs).
-pub(crate) const RX_SLOTS: usize = 64;
+pub(crate) const RX_SLOTS: usize = 256;
 /// The buffer group of the receive buffers.
 const RX_BGID: u16 = 0;
 /// `user_data` of the multishot read.
@@ -187,6 +187,8 @@ pub(crate) struct RingIo {
     tx_call: u64,
     /// Entries pushed to the submission queue that a failed submit left there.
     unsubmitted: bool,
+    /// Completions were reaped since the eventfd was last read: it has been signalled.
+    reaped: bool,
 }
 
 // SAFETY: the raw pointers (buffer ring, iovecs) point into memory the struct owns or
@@ -253,6 +255,7 @@ impl RingIo {
             scratch: Batch::new(),
             tx_call: 0,
             unsubmitted: false,
+            reaped: true,
         };
         let mut c = Counters::default();
         io.fill_empty(pool, &mut c);
@@ -266,8 +269,14 @@ impl RingIo {
         self.eventfd.as_fd()
     }
 
-    /// Resets the eventfd so the next wait sleeps until a new completion.
+    /// Resets the eventfd so the next wait sleeps until a new completion. Only when a
+    /// completion arrived since the last reset: a wait that found the port writable
+    /// (frames queued for it) also lands here, and most of those had no completion.
     pub(crate) fn clear_poll_fd(&mut self) {
+        if !self.reaped && self.ring.completion().is_empty() {
+            return;
+        }
+        self.reaped = false;
         let mut count = [0u8; 8];
         let _ = rustix::io::read(&self.eventfd, &mut count);
     }
@@ -287,6 +296,7 @@ impl RingIo {
     fn reap(&mut self, c: &mut Counters, call: u64) -> usize {
         let mut sent = 0;
         for cqe in self.ring.completion() {
+            self.reaped = true;
             let ud = cqe.user_data();
             let res = cqe.result();
             if ud & CANCEL_TAG != 0 {
