@@ -18,7 +18,7 @@
 //! Wake-ups: an eventfd registered with the ring (`IORING_REGISTER_EVENTFD`) is
 //! signalled on every completion; it is the port's poll fd.
 //!
-//! Teardown: every posted read is cancelled and the drop waits (bounded) until the
+//! Teardown: the read is cancelled and the drop waits (bounded) until the
 //! kernel has completed every request; a buffer whose request is still outstanding
 //! after that is leaked rather than returned to the pool, so a buffer the kernel may
 //! still write is never reused.
