@@ -590,9 +590,11 @@ impl Port for TapPort {
         pushed
     }
 
-    /// Writes frames from the front of `batch`, one `writev` each, until the device
-    /// would block. Frames it refuses (too short, link down, bad offload header) are
-    /// removed and counted. Returns how many were written.
+    /// Writes frames from the front of `batch`: with io_uring one `writev` each, all
+    /// submitted at once, as many as there are free write slots; on the plain path one
+    /// `writev` system call each until the device would block. Frames it refuses (too
+    /// short, link down, bad offload header) are removed and counted. Returns how many
+    /// were written by the time it returns.
     fn tx_batch(&mut self, batch: &mut Batch) -> usize {
         if let Some(ring) = &mut self.ring {
             return ring.tx_batch(batch, &mut self.c);
