@@ -23,5 +23,5 @@ pub mod udp;
 pub use af_packet::{AfPacketError, AfPacketOptions, AfPacketPort};
 pub use af_xdp::{AfXdpError, AfXdpOptions, AfXdpPort, XdpMode};
 pub use error::NicError;
-pub use tap::TapPort;
+pub use tap::{TapIo, TapPort};
 pub use udp::{UdpOptions, UdpPort};

@@ -23,6 +23,35 @@ use rustix::io::Errno;
 
 use crate::NicError;
 
+mod uring;
+
+/// How a [`TapPort`] moves frames to and from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapIo {
+    /// io_uring when the kernel allows it (reads kept posted, one `io_uring_enter` per
+    /// batch), else [`TapIo::Plain`] (logged once at info).
+    Auto,
+    /// One `readv`/`writev` per frame on a non-blocking fd.
+    Plain,
+}
+
+impl TapIo {
+    /// The environment variable that forces [`TapIo::Plain`] (`VNETP_TAP_IO=plain`),
+    /// for comparisons; any other value, or none, means [`TapIo::Auto`].
+    pub const ENV: &str = "VNETP_TAP_IO";
+
+    /// [`TapIo::Plain`] when `VNETP_TAP_IO=plain`, else [`TapIo::Auto`].
+    pub fn from_env() -> Self {
+        match std::env::var(Self::ENV) {
+            Ok(v) if v.eq_ignore_ascii_case("plain") => Self::Plain,
+            _ => Self::Auto,
+        }
+    }
+}
+
+/// Set once the io_uring fallback was logged: the reason is the same for every tap.
+static FALLBACK_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Bytes of the virtio-net header on every tap frame (`struct virtio_net_hdr_v1`:
 /// the legacy 10-byte header plus `num_buffers`).
 const VNET_HDR_LEN: usize = vnet_hdr::LEN;
@@ -190,18 +219,25 @@ struct Counters {
 
 /// A tap device carrying whole Ethernet frames with a virtio-net header.
 ///
-/// Receive reads frames (the kernel's transmissions on the tap) until the device has
-/// none left or the batch is full, one `read` each, straight into pool buffers so the
-/// header lands in the headroom and the frame starts at [`HEADROOM`]. Transmit writes
-/// one frame per `writev` (header, frame).
+/// With io_uring (the default, [`TapIo`]) reads stay posted on the device into pool
+/// buffers, like a NIC receive ring, and a receive call reaps what completed; transmit
+/// submits one `writev` per frame for the whole batch with one `io_uring_enter` and
+/// keeps each buffer until its write completes. The plain path reads frames one `read`
+/// each until the device has none left or the batch is full, and writes one `writev`
+/// each. Either way the header lands in the headroom and the frame starts at
+/// [`HEADROOM`].
 ///
 /// Named drop counters: `rx_runt` (shorter than an Ethernet header), `rx_truncated`
 /// (larger than a pool buffer), `rx_no_buffer` (receive calls that left frames queued
-/// because the pool was empty), `rx_error`, `tx_runt`, `tx_link_down` (the interface
+/// because the pool was empty), `rx_error` (a failed read, e.g. the device went away,
+/// or an io_uring read completing with an error), `tx_runt`, `tx_link_down` (the interface
 /// was set down), `tx_error` (any other write error, e.g. a malformed offload header).
 pub struct TapPort {
     name: String,
     ifname: String,
+    /// Declared before `fd`: dropped (reads cancelled, buffers waited for) while the
+    /// device is still open.
+    ring: Option<uring::RingIo>,
     fd: OwnedFd,
     pool: Mempool,
     mtu: usize,
@@ -230,11 +266,24 @@ impl TapPort {
     /// Ethernet header and one VLAN tag. The device lives in the calling thread's
     /// network namespace and is removed when the port is dropped (unless it already
     /// existed as a persistent tap).
+    ///
+    /// I/O goes through io_uring unless `VNETP_TAP_IO=plain` ([`TapIo::from_env`]).
     pub fn create(
         ifname: &str,
         mac: Option<[u8; 6]>,
         mtu: Option<u32>,
         pool: Mempool,
+    ) -> Result<Self, NicError> {
+        Self::create_with_io(ifname, mac, mtu, pool, TapIo::from_env())
+    }
+
+    /// [`TapPort::create`] with the I/O path chosen by the caller.
+    pub fn create_with_io(
+        ifname: &str,
+        mac: Option<[u8; 6]>,
+        mtu: Option<u32>,
+        pool: Mempool,
+        io: TapIo,
     ) -> Result<Self, NicError> {
         let raw_name = ifname_to_c(ifname)?;
         if let Some(mac) = mac
@@ -348,10 +397,15 @@ impl TapPort {
         ifreq_ioctl(ctl.as_fd(), IfreqIoctl::SetFlags, &mut ifr)
             .map_err(|e| config("bring the link up (SIOCSIFFLAGS)", e))?;
 
-        tracing::debug!(%ifname, mtu, "tap created");
+        let ring = match io {
+            TapIo::Plain => None,
+            TapIo::Auto => Self::setup_ring(&ifname, &fd, &pool)?,
+        };
+        tracing::debug!(%ifname, mtu, io_uring = ring.is_some(), "tap created");
         Ok(Self {
             name: format!("tap:{ifname}"),
             ifname,
+            ring,
             fd,
             pool,
             mtu,
@@ -361,9 +415,57 @@ impl TapPort {
         })
     }
 
+    /// The io_uring half, or `None` (logged once) when the kernel refuses io_uring.
+    fn setup_ring(
+        ifname: &str,
+        fd: &OwnedFd,
+        pool: &Mempool,
+    ) -> Result<Option<uring::RingIo>, NicError> {
+        // Posted reads must wait in the kernel for a frame, not fail with EAGAIN: the
+        // ring owns all I/O on this fd from here on.
+        let blocking = rustix::fs::fcntl_getfl(fd)
+            .and_then(|fl| rustix::fs::fcntl_setfl(fd, fl - rustix::fs::OFlags::NONBLOCK));
+        if let Err(errno) = blocking {
+            return Err(NicError::TapConfig {
+                ifname: ifname.to_owned(),
+                what: "make the tap fd blocking for io_uring (F_SETFL)",
+                errno,
+            });
+        }
+        match uring::RingIo::new(fd.as_fd(), pool) {
+            Ok(ring) => Ok(Some(ring)),
+            Err(e) => {
+                if !FALLBACK_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::info!(
+                        %ifname,
+                        error = %e,
+                        "io_uring unavailable: tap I/O uses one read/write per frame"
+                    );
+                }
+                rustix::fs::fcntl_getfl(fd)
+                    .and_then(|fl| rustix::fs::fcntl_setfl(fd, fl | rustix::fs::OFlags::NONBLOCK))
+                    .map_err(|errno| NicError::TapConfig {
+                        ifname: ifname.to_owned(),
+                        what: "make the tap fd non-blocking (F_SETFL)",
+                        errno,
+                    })?;
+                Ok(None)
+            }
+        }
+    }
+
     /// The interface name (as the kernel knows it).
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// The I/O path in use: [`TapIo::Auto`] when io_uring is on, else [`TapIo::Plain`].
+    pub fn io(&self) -> TapIo {
+        if self.ring.is_some() {
+            TapIo::Auto
+        } else {
+            TapIo::Plain
+        }
     }
 
     /// Turns on checksum and TCP segmentation offload (`TUNSETOFFLOAD` with
@@ -426,6 +528,9 @@ impl Port for TapPort {
     }
 
     fn rx_batch(&mut self, batch: &mut Batch) -> usize {
+        if let Some(ring) = &mut self.ring {
+            return ring.rx_batch(batch, &self.pool, &mut self.c);
+        }
         let mut pushed = 0;
         while batch.room() > 0 {
             let Some(mut buf) = self.spare.take().or_else(|| self.pool.alloc()) else {
@@ -485,10 +590,15 @@ impl Port for TapPort {
         pushed
     }
 
-    /// Writes frames from the front of `batch`, one `writev` each, until the device
-    /// would block. Frames it refuses (too short, link down, bad offload header) are
-    /// removed and counted. Returns how many were written.
+    /// Writes frames from the front of `batch`: with io_uring one `writev` each, all
+    /// submitted at once, as many as there are free write slots; on the plain path one
+    /// `writev` system call each until the device would block. Frames it refuses (too
+    /// short, link down, bad offload header) are removed and counted. Returns how many
+    /// were written by the time it returns.
     fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+        if let Some(ring) = &mut self.ring {
+            return ring.tx_batch(batch, &mut self.c);
+        }
         let mut done = 0;
         let mut sent = 0;
         for buf in batch.iter() {
@@ -542,7 +652,20 @@ impl Port for TapPort {
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+        match &self.ring {
+            Some(ring) => Some(ring.poll_fd()),
+            None => Some(self.fd.as_fd()),
+        }
+    }
+
+    fn clear_poll_fd(&mut self) {
+        if let Some(ring) = &mut self.ring {
+            ring.clear_poll_fd();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.ring.as_ref().and_then(uring::RingIo::next_deadline)
     }
 }
 
@@ -895,5 +1018,242 @@ mod tests {
         assert_eq!(stats.drop_count("tx_runt"), 1);
         assert_eq!(stats.drop_count("tx_error"), 1);
         assert_eq!(packet_recv_test_frame(&sniffer), Some(good_frame));
+    }
+
+    /// A batch of test frames, each body starting with its index.
+    fn numbered_batch(pool: &Mempool, n: usize) -> (Batch, Vec<Vec<u8>>) {
+        let mut batch = Batch::new();
+        let mut frames = Vec::new();
+        for i in 0..n {
+            let frame = test_frame(format!("frame {i:03}").as_bytes());
+            let mut buf = pool.alloc().unwrap();
+            buf.extend_from_slice(&frame).unwrap();
+            batch.push(buf).unwrap();
+            frames.push(frame);
+        }
+        (batch, frames)
+    }
+
+    /// Reads up to `n` test frames from `sock`, for two seconds.
+    fn packet_recv_test_frames(sock: &OwnedFd, n: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match packet_recv_test_frame(sock) {
+                Some(f) => got.push(f),
+                None => break,
+            }
+        }
+        got
+    }
+
+    /// Receives test frames from `tap` until `n` arrived or two seconds passed.
+    fn tap_recv_test_frames(tap: &mut TapPort, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = Vec::new();
+        let mut batch = Batch::new();
+        while got.len() < n && Instant::now() < deadline {
+            if tap.rx_batch(&mut batch) == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            got.extend(
+                batch
+                    .drain()
+                    .filter(|b| b.data().get(12..14) == Some(&ETHERTYPE_TEST[..]))
+                    .map(|b| b.data().to_vec()),
+            );
+        }
+        got
+    }
+
+    /// Creates a tap on the io_uring path, or `None` when this host has no tap or no
+    /// io_uring (after saying why).
+    fn create_uring_or_skip(ifname: &str, pool: Mempool) -> Option<TapPort> {
+        let tap = create_or_skip(ifname, Some(MAC), None, pool)?;
+        if tap.io() != TapIo::Auto {
+            eprintln!("skipped: io_uring is not available here");
+            return None;
+        }
+        Some(tap)
+    }
+
+    #[test]
+    fn posted_reads_complete_in_order_and_resume_after_running_out_of_buffers() {
+        let name = tap_name('f');
+        let Some(mut tap) = create_uring_or_skip(&name, pool()) else {
+            return;
+        };
+        let sender = packet_socket(&name);
+        // More frames than receive buffers (16 with a 64-buffer pool), all sent before
+        // the first receive call: the read runs out of buffers (ENOBUFS), the rest wait
+        // in the tap's queue, and the read is posted again once buffers come back.
+        let frames: Vec<Vec<u8>> = (0..40)
+            .map(|i| test_frame(format!("to vnetp {i:03}").as_bytes()))
+            .collect();
+        for f in &frames {
+            assert_eq!(
+                rustix::net::send(&sender, f, rustix::net::SendFlags::empty()),
+                Ok(f.len())
+            );
+        }
+        assert_eq!(tap_recv_test_frames(&mut tap, frames.len()), frames);
+        let stats = tap.stats();
+        assert!(stats.drop_count("rx_no_buffer") >= 1, "{stats:?}");
+        assert_eq!(stats.drop_count("rx_error"), 0);
+        assert_eq!(stats.drop_count("rx_truncated"), 0);
+    }
+
+    #[test]
+    fn one_tx_batch_is_written_in_order() {
+        let name = tap_name('g');
+        let pool = pool();
+        let Some(mut tap) = create_uring_or_skip(&name, pool.clone()) else {
+            return;
+        };
+        let sniffer = packet_socket(&name);
+        let (mut batch, frames) = numbered_batch(&pool, 32);
+        assert_eq!(tap.tx_batch(&mut batch), 32);
+        assert!(batch.is_empty());
+        assert_eq!(packet_recv_test_frames(&sniffer, 32), frames);
+        let stats = tap.stats();
+        assert_eq!(stats.tx_packets, 32);
+        assert_eq!(stats.drop_count("tx_error"), 0);
+    }
+
+    #[test]
+    fn frames_past_the_free_write_slots_stay_in_the_batch() {
+        let name = tap_name('h');
+        let pool = Mempool::new(512, 2048).unwrap();
+        let Some(mut tap) = create_uring_or_skip(&name, pool.clone()) else {
+            return;
+        };
+        // Fill every write slot without reaping: a full batch per call, and the
+        // completions of earlier calls are reaped only at the start of the next one.
+        let mut accepted = 0;
+        let mut left = 0;
+        for _ in 0..(uring::TX_SLOTS / pkt::BATCH_MAX + 1) {
+            let (mut batch, _) = numbered_batch(&pool, pkt::BATCH_MAX);
+            tap.tx_batch(&mut batch);
+            accepted += pkt::BATCH_MAX - batch.len();
+            left += batch.len();
+        }
+        // Writes to a tap complete during the submission, so the slots free up again;
+        // whatever was not accepted is still in the caller's batch, nothing is lost.
+        assert_eq!(
+            accepted + left,
+            (uring::TX_SLOTS / pkt::BATCH_MAX + 1) * pkt::BATCH_MAX
+        );
+        assert_eq!(tap.stats().tx_packets, accepted as u64);
+    }
+
+    #[test]
+    fn a_write_to_a_downed_tap_is_counted_link_down() {
+        let name = tap_name('i');
+        let pool = pool();
+        let Some(mut tap) = create_uring_or_skip(&name, pool.clone()) else {
+            return;
+        };
+        let ctl = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .unwrap();
+        let mut ifr = ifreq_for(&ifname_to_c(&name).unwrap());
+        ifreq_ioctl(ctl.as_fd(), IfreqIoctl::GetFlags, &mut ifr).unwrap();
+        // SAFETY: SIOCGIFFLAGS filled `ifru_flags`.
+        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+        ifr.ifr_ifru.ifru_flags = flags & !(libc::IFF_UP as libc::c_short);
+        ifreq_ioctl(ctl.as_fd(), IfreqIoctl::SetFlags, &mut ifr).unwrap();
+        let (mut batch, _) = numbered_batch(&pool, 3);
+        assert_eq!(tap.tx_batch(&mut batch), 0);
+        assert!(
+            batch.is_empty(),
+            "submitted: the error comes back as a completion"
+        );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while tap.stats().drop_count("tx_link_down") < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            tap.rx_batch(&mut Batch::new());
+        }
+        assert_eq!(tap.stats().drop_count("tx_link_down"), 3);
+        assert_eq!(tap.stats().tx_packets, 0);
+    }
+
+    #[test]
+    fn dropping_the_port_with_reads_posted_returns_every_buffer() {
+        let name = tap_name('j');
+        let pool = pool();
+        let Some(tap) = create_uring_or_skip(&name, pool.clone()) else {
+            return;
+        };
+        assert_eq!(
+            pool.available(),
+            pool.capacity() - pool.capacity() / 4,
+            "a quarter of a small pool is posted for reads"
+        );
+        drop(tap);
+        assert_eq!(pool.available(), pool.capacity());
+        assert!(!std::path::Path::new(&format!("/sys/class/net/{name}")).exists());
+    }
+
+    #[test]
+    fn the_plain_path_still_moves_frames_when_forced() {
+        let name = tap_name('k');
+        let pool = pool();
+        let Some(mut tap) =
+            (match TapPort::create_with_io(&name, Some(MAC), None, pool.clone(), TapIo::Plain) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("skipped: {e}");
+                    None
+                }
+            })
+        else {
+            return;
+        };
+        assert_eq!(tap.io(), TapIo::Plain);
+        assert_eq!(
+            tap.poll_fd().map(|fd| fd.as_raw_fd()),
+            Some(tap.fd.as_raw_fd())
+        );
+        let sock = packet_socket(&name);
+        let (mut batch, frames) = numbered_batch(&pool, 4);
+        assert_eq!(tap.tx_batch(&mut batch), 4);
+        assert_eq!(packet_recv_test_frames(&sock, 4), frames);
+        let frame = test_frame(b"plain receive");
+        assert_eq!(
+            rustix::net::send(&sock, &frame, rustix::net::SendFlags::empty()),
+            Ok(frame.len())
+        );
+        assert_eq!(tap_recv_test_frames(&mut tap, 1), vec![frame]);
+    }
+
+    #[test]
+    fn the_eventfd_wakes_a_poll_when_a_read_completes() {
+        let name = tap_name('l');
+        let Some(mut tap) = create_uring_or_skip(&name, pool()) else {
+            return;
+        };
+        let sender = packet_socket(&name);
+        // Start from a quiet eventfd (the kernel's own IPv6 frames may have woken it).
+        tap.rx_batch(&mut Batch::new());
+        tap.clear_poll_fd();
+        let frame = test_frame(b"wake up");
+        assert_eq!(
+            rustix::net::send(&sender, &frame, rustix::net::SendFlags::empty()),
+            Ok(frame.len())
+        );
+        let fd = tap.poll_fd().unwrap();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let two_s = rustix::event::Timespec {
+            tv_sec: 2,
+            tv_nsec: 0,
+        };
+        assert_eq!(rustix::event::poll(&mut fds, Some(&two_s)), Ok(1));
+        tap.clear_poll_fd();
+        assert_eq!(tap_recv_test_frames(&mut tap, 1), vec![frame]);
     }
 }
