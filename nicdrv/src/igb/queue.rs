@@ -462,17 +462,14 @@ impl QueuePair {
                 let _ = spill.push(buf);
                 continue;
             }
-            if !buf.is_linear()
-                && !buf
-                    .ext()
-                    .is_some_and(|e| e.dma().is_some() && !e.is_empty())
-            {
-                // The device cannot reach the tail: join it to the frame.
-                if buf.linearize().is_err() {
+            // A tail the device cannot reach is joined to the frame.
+            match crate::igb::ring::join_unreachable_tail(&mut buf) {
+                Ok(false) => {}
+                Ok(true) => self.offload.tx_tail_copied += 1,
+                Err(_) => {
                     self.drops.tx_tail_no_room += 1;
                     continue;
                 }
-                self.offload.tx_tail_copied += 1;
             }
             let len = buf.frame_len();
             let max = if buf.is_linear() {

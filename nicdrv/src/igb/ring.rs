@@ -100,6 +100,19 @@ impl RingMemory {
     }
 }
 
+/// Joins a frame's external tail to its buffer when the device cannot gather it (no
+/// device address, or empty): `Ok(true)` when a tail was copied, `Ok(false)` when the
+/// frame goes as it is, `Err` when the tail does not fit the buffer (the caller drops
+/// and counts it).
+#[inline]
+pub fn join_unreachable_tail(buf: &mut pkt::PktBuf) -> Result<bool, pkt::PoolError> {
+    let reachable = buf.ext().is_none_or(|e| e.dma().is_some() && !e.is_empty());
+    if reachable {
+        return Ok(false);
+    }
+    buf.linearize().map(|()| true)
+}
+
 /// Makes descriptor writes visible to the device before the doorbell that follows.
 ///
 /// On x86-64 stores are not reordered with other stores and the uncached MMIO write

@@ -206,17 +206,14 @@ impl<R: Registers, D: Dma> Port for IxgbePort<R, D> {
                 let _ = spill.push(buf);
                 continue;
             }
-            if !buf.is_linear()
-                && !buf
-                    .ext()
-                    .is_some_and(|e| e.dma().is_some() && !e.is_empty())
-            {
-                // The device cannot reach the tail: join it to the frame.
-                if buf.linearize().is_err() {
+            // A tail the device cannot reach is joined to the frame.
+            match crate::igb::ring::join_unreachable_tail(&mut buf) {
+                Ok(false) => {}
+                Ok(true) => self.tx_tail_copied += 1,
+                Err(_) => {
                     self.drops.tx_tail_no_room += 1;
                     continue;
                 }
-                self.tx_tail_copied += 1;
             }
             let len = buf.frame_len();
             if len == 0 || len > self.max_frame {
