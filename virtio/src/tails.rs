@@ -306,6 +306,18 @@ impl TxTails {
         let len = total.checked_sub(from)?;
         // One region: the host bytes are one mapping.
         mem.get_slice(GuestAddress(gpa), len).ok()?;
+        // Frames go to a NIC (a DMA map is set) but this region could not be mapped:
+        // the NIC would copy the tail anyway, so copy it here and give the chain back
+        // at once instead of after the send.
+        if self.dma.is_some()
+            && self.current.as_ref().is_some_and(|s| {
+                s.regions
+                    .iter()
+                    .any(|r| gpa >= r.gpa && gpa - r.gpa < r.len && r.iova.is_none())
+            })
+        {
+            return None;
+        }
         Some(TailPlan { gpa, len })
     }
 
@@ -469,7 +481,7 @@ fn map_regions(
                     gpa = r.gpa,
                     len = r.len,
                     error = %e,
-                    "guest memory region not DMA-mapped: the NIC copies the frames lent from it (counted in dma_map_failed)"
+                    "guest memory region not DMA-mapped: its frames are copied (counted in dma_map_failed, tx_zero_copy_fallback)"
                 );
             }
         }
