@@ -1211,13 +1211,18 @@ mod tests {
         else {
             return;
         };
+        plain_path_moves_frames(&mut tap, &name, &pool);
+    }
+
+    /// `tap` uses the read/write path and moves frames both ways.
+    fn plain_path_moves_frames(tap: &mut TapPort, name: &str, pool: &Mempool) {
         assert_eq!(tap.io(), TapIo::Plain);
         assert_eq!(
             tap.poll_fd().map(|fd| fd.as_raw_fd()),
             Some(tap.fd.as_raw_fd())
         );
-        let sock = packet_socket(&name);
-        let (mut batch, frames) = numbered_batch(&pool, 4);
+        let sock = packet_socket(name);
+        let (mut batch, frames) = numbered_batch(pool, 4);
         assert_eq!(tap.tx_batch(&mut batch), 4);
         assert_eq!(packet_recv_test_frames(&sock, 4), frames);
         let frame = test_frame(b"plain receive");
@@ -1225,7 +1230,85 @@ mod tests {
             rustix::net::send(&sock, &frame, rustix::net::SendFlags::empty()),
             Ok(frame.len())
         );
-        assert_eq!(tap_recv_test_frames(&mut tap, 1), vec![frame]);
+        assert_eq!(tap_recv_test_frames(tap, 1), vec![frame]);
+    }
+
+    /// Makes `io_uring_setup` fail with EPERM on the calling thread, as a seccomp
+    /// policy (a container runtime's, say) or `kernel.io_uring_disabled` does.
+    #[cfg(target_arch = "x86_64")]
+    fn refuse_io_uring_on_this_thread() {
+        const IO_URING_SETUP: u32 = 425;
+        // Offset of `nr` in `struct seccomp_data`.
+        const NR: u32 = 0;
+        let stmt = |code: u16, k: u32| libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let filter = [
+            stmt((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, NR),
+            libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 1,
+                k: IO_URING_SETUP,
+            },
+            stmt(
+                (libc::BPF_RET | libc::BPF_K) as u16,
+                libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+            ),
+            stmt(
+                (libc::BPF_RET | libc::BPF_K) as u16,
+                libc::SECCOMP_RET_ALLOW,
+            ),
+        ];
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: plain prctl calls; `prog` and `filter` outlive the second one, which
+        // copies the program into the kernel. The filter only affects this thread.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &raw const prog,
+                    0,
+                    0
+                ),
+                0,
+                "seccomp: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn a_refused_io_uring_falls_back_to_the_plain_path() {
+        // On a thread of its own: the seccomp filter stays with the thread.
+        std::thread::spawn(|| {
+            refuse_io_uring_on_this_thread();
+            let name = tap_name('f');
+            let pool = pool();
+            let mut tap =
+                match TapPort::create_with_io(&name, Some(MAC), None, pool.clone(), TapIo::Auto) {
+                    Ok(t) => t,
+                    // Without root there is no tap to make; with root a refused
+                    // io_uring must not be an error.
+                    Err(e) if !rustix::process::geteuid().is_root() => {
+                        eprintln!("skipped: {e}");
+                        return;
+                    }
+                    Err(e) => panic!("a refused io_uring failed the tap: {e}"),
+                };
+            plain_path_moves_frames(&mut tap, &name, &pool);
+        })
+        .join()
+        .expect("the fallback thread");
     }
 
     #[test]
