@@ -393,36 +393,24 @@ impl QueuePair {
                 self.drops.rx_bad_descriptor += 1;
             } else if wb.status_error & regs::desc::RX_ERR_FRAME != 0 {
                 self.drops.rx_frame_errors += 1;
-            } else if let Some(mut fresh) = pool.alloc() {
-                let p = fresh.reset_for_rx(HEADROOM).as_ptr();
-                match dma.iova_of(p) {
-                    Some(iova) => {
-                        let flags = if self.hw_offload {
-                            self.rx_csum_flags(wb.status_error, self.rx.mem.read(slot, 0) as u32)
-                        } else {
-                            0
-                        };
-                        let vlan = self.rx_vlan(wb);
-                        if let Some(mut full) = self.rx.bufs[slot].replace(fresh) {
-                            // Cannot fail: `len <= space` was checked above.
-                            let _ = full.set_len(len);
-                            full.meta.offload = pkt::OffloadMeta {
-                                flags,
-                                ..pkt::OffloadMeta::default()
-                            };
-                            full.meta.vlan = vlan;
-                            let _ = batch.push(full);
-                            self.rx.iovas[slot] = iova;
-                            self.rx_packets += 1;
-                            self.rx_bytes += len as u64;
-                            got += 1;
-                        }
-                    }
-                    // Not reachable with a pool mapped whole; keep the old buffer.
-                    None => self.drops.rx_no_buffer += 1,
-                }
             } else {
-                self.drops.rx_no_buffer += 1;
+                let flags = if self.hw_offload {
+                    self.rx_csum_flags(wb.status_error, self.rx.mem.read(slot, 0) as u32)
+                } else {
+                    0
+                };
+                let vlan = self.rx_vlan(wb);
+                match self.rx.take_refilled(slot, len, pool, dma) {
+                    Ok(mut full) => {
+                        full.meta.offload.flags = flags;
+                        full.meta.vlan = vlan;
+                        let _ = batch.push(full);
+                        self.rx_packets += 1;
+                        self.rx_bytes += len as u64;
+                        got += 1;
+                    }
+                    Err(_) => self.drops.rx_no_buffer += 1,
+                }
             }
             self.rx.arm(slot);
             armed_any = true;

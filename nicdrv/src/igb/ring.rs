@@ -215,6 +215,33 @@ impl RxRing {
         self.bufs.len()
     }
 
+    /// Takes the frame the device wrote into `slot` (`len` bytes, metadata cleared)
+    /// and posts a fresh buffer from `pool` in its place (the caller re-arms the slot).
+    /// On `Err` the slot keeps its old buffer, whose frame is lost: the pool is empty,
+    /// or its buffer has no IOVA (not reachable with a pool mapped whole). `len` must
+    /// fit the old buffer.
+    #[inline]
+    pub fn take_refilled<D: super::Dma + ?Sized>(
+        &mut self,
+        slot: usize,
+        len: usize,
+        pool: &Mempool,
+        dma: &D,
+    ) -> Result<PktBuf, RxFillError> {
+        let mut fresh = pool.alloc().ok_or(RxFillError::NoBuffer)?;
+        let p = fresh.reset_for_rx(HEADROOM).as_ptr();
+        let iova = dma.iova_of(p).ok_or(RxFillError::Unmapped)?;
+        self.iovas[slot] = iova;
+        // A slot always holds a buffer once filled; an empty one has no frame to give.
+        let mut full = self.bufs[slot]
+            .replace(fresh)
+            .ok_or(RxFillError::NoBuffer)?;
+        // Cannot fail: the caller checked that `len` fits the buffer.
+        let _ = full.set_len(len);
+        full.meta = pkt::Meta::default();
+        Ok(full)
+    }
+
     /// Writes the read-format descriptor for `slot`: packet buffer address, no header
     /// buffer. Overwrites the write-back, clearing DD.
     #[inline]

@@ -59,30 +59,20 @@ impl<R: Registers, D: Dma> IxgbePort<R, D> {
                 self.drops.rx_bad_descriptor += 1;
             } else if wb.status_error & regs::desc::RX_ERR_FRAME != 0 {
                 self.drops.rx_frame_errors += 1;
-            } else if let Some(mut fresh) = self.pool.alloc() {
-                let p = fresh.reset_for_rx(HEADROOM).as_ptr();
-                match self.dma.iova_of(p) {
-                    Some(iova) => {
-                        let flags = self.rx_csum_flags(wb.status_error);
-                        if let Some(mut full) = self.rx[q].bufs[slot].replace(fresh) {
-                            // Cannot fail: `len <= space` was checked above.
-                            let _ = full.set_len(len);
-                            full.meta = pkt::Meta::default();
-                            full.meta.offload.flags = flags;
-                            let _ = batch.push(full);
-                            self.rx[q].iovas[slot] = iova;
-                            self.rx_packets += 1;
-                            self.rx_bytes += len as u64;
-                            self.queue_stats[q].rx_packets += 1;
-                            self.queue_stats[q].rx_bytes += len as u64;
-                            got += 1;
-                        }
-                    }
-                    // Not reachable with a pool mapped whole; keep the old buffer.
-                    None => self.drops.rx_no_buffer += 1,
-                }
             } else {
-                self.drops.rx_no_buffer += 1;
+                let flags = self.rx_csum_flags(wb.status_error);
+                match self.rx[q].take_refilled(slot, len, &self.pool, &self.dma) {
+                    Ok(mut full) => {
+                        full.meta.offload.flags = flags;
+                        let _ = batch.push(full);
+                        self.rx_packets += 1;
+                        self.rx_bytes += len as u64;
+                        self.queue_stats[q].rx_packets += 1;
+                        self.queue_stats[q].rx_bytes += len as u64;
+                        got += 1;
+                    }
+                    Err(_) => self.drops.rx_no_buffer += 1,
+                }
             }
             self.rx[q].arm(slot);
             armed_any = true;

@@ -388,25 +388,16 @@ impl<R: Registers, D: Dma> Port for IxgbeVfPort<R, D> {
                 self.drops.rx_bad_descriptor += 1;
             } else if wb.status_error & regs::desc::RX_ERR_FRAME != 0 {
                 self.drops.rx_frame_errors += 1;
-            } else if let Some(mut fresh) = self.pool.alloc() {
-                let p = fresh.reset_for_rx(HEADROOM).as_ptr();
-                match self.dma.iova_of(p) {
-                    Some(iova) => {
-                        if let Some(mut full) = self.rx.bufs[slot].replace(fresh) {
-                            // Cannot fail: `len <= space` was checked above.
-                            let _ = full.set_len(len);
-                            full.meta = pkt::Meta::default();
-                            let _ = batch.push(full);
-                            self.rx.iovas[slot] = iova;
-                            self.rx_packets += 1;
-                            self.rx_bytes += len as u64;
-                            got += 1;
-                        }
-                    }
-                    None => self.drops.rx_no_buffer += 1,
-                }
             } else {
-                self.drops.rx_no_buffer += 1;
+                match self.rx.take_refilled(slot, len, &self.pool, &self.dma) {
+                    Ok(full) => {
+                        let _ = batch.push(full);
+                        self.rx_packets += 1;
+                        self.rx_bytes += len as u64;
+                        got += 1;
+                    }
+                    Err(_) => self.drops.rx_no_buffer += 1,
+                }
             }
             self.rx.arm(slot);
             armed = true;
