@@ -173,7 +173,8 @@ pub struct RxRing {
     pub tail: usize,
 }
 
-/// Why [`RxRing::filled`] could not post a buffer in every slot.
+/// Why [`RxRing::filled`] could not post a buffer in every slot, or
+/// [`RxRing::take_refilled`] a fresh one in place of a taken frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RxFillError {
     /// The pool ran out of buffers.
