@@ -1216,7 +1216,9 @@ impl VhostUserPort {
     /// Treats every queue the frontend stopped since the last look as reset (its lent
     /// chains are no longer its), even if it is ready again by now.
     fn sync_stops(&mut self) {
-        for (q, seen) in self.seen_stops.iter_mut().enumerate() {
+        // Only data queues lend tails: those of the offered pairs.
+        let queues = 2 * usize::from(self.pairs);
+        for (q, seen) in self.seen_stops.iter_mut().enumerate().take(queues) {
             let now = self.shared.stops[q].load(Ordering::Acquire);
             if now != *seen {
                 *seen = now;
@@ -1243,7 +1245,7 @@ impl VhostUserPort {
         returned.clear();
         self.tails.drain(|q, head| returned.push((q, head)));
         // Stale returns count too: a stop may be waiting for exactly those.
-        for q in 0..QUEUES {
+        for q in 0..2 * usize::from(self.pairs) {
             self.publish_lent(q);
         }
         let queues = self
