@@ -257,6 +257,11 @@ pub struct UdpOptions {
     /// (`UDP_SEGMENT`, Linux 4.18+); falls back to one datagram each where the kernel
     /// refuses. What goes on the wire is the same either way.
     pub gso: bool,
+    /// Set `SO_REUSEPORT` before binding, so several sockets (one per dispatcher
+    /// shard) share the address; the kernel spreads received datagrams over them by
+    /// a hash of the 4-tuple. Off, a second bind to the address fails with "address
+    /// in use", which is what a single daemon wants.
+    pub reuse_port: bool,
 }
 
 impl UdpOptions {
@@ -267,6 +272,7 @@ impl UdpOptions {
         Self {
             gro: pool.buf_size() >= HEADROOM + max,
             gso: true,
+            reuse_port: false,
         }
     }
 }
@@ -387,6 +393,10 @@ impl UdpPort {
         if addr.is_ipv6() {
             // One socket per family keeps peer addresses unambiguous (no v4-mapped forms).
             sockopt::set_ipv6_v6only(&fd, true)
+                .map_err(|errno| NicError::Socket { addr, errno })?;
+        }
+        if options.reuse_port {
+            sockopt::set_socket_reuseport(&fd, true)
                 .map_err(|errno| NicError::Socket { addr, errno })?;
         }
         rustix::net::bind(&fd, &addr).map_err(|errno| match errno {
@@ -1328,6 +1338,20 @@ mod tests {
     }
 
     #[test]
+    fn reuse_port_sockets_share_an_address_and_a_plain_one_still_finds_it_in_use() {
+        let pool = pool(4, 2048);
+        let shared = UdpOptions {
+            reuse_port: true,
+            ..UdpOptions::default()
+        };
+        let a = UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), pool.clone(), shared).unwrap();
+        let b = UdpPort::bind_with(a.local_addr(), pool.clone(), shared).unwrap();
+        assert_eq!(a.local_addr(), b.local_addr());
+        let err = UdpPort::bind_with(a.local_addr(), pool, UdpOptions::default()).unwrap_err();
+        assert!(matches!(err, NicError::AddrInUse { .. }), "{err:?}");
+    }
+
+    #[test]
     fn bind_to_a_foreign_address_says_it_is_not_local() {
         // 192.0.2.0/24 is TEST-NET-1: never configured on a host.
         match UdpPort::bind("192.0.2.1:0".parse().unwrap(), pool(2, 2048)) {
@@ -1768,6 +1792,7 @@ mod tests {
         let gro = UdpOptions {
             gro: true,
             gso: false,
+            reuse_port: false,
         };
         let mut rx = UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), pool.clone(), gro).unwrap();
         // Plain: the socket-wide UDP_SEGMENT below does the segmenting.
@@ -1823,6 +1848,7 @@ mod tests {
         let gro = UdpOptions {
             gro: true,
             gso: false,
+            reuse_port: false,
         };
         let mut rx = UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), rx_pool, gro).unwrap();
         // Plain: the socket-wide UDP_SEGMENT below does the segmenting.
@@ -1856,6 +1882,7 @@ mod tests {
             UdpOptions {
                 gro: true,
                 gso: false,
+                reuse_port: false,
             },
         )
         .unwrap_err();
