@@ -75,7 +75,14 @@ pub struct HostConfig {
     /// (QEMU's `vf-token=`) must present; `None`: one is generated when `vf`
     /// interfaces need it.
     pub vf_token: Option<String>,
+    /// Dispatcher threads (`shards = N`, 1..=[`MAX_SHARDS`], default 1): each runs its
+    /// own engine and owns a share of the interfaces. Above 1 only with the UDP
+    /// underlay (one `SO_REUSEPORT` socket per shard).
+    pub shards: usize,
 }
+
+/// Most dispatcher shards (`[host] shards`).
+pub const MAX_SHARDS: usize = 16;
 
 /// The underlay port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +259,7 @@ struct RawHost {
     dispatch: Option<S<String>>,
     fault: Option<S<RawFault>>,
     vf_token: Option<S<String>>,
+    shards: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -797,6 +805,27 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|t| vf_token(&cx, t, &underlay))
         .transpose()?;
+    let shards = match host_r.shards.as_ref() {
+        None => 1,
+        Some(n) => {
+            let v = usize::try_from(*n.get_ref())
+                .ok()
+                .filter(|v| (1..=MAX_SHARDS).contains(v))
+                .ok_or_else(|| {
+                    cx.err(
+                        n.span(),
+                        format!("expected shards 1..={MAX_SHARDS}, got {}", n.get_ref()),
+                    )
+                })?;
+            if v > 1 && !matches!(underlay, UnderlayConfig::Udp { .. }) {
+                return Err(cx.err(
+                    n.span(),
+                    "shards > 1 needs the udp underlay (af_packet, af_xdp and vfio underlays run one shard)",
+                ));
+            }
+            v
+        }
+    };
     let dispatch = match host_r.dispatch.as_ref() {
         None => Dispatch::Adaptive,
         Some(d) => match d.get_ref().as_str() {
@@ -935,6 +964,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             dispatch,
             fault,
             vf_token,
+            shards,
         },
         links,
         interfaces,

@@ -34,22 +34,19 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
             Ok(String::new())
         }
         Command::LinkList => {
-            let mut out = String::new();
-            for (_, l) in engine.links().iter() {
-                let c = l.counters;
-                let _ = writeln!(
-                    out,
-                    "{} peer={} encap={} rx_packets={} rx_bytes={} tx_packets={} tx_bytes={}",
-                    l.name,
-                    l.peer,
-                    l.encap.to_string().replace(' ', ":").replace(":vni:", ":"),
-                    c.rx_packets,
-                    c.rx_bytes,
-                    c.tx_packets,
-                    c.tx_bytes
-                );
-            }
-            Ok(out.trim_end().to_string())
+            let lines: Vec<String> = engine
+                .links()
+                .iter()
+                .map(|(_, l)| {
+                    link_line(
+                        &l.name,
+                        &l.peer.to_string(),
+                        &l.encap.to_string(),
+                        &l.counters,
+                    )
+                })
+                .collect();
+            Ok(lines.join("\n"))
         }
         Command::RouteAdd(spec) => {
             engine.add_route(&spec)?;
@@ -71,7 +68,12 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
         Command::InterfaceList => {
             let lines: Vec<String> = engine
                 .interface_list()
-                .map(|(_, name, kind, mac)| format!("{name} kind={kind} mac={mac}"))
+                .zip(engine.interface_owners())
+                .map(|((_, name, kind, mac), (_, owner))| match owner {
+                    // ` shard=` only with several shards: one-shard output is unchanged.
+                    Some(s) => format!("{name} kind={kind} mac={mac} shard={s}"),
+                    None => format!("{name} kind={kind} mac={mac}"),
+                })
                 .collect();
             Ok(lines.join("\n"))
         }
@@ -90,7 +92,27 @@ pub(crate) fn apply(engine: &mut Engine, cmd: Command) -> Result<String, String>
     }
 }
 
-fn stats_table(s: &crate::engine::Stats) -> String {
+/// One line of `link list`; `encap` as [`crate::types::Encap`] displays it.
+pub(crate) fn link_line(
+    name: &str,
+    peer: &str,
+    encap: &str,
+    c: &crate::link::LinkCounters,
+) -> String {
+    format!(
+        "{} peer={} encap={} rx_packets={} rx_bytes={} tx_packets={} tx_bytes={}",
+        name,
+        peer,
+        encap.replace(' ', ":").replace(":vni:", ":"),
+        c.rx_packets,
+        c.rx_bytes,
+        c.tx_packets,
+        c.tx_bytes
+    )
+}
+
+/// `stats` as a table (the text form).
+pub(crate) fn stats_table(s: &crate::engine::Stats) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use pkt::wire::MacAddr;
 use pkt::{Batch, DropCounter, Mempool, PktBuf, Port, PortKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::capture::Capture;
 use crate::config::{Config, Dispatch, InterfaceConfig};
 use crate::control::{Command, RouteSpec};
 use crate::link::{LinkCounters, LinkTable};
 use crate::route::{Route, RouteTable};
+use crate::shard::{Lease, Seat, SeatedPort, ShardRegistry};
 use crate::types::{Encap, Endpoint, EndpointRef};
 
 /// Largest UDP payload over IPv4 (65535 - 20 - 8): the most one datagram carries.
@@ -75,9 +76,14 @@ pub struct Request {
 macro_rules! counters {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-        pub struct $name { $($(#[$fm])* pub $f: u64,)* }
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name { $($(#[$fm])* #[serde(default)] pub $f: u64,)* }
         impl $name {
+            /// Adds `other`'s counts to these (statistics of several shards).
+            pub fn add(&mut self, other: &Self) {
+                $(self.$f += other.$f;)*
+            }
+
             /// The counters as named drops.
             pub fn list(&self) -> Vec<DropCounter> {
                 vec![$(DropCounter { name: stringify!($f), count: self.$f }),*]
@@ -128,7 +134,7 @@ counters! {
 }
 
 /// Per-interface counters (frames that entered and left the overlay through it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceCounters {
     /// Frames received from the guest.
     pub rx_packets: u64,
@@ -138,6 +144,16 @@ pub struct InterfaceCounters {
     pub tx_packets: u64,
     /// Bytes queued to the guest.
     pub tx_bytes: u64,
+}
+
+impl InterfaceCounters {
+    /// Adds `other`'s counts to these (statistics of several shards).
+    pub fn add(&mut self, other: &Self) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+    }
 }
 
 struct Interface {
@@ -155,10 +171,25 @@ struct Interface {
     port: Box<dyn Port>,
     txq: Batch,
     counters: InterfaceCounters,
+    /// With several shards: the interface's owner and inbound ring.
+    shard: Option<Lease>,
+    /// `port` is a [`StandInPort`](crate::shard::StandInPort): frames go to the owning
+    /// shard untouched (it counts them, segments them and captures them).
+    stand_in: bool,
+}
+
+impl Interface {
+    /// The ring this shard drains into the interface, when it owns it among several.
+    fn inbound(&self, me: Option<&Seat>) -> Option<&crate::shard::InboundRing> {
+        match (&self.shard, me) {
+            (Some(l), Some(seat)) if l.owner() == seat.index => Some(l.ring()),
+            _ => None,
+        }
+    }
 }
 
 /// Statistics of the whole engine, as the control socket reports them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     /// The host's name.
     pub host: String,
@@ -176,10 +207,12 @@ pub struct Stats {
     pub interfaces: Vec<InterfaceReport>,
     /// Number of routes.
     pub routes: usize,
+    /// Number of dispatcher shards (1 without sharding).
+    pub shards: usize,
 }
 
 /// Route cache statistics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CacheStats {
     /// Lookups answered by the cache.
     pub hits: u64,
@@ -188,7 +221,7 @@ pub struct CacheStats {
 }
 
 /// Pool statistics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolStats {
     /// Buffers in the pool.
     pub capacity: usize,
@@ -199,7 +232,7 @@ pub struct PoolStats {
 }
 
 /// A port's counters.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PortReport {
     /// Port name.
     pub name: String,
@@ -212,10 +245,10 @@ pub struct PortReport {
     /// Bytes sent.
     pub tx_bytes: u64,
     /// Named drops.
-    pub drops: std::collections::BTreeMap<&'static str, u64>,
+    pub drops: std::collections::BTreeMap<String, u64>,
     /// Named counters of work that is not a drop (offloads), when the port has any.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub events: std::collections::BTreeMap<&'static str, u64>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub events: std::collections::BTreeMap<String, u64>,
 }
 
 impl PortReport {
@@ -227,14 +260,22 @@ impl PortReport {
             rx_bytes: s.rx_bytes,
             tx_packets: s.tx_packets,
             tx_bytes: s.tx_bytes,
-            drops: s.drops.iter().map(|d| (d.name, d.count)).collect(),
-            events: port.events().iter().map(|d| (d.name, d.count)).collect(),
+            drops: s
+                .drops
+                .iter()
+                .map(|d| (d.name.to_string(), d.count))
+                .collect(),
+            events: port
+                .events()
+                .iter()
+                .map(|d| (d.name.to_string(), d.count))
+                .collect(),
         }
     }
 }
 
 /// A link's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkReport {
     /// Link name.
     pub name: String,
@@ -250,7 +291,7 @@ pub struct LinkReport {
 }
 
 /// An interface's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InterfaceReport {
     /// Interface name.
     pub name: String,
@@ -258,6 +299,8 @@ pub struct InterfaceReport {
     pub kind: String,
     /// MAC.
     pub mac: String,
+    /// The shard that owns the interface (0 without sharding).
+    pub shard: usize,
     /// Overlay-side counters.
     #[serde(flatten)]
     pub counters: InterfaceCounters,
@@ -286,6 +329,8 @@ pub struct Engine {
     capture: Option<Capture>,
     reload: Option<ReloadSource>,
     factory: Option<Box<dyn InterfaceFactory>>,
+    /// This engine's shard among several (`None`: the only one).
+    seat: Option<Seat>,
 }
 
 /// Creates the port behind an interface when `reload` adds one (the tools layer knows
@@ -334,6 +379,7 @@ impl Engine {
             capture: None,
             reload: None,
             factory: None,
+            seat: None,
         })
     }
 
@@ -368,6 +414,8 @@ impl Engine {
             port,
             txq: Batch::new(),
             counters: InterfaceCounters::default(),
+            shard: None,
+            stand_in: false,
         });
         self.routes.flush_cache();
         Ok(Endpoint::Interface(slot as u16))
@@ -400,6 +448,39 @@ impl Engine {
         self.factory = Some(factory);
     }
 
+    /// Lets `interface add` create ports through `factory` (without `reload`).
+    pub fn set_interface_factory(&mut self, factory: Box<dyn InterfaceFactory>) {
+        self.factory = Some(factory);
+    }
+
+    /// Makes this engine shard `index` of those `registry` serves: interfaces it
+    /// creates from then on are its own or stand-ins for another shard's, as the
+    /// registry decides. Call before adding interfaces.
+    pub fn take_seat(&mut self, index: usize, registry: std::sync::Arc<ShardRegistry>) {
+        self.seat = Some(Seat { index, registry });
+    }
+
+    /// Number of shards this engine is one of.
+    pub fn shard_count(&self) -> usize {
+        self.seat.as_ref().map_or(1, |s| s.registry.shards())
+    }
+
+    /// Adds interface `cfg` with the port [`crate::shard::seat_port`] made for it.
+    fn add_seated_interface(
+        &mut self,
+        cfg: &InterfaceConfig,
+        seated: SeatedPort,
+    ) -> Result<Endpoint, EngineError> {
+        let ep = self.add_configured_interface(cfg, seated.port)?;
+        if let Endpoint::Interface(i) = ep
+            && let Some(f) = self.interfaces[i as usize].as_mut()
+        {
+            f.shard = seated.lease;
+            f.stand_in = seated.stand_in;
+        }
+        Ok(ep)
+    }
+
     /// Creates an interface at run time (`interface add`), through the device factory.
     pub fn create_interface(&mut self, cfg: &InterfaceConfig) -> Result<String, String> {
         if self.interface_list().any(|(_, n, ..)| n == cfg.name)
@@ -418,8 +499,8 @@ impl Engine {
                 "this daemon cannot create interfaces at run time (no device factory)".into(),
             );
         };
-        let port = factory.create(cfg)?;
-        self.add_configured_interface(cfg, port)
+        let seated = crate::shard::seat_port(self.seat.as_ref(), factory.as_mut(), cfg)?;
+        self.add_seated_interface(cfg, seated)
             .map_err(|e| e.to_string())?;
         Ok(String::new())
     }
@@ -453,6 +534,13 @@ impl Engine {
             } => {
                 if self.capture.is_some() {
                     let _ = req.reply.send(Err("a capture is already running".into()));
+                    return;
+                }
+                let shards = self.shard_count();
+                if shards > 1 && matches!(endpoint, EndpointRef::Link(_)) {
+                    let _ = req.reply.send(Err(format!(
+                        "capture of a link or the underlay needs shards = 1 (frames spread over {shards} shards)"
+                    )));
                     return;
                 }
                 match self.resolve(&endpoint) {
@@ -505,6 +593,14 @@ impl Engine {
 
     pub(crate) fn routes_mut(&mut self) -> &mut RouteTable {
         &mut self.routes
+    }
+
+    /// Each interface's owning shard, by slot, when there are several shards.
+    pub(crate) fn interface_owners(&self) -> impl Iterator<Item = (u16, Option<usize>)> {
+        self.interfaces.iter().enumerate().filter_map(|(i, s)| {
+            s.as_ref()
+                .map(|f| (i as u16, f.shard.as_ref().map(Lease::owner)))
+        })
     }
 
     pub(crate) fn interface_list(
@@ -653,11 +749,13 @@ impl Engine {
                     name: f.name.clone(),
                     kind: f.kind.to_string(),
                     mac: f.mac.to_string(),
+                    shard: f.shard.as_ref().map_or(0, Lease::owner),
                     counters: f.counters,
                     port: PortReport::new(f.port.as_ref()),
                 })
                 .collect(),
             routes: self.routes.len(),
+            shards: self.shard_count(),
         }
     }
 
@@ -679,7 +777,38 @@ impl Engine {
             moved += n;
             self.rx_from_underlay();
         }
+        if self.seat.is_some() {
+            moved += self.drain_inbound();
+        }
         self.flush();
+        moved
+    }
+
+    /// Takes up to a batch from the inbound ring of every interface this shard owns
+    /// (frames other shards received for it) into the interface's transmit path.
+    fn drain_inbound(&mut self) -> usize {
+        let mut moved = 0;
+        for i in 0..self.interfaces.len() {
+            let Some(ring) = self.interfaces[i]
+                .as_ref()
+                .and_then(|f| f.inbound(self.seat.as_ref()))
+            else {
+                continue;
+            };
+            while !self.rx.is_full() {
+                let Some(buf) = ring.pop() else { break };
+                let _ = self.rx.push(buf);
+            }
+            if self.rx.is_empty() {
+                continue;
+            }
+            moved += self.rx.len();
+            let mut rx = std::mem::replace(&mut self.rx, Batch::unallocated());
+            for buf in rx.drain() {
+                self.deliver(Endpoint::Interface(i as u16), buf);
+            }
+            self.rx = rx;
+        }
         moved
     }
 
@@ -815,6 +944,16 @@ impl Engine {
                     self.drops.no_route += 1;
                     return;
                 };
+                if f.stand_in {
+                    // The owning shard counts, segments and sends it.
+                    if f.txq.is_full() {
+                        f.port.tx_batch(&mut f.txq);
+                    }
+                    if f.txq.push(buf).is_err() {
+                        self.drops.tx_queue_full += 1;
+                    }
+                    return;
+                }
                 // Ethernet header plus one VLAN tag beyond the MTU.
                 let big = buf.frame_len() > f.mtu + 18;
                 let gso = buf.meta.offload.gso_type != 0;
@@ -1060,6 +1199,12 @@ impl Engine {
                 .flatten()
                 .map(|f| f.port.poll_fd().map(|fd| (fd, !f.txq.is_empty()))),
         )
+        .chain(
+            self.interfaces
+                .iter()
+                .flatten()
+                .map(|f| f.inbound(self.seat.as_ref()).map(|r| (r.wake_fd(), false))),
+        )
         .flatten()
     }
 
@@ -1079,6 +1224,14 @@ impl Engine {
         hit(&mut *self.underlay);
         for f in self.interfaces.iter_mut().flatten() {
             hit(&mut *f.port);
+        }
+        for f in self.interfaces.iter().flatten() {
+            if let Some(r) = f.inbound(self.seat.as_ref()) {
+                if ready & (1 << i.min(63)) != 0 {
+                    r.clear_wake();
+                }
+                i += 1;
+            }
         }
     }
 

@@ -19,5 +19,6 @@ pub mod link;
 pub mod metrics;
 pub mod route;
 pub mod server;
+pub mod shard;
 pub mod types;
 pub mod underlay;

@@ -31,7 +31,7 @@ pub struct Link {
 }
 
 /// Per-link traffic counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkCounters {
     /// Frames received from the peer and accepted.
     pub rx_packets: u64,
@@ -41,6 +41,16 @@ pub struct LinkCounters {
     pub tx_packets: u64,
     /// Bytes of those frames (inner frame length).
     pub tx_bytes: u64,
+}
+
+impl LinkCounters {
+    /// Adds `other`'s counts to these (statistics of several shards).
+    pub fn add(&mut self, other: &Self) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+    }
 }
 
 /// Why a received datagram matched no link.

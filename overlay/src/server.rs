@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::control::parse_command;
-use crate::engine::Request;
+use crate::control::{Command, parse_command};
+use crate::engine::{Request, Stats};
+use crate::shard::ShardRegistry;
+use crate::types::EndpointRef;
 
 /// Most control connections served at once.
 pub const MAX_CLIENTS: usize = 16;
@@ -42,43 +44,202 @@ pub enum ServerError {
     InUse(PathBuf),
 }
 
-/// A way to send commands to the engine thread from any other thread (control socket
+/// A way to send commands to the engine threads from any other thread (control socket
 /// clients, the metrics endpoint). Cheap to clone.
+///
+/// With several shards every command goes to every shard: all are sent, then all
+/// answers awaited. A change answers shard 0's reply when every shard applied it; when
+/// only some did, it is undone where it can be (an `interface add`, `link add` or a
+/// route change on the shards that made it) and the first error is the answer. Read-only
+/// listings answer shard 0's text (the tables are the same on every shard); `stats`
+/// and `link list` report the shards' counters merged ([`Stats::merge`]). A capture of
+/// an interface runs on its owning shard.
 #[derive(Clone)]
 pub struct EngineHandle {
+    shards: Vec<ShardTx>,
+    registry: Option<Arc<ShardRegistry>>,
+}
+
+#[derive(Clone)]
+struct ShardTx {
     tx: mpsc::Sender<Request>,
     waker: Arc<OwnedFd>,
 }
 
-impl EngineHandle {
-    /// Sends `cmd` and waits up to `wait` for the engine's answer.
-    pub fn call(&self, cmd: crate::control::Command, wait: Duration) -> Result<String, String> {
+type Answer = Result<String, String>;
+
+impl ShardTx {
+    fn send(&self, cmd: Command) -> Option<mpsc::Receiver<Answer>> {
         let (rtx, rrx) = mpsc::channel();
-        if self.tx.send(Request { cmd, reply: rtx }).is_err() {
-            return Err("the engine has stopped".to_string());
-        }
+        self.tx.send(Request { cmd, reply: rtx }).ok()?;
         let _ = rustix::io::write(&*self.waker, &[1]);
-        rrx.recv_timeout(wait)
-            .unwrap_or_else(|_| Err("the engine did not answer".to_string()))
+        Some(rrx)
+    }
+
+    fn call(&self, cmd: Command, wait: Duration) -> Answer {
+        match self.send(cmd) {
+            None => Err("the engine has stopped".to_string()),
+            Some(rx) => rx
+                .recv_timeout(wait)
+                .unwrap_or_else(|_| Err("the engine did not answer".to_string())),
+        }
+    }
+}
+
+impl EngineHandle {
+    /// Which shard owns each interface (`None` with one shard).
+    pub fn registry(&self) -> Option<&Arc<ShardRegistry>> {
+        self.registry.as_ref()
+    }
+
+    /// Sends `cmd` and waits up to `wait` for the engine's answer.
+    pub fn call(&self, cmd: Command, wait: Duration) -> Answer {
+        let n = self.shards.len();
+        if n == 1 {
+            return self.shards[0].call(cmd, wait);
+        }
+        match cmd {
+            Command::Capture { ref endpoint, .. } => match endpoint {
+                EndpointRef::Link(_) => Err(format!(
+                    "capture of a link or the underlay needs shards = 1 (frames spread over {n} shards)"
+                )),
+                EndpointRef::Interface(name) => {
+                    // An unknown name: shard 0 says so.
+                    let owner = self
+                        .registry
+                        .as_ref()
+                        .and_then(|r| r.owner(name))
+                        .unwrap_or(0);
+                    self.shards
+                        .get(owner)
+                        .map_or_else(|| Err("no such shard".to_string()), |s| s.call(cmd, wait))
+                }
+            },
+            Command::Stats { json } => {
+                let merged = self.merged_stats(wait)?;
+                if json {
+                    serde_json::to_string(&merged).map_err(|e| format!("cannot encode stats: {e}"))
+                } else {
+                    Ok(crate::ctl::stats_table(&merged))
+                }
+            }
+            Command::LinkList => {
+                let merged = self.merged_stats(wait)?;
+                let lines: Vec<String> = merged
+                    .links
+                    .iter()
+                    .map(|l| crate::ctl::link_line(&l.name, &l.peer, &l.encap, &l.counters))
+                    .collect();
+                Ok(lines.join("\n"))
+            }
+            Command::Nop | Command::Help | Command::RouteList | Command::InterfaceList => {
+                self.all(&cmd, wait).swap_remove(0)
+            }
+            Command::LinkAdd { .. }
+            | Command::LinkDel { .. }
+            | Command::RouteAdd(_)
+            | Command::RouteDel(_)
+            | Command::InterfaceAdd(_)
+            | Command::InterfaceDel { .. }
+            | Command::Reload => self.change(cmd, wait),
+        }
+    }
+
+    /// Sends `cmd` to every shard, then waits for every answer (within `wait` in all).
+    fn all(&self, cmd: &Command, wait: Duration) -> Vec<Answer> {
+        let pending: Vec<_> = self.shards.iter().map(|s| s.send(cmd.clone())).collect();
+        let deadline = Instant::now() + wait;
+        pending
+            .into_iter()
+            .map(|rx| match rx {
+                None => Err("the engine has stopped".to_string()),
+                Some(rx) => rx
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .unwrap_or_else(|_| Err("the engine did not answer".to_string())),
+            })
+            .collect()
+    }
+
+    /// A change on every shard, undone where it can be on shards that made it when
+    /// others did not.
+    fn change(&self, cmd: Command, wait: Duration) -> Answer {
+        let answers = self.all(&cmd, wait);
+        let Some(first_err) = answers.iter().position(Result::is_err) else {
+            return answers.into_iter().next().unwrap_or(Ok(String::new()));
+        };
+        let made: Vec<usize> = (0..answers.len()).filter(|&i| answers[i].is_ok()).collect();
+        if !made.is_empty() {
+            let undo = match &cmd {
+                Command::InterfaceAdd(cfg) => Some(Command::InterfaceDel {
+                    name: cfg.name.clone(),
+                }),
+                Command::LinkAdd { name, .. } => Some(Command::LinkDel { name: name.clone() }),
+                Command::RouteAdd(spec) => Some(Command::RouteDel(spec.clone())),
+                Command::RouteDel(spec) => Some(Command::RouteAdd(spec.clone())),
+                _ => None,
+            };
+            let undone = undo.is_some_and(|u| {
+                made.iter()
+                    .all(|&i| self.shards[i].call(u.clone(), wait).is_ok())
+            });
+            tracing::warn!(
+                command = ?cmd,
+                applied_on = ?made,
+                undone,
+                "shards diverged: the command failed on some shards only"
+            );
+        }
+        answers
+            .into_iter()
+            .nth(first_err)
+            .unwrap_or_else(|| Err("no shard answered".into()))
+    }
+
+    /// Every shard's statistics (asked as JSON and read back typed), merged.
+    fn merged_stats(&self, wait: Duration) -> Result<Stats, String> {
+        let mut parts = Vec::with_capacity(self.shards.len());
+        for a in self.all(&Command::Stats { json: true }, wait) {
+            let s: Stats =
+                serde_json::from_str(&a?).map_err(|e| format!("cannot read shard stats: {e}"))?;
+            parts.push(s);
+        }
+        Stats::merge(parts).ok_or_else(|| "no shard answered".to_string())
     }
 }
 
 /// A channel to the engine: the handle for other threads, the end the engine polls.
 pub fn engine_channel() -> std::io::Result<(EngineHandle, EngineEnd)> {
-    let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
-        rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
-    )?;
-    let (tx, rx) = mpsc::channel();
-    Ok((
-        EngineHandle {
+    let (handle, mut ends) = engine_channels(1, None)?;
+    let end = ends
+        .pop()
+        .ok_or_else(|| std::io::Error::other("no channel"))?;
+    Ok((handle, end))
+}
+
+/// Channels to `n` shards (at least 1): one handle that reaches them all, and each
+/// shard's end, shard 0 first. `registry` says which shard owns each interface (for
+/// captures); `None` with one shard.
+pub fn engine_channels(
+    n: usize,
+    registry: Option<Arc<ShardRegistry>>,
+) -> std::io::Result<(EngineHandle, Vec<EngineEnd>)> {
+    let mut shards = Vec::with_capacity(n.max(1));
+    let mut ends = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC,
+        )?;
+        let (tx, rx) = mpsc::channel();
+        shards.push(ShardTx {
             tx,
             waker: Arc::new(wake_tx),
-        },
-        EngineEnd {
+        });
+        ends.push(EngineEnd {
             requests: rx,
             waker: wake_rx,
-        },
-    ))
+        });
+    }
+    Ok((EngineHandle { shards, registry }, ends))
 }
 
 /// The engine's end: requests to apply and the fd that wakes its poll.

@@ -338,3 +338,36 @@ fn zero_copy_threshold_is_a_vhost_user_key_with_a_checked_range() {
     let e = err(&GOOD.replace(tap, &format!("{tap}zero_copy_threshold = 512\n")));
     assert!(e.message.contains("zero_copy_threshold"), "{e}");
 }
+
+#[test]
+fn shards_default_to_one_and_take_1_to_16() {
+    assert_eq!(parse("h.toml", GOOD).unwrap().host.shards, 1);
+    let with_shards = |n: &str| GOOD.replace("dispatch = \"adaptive\"", &format!("shards = {n}"));
+    assert_eq!(parse("h.toml", &with_shards("4")).unwrap().host.shards, 4);
+    assert_eq!(parse("h.toml", &with_shards("16")).unwrap().host.shards, 16);
+    for bad in ["0", "17", "-1"] {
+        let e = err(&with_shards(bad));
+        assert!(e.message.contains("expected shards 1..=16"), "{bad}: {e}");
+        // `shards = ` is on line 6 of GOOD; the value starts at column 10.
+        assert_eq!((e.line, e.column), (6, 10), "{bad}: {e}");
+    }
+    let e = err(&with_shards("\"two\""));
+    assert_eq!(e.line, 6, "{e}");
+}
+
+#[test]
+fn more_than_one_shard_needs_the_udp_underlay() {
+    let raw = GOOD.replace(
+        "underlay = { kind = \"udp\", bind = \"10.0.0.1:9000\" }",
+        "underlay = { kind = \"af_packet\", ifname = \"eth0\", ip = \"10.0.0.1\" }",
+    );
+    let one = raw.replace("dispatch = \"adaptive\"", "shards = 1");
+    assert_eq!(parse("h.toml", &one).unwrap().host.shards, 1);
+    let two = raw.replace("dispatch = \"adaptive\"", "shards = 2");
+    let e = err(&two);
+    assert_eq!(
+        e.message,
+        "shards > 1 needs the udp underlay (af_packet, af_xdp and vfio underlays run one shard)"
+    );
+    assert_eq!((e.line, e.column), (6, 10), "{e}");
+}

@@ -97,7 +97,7 @@ impl Engine {
             let Some(factory) = self.factory.as_mut() else {
                 return Err("this daemon cannot create interfaces (no device factory)".into());
             };
-            match factory.create(c) {
+            match crate::shard::seat_port(self.seat.as_ref(), factory.as_mut(), c) {
                 Ok(p) => ports.push(p),
                 Err(e) => return Err(format!("interface {}: {e}; nothing was changed", c.name)),
             }
@@ -132,7 +132,7 @@ impl Engine {
             self.interfaces[i as usize] = None;
         }
         for (c, port) in add_ifaces.iter().zip(ports) {
-            self.add_configured_interface(c, port)
+            self.add_seated_interface(c, port)
                 .map_err(|e| format!("interface {}: {e}", c.name))?;
         }
         for f in self.interfaces.iter_mut().flatten() {
