@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
-use nicdrv::{AfPacketPort, AfXdpOptions, AfXdpPort, TapPort, UdpPort};
+use nicdrv::{AfPacketPort, AfXdpOptions, AfXdpPort, TapPort, UdpOptions, UdpPort};
 use overlay::config::{self, Config, InterfaceConfig, InterfaceKind, RawKind, UnderlayConfig};
-use overlay::engine::{Engine, InterfaceFactory};
+use overlay::engine::InterfaceFactory;
 use overlay::metrics::MetricsServer;
-use overlay::server::{ControlServer, engine_channel};
+use overlay::server::ControlServer;
+use overlay::shard::Shards;
 use overlay::underlay::{L2Underlay, UnderlayOptions};
 use pkt::{HEADROOM, Mempool};
 
@@ -22,8 +23,13 @@ const POOL_BYTES: usize = 128 << 20;
 pub fn run(path: &Path, check: bool) -> anyhow::Result<ExitCode> {
     let cfg = config::load(path)?;
     if check {
+        // One shard says nothing of shards: that output is unchanged.
+        let shards = match cfg.host.shards {
+            1 => String::new(),
+            n => format!(", {n} shards"),
+        };
         println!(
-            "{}: ok (host {}, underlay {}, {} link(s), {} interface(s), {} route(s))",
+            "{}: ok (host {}, underlay {}, {} link(s), {} interface(s), {} route(s){shards})",
             path.display(),
             cfg.host.name,
             cfg.host.underlay.kind_name(),
@@ -70,15 +76,37 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             .max(nicdrv::igb::pool_buffer_size(mtu as usize))
             .max(nicdrv::ixgbe::pool_buffer_size(mtu as usize));
     }
-    let count = (POOL_BYTES / buf_size).clamp(1024, POOL_BUFFERS as usize) as u32;
+    let shards = cfg.host.shards.max(1);
+    // Every further shard's socket keeps a batch of buffers posted for receive.
+    let count =
+        (POOL_BYTES / buf_size).clamp(1024, POOL_BUFFERS as usize) + (shards - 1) * pkt::BATCH_MAX;
+    let count = u32::try_from(count).context("packet pool size")?;
     let pool = Mempool::new(count, buf_size).context("packet pool")?;
     // With a vfio underlay: the NIC's handle for mapping guest memory, so vhost-user
     // interfaces lend it frame tails it gathers in place (zero-copy transmit).
     let mut dma: Option<Arc<dyn pkt::DmaMap>> = None;
+    // With several shards: the UDP sockets of shards 1 and up.
+    let mut more_underlays: Vec<Box<dyn pkt::Port>> = Vec::new();
     let underlay: Box<dyn pkt::Port> = match &cfg.host.underlay {
-        UnderlayConfig::Udp { bind } => Box::new(
-            UdpPort::bind(*bind, pool.clone()).with_context(|| format!("underlay udp {bind}"))?,
-        ),
+        UnderlayConfig::Udp { bind } => {
+            let options = UdpOptions {
+                // Only with several shards: one daemon alone must still find its
+                // address in use when another daemon has it.
+                reuse_port: shards > 1,
+                ..UdpOptions::for_pool(&pool, bind.is_ipv6())
+            };
+            let first = UdpPort::bind_with(*bind, pool.clone(), options)
+                .with_context(|| format!("underlay udp {bind}"))?;
+            // The other shards' sockets, on the first one's address (its port, when
+            // the configuration asked for port 0).
+            let addr = first.local_addr();
+            for i in 1..shards {
+                let port = UdpPort::bind_with(addr, pool.clone(), options)
+                    .with_context(|| format!("underlay udp {addr} (shard {i})"))?;
+                more_underlays.push(Box::new(port) as Box<dyn pkt::Port>);
+            }
+            Box::new(first)
+        }
         UnderlayConfig::Raw {
             kind: RawKind::AfPacket,
             ifname,
@@ -131,47 +159,34 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             )
         }
     };
-    let underlay: Box<dyn pkt::Port> = match cfg.host.fault {
-        Some(f) => {
-            tracing::warn!(?f, "injecting faults on the underlay ([host.fault])");
-            Box::new(pkt::FaultPort::new(underlay, f))
-        }
-        None => underlay,
-    };
-    let mut engine = Engine::new(&cfg.host.name, pool.clone(), underlay, cfg.host.dispatch)?;
-    for i in &cfg.interfaces {
-        if let InterfaceKind::Vf { pci, .. } = &i.kind {
-            // The NIC switches the VF's frames; the PF driver set its MAC and VLAN.
-            tracing::info!(interface = %i.name, pci = %pci, mac = %i.mac, "SR-IOV VF handed to a guest");
-            continue;
-        }
-        let port = interface_port(i, &pool, dma.as_ref())?;
-        engine.add_configured_interface(i, port)?;
+    if let Some(f) = cfg.host.fault {
+        tracing::warn!(?f, "injecting faults on the underlay ([host.fault])");
     }
-    for l in &cfg.links {
-        engine
-            .add_keyed_link(&l.name, l.peer, l.encap, l.key)
-            .and_then(|ep| engine.set_link_mtu(ep, l.mtu as usize))
-            .map_err(|e| anyhow::anyhow!("link {}: {e}", l.name))?;
-    }
-    for r in &cfg.routes {
-        engine
-            .add_route(r)
-            .map_err(|e| anyhow::anyhow!("route {r}: {e}"))?;
-    }
-    engine.enable_reload(
-        path.to_path_buf(),
-        cfg.clone(),
-        Box::new(DevicePorts {
-            pool: pool.clone(),
-            dma,
-        }),
-    );
+    // One underlay port per shard (config validation allows several only for udp).
+    let underlays: Vec<Box<dyn pkt::Port>> = std::iter::once(underlay)
+        .chain(more_underlays)
+        .map(|u| match cfg.host.fault {
+            Some(f) => Box::new(pkt::FaultPort::new(u, f)) as Box<dyn pkt::Port>,
+            None => u,
+        })
+        .collect();
+    let sharded = Shards::build(
+        &cfg,
+        &pool,
+        underlays,
+        || {
+            Box::new(DevicePorts {
+                pool: pool.clone(),
+                dma: dma.clone(),
+            })
+        },
+        Some(path),
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
     }
-    let (handle, end) = engine_channel().context("engine channel")?;
+    let handle = sharded.handle();
     let control = match &cfg.host.control {
         Some(p) => Some(ControlServer::start(p, handle.clone())?),
         None => None,
@@ -192,9 +207,10 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
         links = cfg.links.len(),
         interfaces = cfg.interfaces.len(),
         routes = cfg.routes.len(),
+        shards,
         "running"
     );
-    engine.run(&stop, Some((&end.requests, &end.waker)));
+    sharded.run(&stop)?;
     tracing::info!(host = %cfg.host.name, "stopped");
     drop(metrics);
     drop(control);
