@@ -1,6 +1,7 @@
 //! The forwarding engine: moves batches between interfaces, links and the underlay.
 //!
-//! One engine runs on one dataplane thread and owns every port it serves. Its loop
+//! One engine runs on one dataplane thread and owns every port it serves (with several
+//! shards, one engine per thread: see [`crate::shard`]). Its loop
 //! takes a batch from each port, classifies and routes every frame, and queues it on
 //! per-destination transmit batches that are flushed once per round: the packet path
 //! makes no allocation, takes no lock and makes no system call of its own (ports make

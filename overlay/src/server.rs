@@ -3,8 +3,8 @@
 //! line `ok` or `error: <message>`.
 //!
 //! The server only parses and forwards: each command travels to the engine's thread
-//! as a [`Request`] and is applied between two forwarding rounds, so the tables are
-//! never shared or locked. Peers must run as root or as the daemon's own user
+//! (to every shard's, with several: see [`EngineHandle`]) as a [`Request`] and is
+//! applied between two forwarding rounds, so the tables are never shared or locked. Peers must run as root or as the daemon's own user
 //! (checked with SO_PEERCRED).
 
 use std::io::{BufRead, BufReader, Write};

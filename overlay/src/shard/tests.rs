@@ -588,3 +588,105 @@ fn interface_add_and_del_go_to_every_shard_and_a_failed_add_is_undone() {
         running.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn removing_an_interface_frees_its_ring_on_every_shard_and_returns_the_frames_in_it() {
+    let pool = pool(512);
+    let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
+    let (u0, ..) = MemPort::new("udp:0", PortKind::Datagram, &pool);
+    let (u1, in1, _) = MemPort::new("udp:1", PortKind::Datagram, &pool);
+    let devices = MemDevices {
+        pool: Some(pool.clone()),
+        ..Default::default()
+    };
+    let mut shards = Shards::build(
+        &cfg,
+        &pool,
+        vec![Box::new(u0), Box::new(u1)],
+        || Box::new(devices.clone()),
+        None,
+    )
+    .unwrap();
+    let registry = Arc::clone(shards.handle().registry().unwrap());
+    let idle = pool.available();
+    // Shard 1 receives 10 frames for vm0 (shard 0's) and queues them in vm0's ring;
+    // shard 0 does not run, so they stay there.
+    let peer: SocketAddr = "10.0.0.2:9000".parse().unwrap();
+    for i in 0..10 {
+        in1.lock()
+            .unwrap()
+            .push_back((eth([0x52, 0x54, 0, 0, 0, 1], i), Some(peer)));
+    }
+    let engines = shards.engines_mut();
+    assert_eq!(engines[1].poll_once(), 10);
+    assert_eq!(pool.available(), idle - 10, "ten frames wait in vm0's ring");
+    let route = RouteSpec {
+        src: crate::types::MacMatch::Any,
+        dst: crate::types::MacMatch::Exact(pkt::wire::MacAddr([0x52, 0x54, 0, 0, 0, 1])),
+        to: EndpointRef::Interface("vm0".into()),
+        from: None,
+    };
+    for e in engines.iter_mut() {
+        e.apply(Command::RouteDel(route.clone())).unwrap();
+    }
+    engines[1]
+        .apply(Command::InterfaceDel { name: "vm0".into() })
+        .unwrap();
+    assert_eq!(registry.owner("vm0"), Some(0), "shard 0 still has vm0");
+    assert_eq!(pool.available(), idle - 10);
+    engines[0]
+        .apply(Command::InterfaceDel { name: "vm0".into() })
+        .unwrap();
+    assert_eq!(registry.owner("vm0"), None);
+    assert_eq!(
+        pool.available(),
+        idle,
+        "the ring went with the last shard's vm0"
+    );
+    // The slot is free on both shards alike: the next interface takes it everywhere.
+    let mut vm9 = cfg.interfaces[0].clone();
+    vm9.name = "vm9".into();
+    for e in engines.iter_mut() {
+        e.apply(Command::InterfaceAdd(vm9.clone())).unwrap();
+    }
+    for e in engines.iter() {
+        assert_eq!(
+            e.resolve(&EndpointRef::Interface("vm9".into())),
+            Ok(crate::types::Endpoint::Interface(0))
+        );
+    }
+}
+
+#[test]
+fn one_shard_has_no_registry_no_stand_ins_and_unchanged_listings() {
+    let pool = pool(256);
+    let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
+    let (u0, ..) = MemPort::new("udp:0", PortKind::Datagram, &pool);
+    let devices = MemDevices {
+        pool: Some(pool.clone()),
+        ..Default::default()
+    };
+    let mut shards = Shards::build(
+        &cfg,
+        &pool,
+        vec![Box::new(u0)],
+        || Box::new(devices.clone()),
+        None,
+    )
+    .unwrap();
+    assert!(shards.handle().registry().is_none());
+    let e = &mut shards.engines_mut()[0];
+    assert_eq!(
+        e.apply(Command::InterfaceList).unwrap(),
+        "vm0 kind=tap mac=52:54:00:00:00:01\nvm1 kind=tap mac=52:54:00:00:00:02"
+    );
+    let s = e.stats();
+    assert_eq!(s.shards, 1);
+    assert!(s.interfaces.iter().all(|i| i.shard == 0));
+    assert!(
+        s.interfaces
+            .iter()
+            .all(|i| !i.port.drops.contains_key("shard_ring_full")),
+        "no stand-ins"
+    );
+}
