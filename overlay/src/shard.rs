@@ -260,7 +260,8 @@ impl Drop for Lease {
 /// the owner's ring (all of them: the owner applies the interface's MTU, segmentation
 /// and offloads), and nothing is ever received from it.
 ///
-/// Named drop: `shard_ring_full` (the owner's ring had no room).
+/// Named drop: `shard_ring_full` (the owner's ring had no room). Event:
+/// `shard_handoff` (frames put in the ring).
 pub struct StandInPort {
     name: String,
     ring: Arc<InboundRing>,
@@ -340,6 +341,13 @@ impl Port for StandInPort {
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         None
+    }
+
+    fn events(&self) -> Vec<pkt::DropCounter> {
+        vec![pkt::DropCounter {
+            name: "shard_handoff",
+            count: self.sent,
+        }]
     }
 }
 
@@ -541,8 +549,8 @@ impl Stats {
     /// The statistics of a sharded engine from each shard's, shard 0 first: counters
     /// summed (engine drops, route cache, underlay socket, each link's and each
     /// interface's by name); the pool, shared by all shards, once; each interface's
-    /// port report from its owner, plus the drops of its stand-ins on other shards
-    /// (`shard_ring_full`). `None` for no shard.
+    /// port report from its owner, plus the drops and events of its stand-ins on
+    /// other shards (`shard_ring_full`, `shard_handoff`). `None` for no shard.
     pub fn merge(parts: Vec<Stats>) -> Option<Stats> {
         let shards = parts.len();
         let first = parts.first()?;
@@ -594,6 +602,7 @@ impl Stats {
                     m.counters.add(&o.counters);
                     if s != i.shard {
                         add_named(&mut m.port.drops, &o.port.drops);
+                        add_named(&mut m.port.events, &o.port.events);
                     }
                 }
                 m

@@ -77,6 +77,13 @@ fn frames_cross_threads_in_order() {
     assert_eq!(got, (0..FRAMES).collect::<Vec<_>>());
     assert_eq!(standin.stats().drop_count("shard_ring_full"), 0);
     assert_eq!(standin.stats().tx_packets, u64::from(FRAMES));
+    assert_eq!(
+        standin.events(),
+        [pkt::DropCounter {
+            name: "shard_handoff",
+            count: u64::from(FRAMES)
+        }]
+    );
 }
 
 #[test]
@@ -504,6 +511,14 @@ fn two_shards_hand_frames_to_the_owner_apply_routes_on_both_and_merge_stats() {
         let vm0 = st.interfaces.iter().find(|i| i.name == "vm0").unwrap();
         let vm1 = st.interfaces.iter().find(|i| i.name == "vm1").unwrap();
         assert_eq!((vm0.shard, vm0.counters.tx_packets), (0, 1));
+        assert_eq!(
+            vm0.port.events["shard_handoff"], 1,
+            "shard 1 handed it over"
+        );
+        assert_eq!(
+            vm1.port.events["shard_handoff"], 1,
+            "shard 0 handed one over"
+        );
         assert_eq!((vm1.shard, vm1.counters.tx_packets), (1, 2));
         let text = call(Command::LinkList).unwrap();
         assert!(text.contains("rx_packets=3"), "{text}");
