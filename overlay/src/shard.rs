@@ -60,6 +60,9 @@ pub enum ShardError {
         /// Why.
         message: String,
     },
+    /// A shard's thread panicked (the others were stopped).
+    #[error("dataplane shard {0} panicked; the daemon stopped every shard")]
+    Panicked(usize),
     /// A system call failed (eventfd, pipe, thread).
     #[error("{what}: {source}")]
     Io {
@@ -495,8 +498,18 @@ impl Shards {
     }
 
     /// Runs every shard on its own thread (`vnetp-shard-{i}`) until `stop` is set,
-    /// then joins them all. A thread that cannot be started stops the others.
+    /// then joins them all. A thread that cannot be started, or that panics, stops
+    /// the others (a shard's interfaces would otherwise be dead while the daemon runs).
     pub fn run(self, stop: &AtomicBool) -> Result<(), ShardError> {
+        /// Sets `stop` when its thread unwinds.
+        struct StopOnPanic<'a>(&'a AtomicBool);
+        impl Drop for StopOnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+        }
         let Self { engines, ends, .. } = self;
         std::thread::scope(|s| {
             let mut threads = Vec::with_capacity(engines.len());
@@ -504,6 +517,7 @@ impl Shards {
                 let spawned = std::thread::Builder::new()
                     .name(format!("vnetp-shard-{i}"))
                     .spawn_scoped(s, move || {
+                        let _guard = StopOnPanic(stop);
                         engine.run(stop, Some((&end.requests, &end.waker)));
                     });
                 match spawned {
@@ -517,13 +531,14 @@ impl Shards {
                     }
                 }
             }
-            for t in threads {
+            let mut panicked = None;
+            for (i, t) in threads.into_iter().enumerate() {
                 if t.join().is_err() {
-                    tracing::error!("a dataplane shard panicked");
-                    stop.store(true, Ordering::Relaxed);
+                    tracing::error!(shard = i, "a dataplane shard panicked");
+                    panicked = panicked.or(Some(i));
                 }
             }
-            Ok(())
+            panicked.map_or(Ok(()), |i| Err(ShardError::Panicked(i)))
         })
     }
 }

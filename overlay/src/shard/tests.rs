@@ -705,3 +705,77 @@ fn one_shard_has_no_registry_no_stand_ins_and_unchanged_listings() {
         "no stand-ins"
     );
 }
+
+/// An underlay whose receive panics once `armed` is set.
+struct PanickyPort {
+    armed: Arc<AtomicBool>,
+}
+
+impl Port for PanickyPort {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn rx_batch(&mut self, _batch: &mut Batch) -> usize {
+        assert!(!self.armed.load(Ordering::Relaxed), "a port bug");
+        0
+    }
+    fn tx_batch(&mut self, batch: &mut Batch) -> usize {
+        let n = batch.len();
+        batch.clear();
+        n
+    }
+    fn caps(&self) -> PortCaps {
+        PortCaps {
+            kind: PortKind::Datagram,
+            mtu: 1500,
+            rx_queues: 1,
+            tx_queues: 1,
+            offloads: Offloads::NONE,
+        }
+    }
+    fn stats(&self) -> PortStats {
+        PortStats::default()
+    }
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+#[test]
+fn a_panicking_shard_stops_the_others_and_run_says_which() {
+    let pool = pool(256);
+    let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
+    let (u0, ..) = MemPort::new("udp:0", PortKind::Datagram, &pool);
+    let armed = Arc::new(AtomicBool::new(false));
+    let u1 = PanickyPort {
+        armed: Arc::clone(&armed),
+    };
+    let devices = MemDevices {
+        pool: Some(pool.clone()),
+        ..Default::default()
+    };
+    let shards = Shards::build(
+        &cfg,
+        &pool,
+        vec![Box::new(u0), Box::new(u1)],
+        || Box::new(devices.clone()),
+        None,
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let stop2 = Arc::clone(&stop);
+    let runner = std::thread::spawn(move || {
+        let _ = done_tx.send(shards.run(&stop2));
+    });
+    armed.store(true, Ordering::Relaxed);
+    let result = done_rx.recv_timeout(Duration::from_secs(20));
+    // Whatever happened, let the threads go before asserting.
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
+    match result {
+        Ok(Err(ShardError::Panicked(1))) => {}
+        other => panic!("expected shard 1's panic to stop every shard, got {other:?}"),
+    }
+    assert!(stop.load(Ordering::Relaxed));
+}
