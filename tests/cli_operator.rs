@@ -292,6 +292,8 @@ fn bench_refuses_bad_sizes_and_encap() {
     assert_one_line_error(&o, "unknown encap \"gre\": expected vnetp or vxlan");
     let o = vnetp(&["bench", "--sizes", "64,big"]);
     assert_eq!(o.status.code(), Some(2), "clap rejects non-numbers");
+    let o = vnetp(&["bench", "--shards", "17"]);
+    assert_one_line_error(&o, "--shards 17 out of range: 1..=16");
 }
 
 fn free_udp_port() -> u16 {

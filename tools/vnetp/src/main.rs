@@ -111,6 +111,9 @@ enum Cmd {
         /// the port's).
         #[arg(long)]
         zero_copy_threshold: Option<usize>,
+        /// The daemons' dispatcher shards (`[host] shards`, 1..=16).
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
         /// Also write the results as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -194,17 +197,21 @@ fn main() -> ExitCode {
             dispatch,
             guest,
             zero_copy_threshold,
+            shards,
             csv,
             json,
             svg,
         } => bench::bench(
-            &encap,
-            quick,
-            sizes.as_deref(),
-            no_kernel_vxlan,
-            &dispatch,
-            &guest,
-            zero_copy_threshold,
+            &bench::Options {
+                encap,
+                quick,
+                sizes,
+                no_kernel_vxlan,
+                dispatch,
+                guest,
+                zero_copy_threshold,
+                shards,
+            },
             &bench::Outputs { csv, json, svg },
         ),
         Cmd::BenchAgent { role } => bench_agent(role),

@@ -67,6 +67,8 @@ pub struct Plan {
     pub guest: Guest,
     /// The vhost-user interfaces' `zero_copy_threshold` (`None`: the default).
     pub zero_copy_threshold: Option<usize>,
+    /// The daemons' dispatcher shards (`[host] shards`).
+    pub shards: usize,
 }
 
 /// How the overlay path's guests attach to the daemons (`vnetp bench --guest`).
@@ -147,6 +149,7 @@ impl Plan {
             dispatch: Dispatch::Adaptive,
             guest: Guest::Tap,
             zero_copy_threshold: None,
+            shards: 1,
         })
     }
 }
@@ -292,7 +295,11 @@ fn daemon_config(
     };
     let mut cfg = base.replace(
         "[host]\n",
-        &format!("[host]\ndispatch = \"{}\"\n", dispatch_name(plan.dispatch)),
+        &format!(
+            "[host]\ndispatch = \"{}\"\nshards = {}\n",
+            dispatch_name(plan.dispatch),
+            plan.shards
+        ),
     );
     if plan.guest == Guest::Both {
         let peer_name = if name == "a" { "b" } else { "a" };
@@ -575,24 +582,43 @@ pub fn emit(report: &Report, out: &Outputs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `vnetp bench` was asked for on its command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Link encapsulation: vnetp or vxlan.
+    pub encap: String,
+    /// The short plan.
+    pub quick: bool,
+    /// Explicit frame sizes.
+    pub sizes: Option<Vec<usize>>,
+    /// Skip Linux kernel VXLAN.
+    pub no_kernel_vxlan: bool,
+    /// The daemons' dispatch mode.
+    pub dispatch: String,
+    /// tap, vhost-user or both.
+    pub guest: String,
+    /// The vhost-user interfaces' `zero_copy_threshold`.
+    pub zero_copy_threshold: Option<usize>,
+    /// The daemons' `[host] shards`.
+    pub shards: usize,
+}
+
 /// `vnetp bench`.
-#[allow(clippy::too_many_arguments)]
-pub fn bench(
-    encap: &str,
-    quick: bool,
-    sizes: Option<&[usize]>,
-    no_kernel_vxlan: bool,
-    dispatch: &str,
-    guest: &str,
-    zero_copy_threshold: Option<usize>,
-    out: &Outputs,
-) -> anyhow::Result<ExitCode> {
-    let encap = parse_encap(encap)?;
-    let mut plan = Plan::new(quick, sizes)?;
-    plan.zero_copy_threshold = zero_copy_threshold;
-    plan.kernel_vxlan = !no_kernel_vxlan;
-    plan.dispatch = parse_dispatch(dispatch)?;
-    plan.guest = parse_guest(guest)?;
+pub fn bench(opts: &Options, out: &Outputs) -> anyhow::Result<ExitCode> {
+    let encap = parse_encap(&opts.encap)?;
+    let mut plan = Plan::new(opts.quick, opts.sizes.as_deref())?;
+    plan.zero_copy_threshold = opts.zero_copy_threshold;
+    plan.kernel_vxlan = !opts.no_kernel_vxlan;
+    plan.dispatch = parse_dispatch(&opts.dispatch)?;
+    plan.guest = parse_guest(&opts.guest)?;
+    if !(1..=overlay::config::MAX_SHARDS).contains(&opts.shards) {
+        bail!(
+            "--shards {} out of range: 1..={}",
+            opts.shards,
+            overlay::config::MAX_SHARDS
+        );
+    }
+    plan.shards = opts.shards;
     preflight("bench")?;
     let interrupted = interrupt_flag()?;
     let exe = std::env::current_exe().context("cannot find the vnetp executable")?;
@@ -605,9 +631,10 @@ pub fn bench(
         Guest::Both => "taps and vhost-user guests",
     };
     println!(
-        "vnetp bench: hosts vnetp-bench-{pid}-a/b over a veth (MTU {UNDERLAY_MTU}); {} overlay, dispatch {}, {guests} at MTU {}; {} size(s) x {} path(s)",
+        "vnetp bench: hosts vnetp-bench-{pid}-a/b over a veth (MTU {UNDERLAY_MTU}); {} overlay, dispatch {}, {} shard(s), {guests} at MTU {}; {} size(s) x {} path(s)",
         encap_name(encap),
         dispatch_name(plan.dispatch),
+        plan.shards,
         plan.tap_mtu,
         plan.sizes.len(),
         2 + usize::from(plan.guest == Guest::Both) + usize::from(plan.kernel_vxlan)
