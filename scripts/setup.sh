@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/setup.sh: needs root to install packages (run it with sudo)" >&2
     exit 1
 fi
-pkgs=(iproute2 iputils-ping iperf3 tshark socat ethtool procps kmod pciutils pci.ids dpdk-dev valgrind linux-perf)
+pkgs=(iproute2 iputils-ping iperf3 jq tshark socat ethtool procps kmod pciutils pci.ids dpdk-dev valgrind linux-perf)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
