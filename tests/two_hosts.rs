@@ -7,7 +7,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{exe, ping, ping_fails, send_udp, stats};
+use common::{exe, ping, ping_fails, send_udp, stats, wait_tcp_listening};
 use vnetp::netns::{self, LinkEncap, Netns, TwoHosts};
 
 /// Copies 4 MiB from host A to host B through the overlay and compares every byte.
@@ -34,7 +34,7 @@ fn iperf(h: &TwoHosts) -> f64 {
     let mut server =
         h.b.spawn(&["iperf3", "-s", "-1", "-B", &h.side_b.overlay_ip], None)
             .expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_tcp_listening(&h.b, &h.side_b.overlay_ip, 5201);
     let out =
         h.a.exec(&["iperf3", "-c", &h.side_b.overlay_ip, "-t", "2", "-J"]);
     let _ = server.kill();
@@ -515,7 +515,7 @@ fn soak_buffers_return_memory_stays_flat_counters_add_up() {
         let mut srv =
             h.b.spawn(&["iperf3", "-s", "-1", "-B", &h.side_b.overlay_ip], None)
                 .expect("iperf3 -s");
-        std::thread::sleep(Duration::from_millis(300));
+        wait_tcp_listening(&h.b, &h.side_b.overlay_ip, 5201);
         let out = h.a.exec(&[
             "iperf3",
             "-c",
@@ -633,7 +633,7 @@ fn reload_under_load_loses_nothing_on_unchanged_paths() {
     let mut server =
         h.b.spawn(&["iperf3", "-s", "-1", "-B", &h.side_b.overlay_ip], None)
             .expect("iperf3 -s");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_tcp_listening(&h.b, &h.side_b.overlay_ip, 5201);
     let client =
         h.a.spawn(
             &[

@@ -2,8 +2,9 @@
 #![allow(dead_code, reason = "each test binary uses its own subset")]
 
 use std::path::Path;
+use std::time::Duration;
 
-use vnetp::netns::{Daemon, Netns};
+use vnetp::netns::{self, Daemon, Netns};
 
 /// The `vnetp` binary under test.
 pub fn exe() -> &'static Path {
@@ -11,9 +12,11 @@ pub fn exe() -> &'static Path {
 }
 
 /// Pings `ip` from `ns`; the first echo may wait for ARP/ND on the overlay and the
-/// underlay, so one loss in three is allowed.
+/// underlay, so one loss in three is allowed. A reply counts however late it comes
+/// (`-W 10`: ping exits as soon as all three are back, so this costs nothing unless
+/// the daemons are starved of CPU).
 pub fn ping(ns: &Netns, ip: &str) {
-    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "3", ip]);
+    let out = ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "10", ip]);
     let out = out.unwrap_or_else(|e| panic!("ping {ip} from {} failed: {e}", ns.name));
     assert!(
         out.contains(" 0% packet loss") || out.contains(" 33% packet loss"),
@@ -25,6 +28,17 @@ pub fn ping(ns: &Netns, ip: &str) {
 pub fn ping_fails(ns: &Netns, ip: &str) -> bool {
     ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
         .is_err()
+}
+
+/// Waits until a process in `ns` listens on TCP `ip:port` (a server just spawned, which
+/// a starved machine may not have run yet); panics after 30 s.
+pub fn wait_tcp_listening(ns: &Netns, ip: &str, port: u16) {
+    let want = format!("{ip}:{port}");
+    let listening = netns::wait_for(Duration::from_secs(30), || {
+        ns.exec(&["ss", "-Hltn"])
+            .is_ok_and(|out| out.split_whitespace().any(|w| w == want))
+    });
+    assert!(listening, "nothing listens on {want} in {}", ns.name);
 }
 
 /// A daemon's `stats json`.
@@ -66,9 +80,12 @@ pub fn tcp_copy(dir: &Path, from: &Netns, to: &Netns, to_ip: &str) {
             Some(&dir.join("socat-server.log")),
         )
         .expect("socat server");
+    wait_tcp_listening(to, to_ip, 5001);
     let connect = format!("TCP:{to_ip}:5001,retry=50,interval=0.1");
     let input = format!("OPEN:{}", src.display());
-    from.exec(&["timeout", "60", "socat", "-u", &input, &connect])
+    // A bound for a hung transfer, not a speed limit: a starved machine with a faulty
+    // underlay may take far longer than the usual second.
+    from.exec(&["timeout", "300", "socat", "-u", &input, &connect])
         .expect("socat client");
     let status = server.wait().expect("socat server exit");
     assert!(status.success(), "socat server: {status}");
