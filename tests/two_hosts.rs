@@ -173,7 +173,7 @@ fn capture(h: &TwoHosts, pcap: &Path, filter: &str) -> std::process::Child {
         .expect("tshark");
     // Wait until tshark has opened its capture (it creates the file).
     assert!(
-        netns::wait_for(Duration::from_secs(15), || pcap.exists()),
+        netns::wait_for(Duration::from_secs(60), || pcap.exists()),
         "tshark did not start"
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -347,17 +347,19 @@ fn runtime_control_routes_capture_and_reload() {
     da.ctl(&format!("route add {unicast}")).expect("route add");
     ping(&h.a, &sb.overlay_ip);
 
-    // Capture at the link while pinging.
+    // Capture at the link while pinging. The pinger runs until the capture is done (a
+    // fixed 2 s of pings could be over before a starved daemon armed the capture).
     let pcap = h.dir.join("ctl.pcap");
     let mut pinger =
-        h.a.spawn(&["ping", "-c", "20", "-i", "0.1", &sb.overlay_ip], None)
+        h.a.spawn(&["ping", "-i", "0.1", "-w", "60", &sb.overlay_ip], None)
             .expect("ping");
     let answer = da
         .ctl(&format!(
-            "capture link:peer {} count 6 timeout 10",
+            "capture link:peer {} count 6 timeout 30",
             pcap.display()
         ))
         .expect("capture");
+    let _ = pinger.kill();
     let _ = pinger.wait();
     assert!(answer.starts_with("captured 6 frame(s)"), "{answer}");
     let out = tshark_fields(
@@ -795,27 +797,25 @@ fn overlays_with_different_vnis_never_exchange_a_frame() {
     for overlay in 0..2u8 {
         // Both overlays talk at once (same IPs); B's interface of one overlay must see
         // that overlay's guest and never the other's.
+        // The pingers run until the capture has its 40 frames: a capture a starved
+        // daemon arms late still sees both overlays talking.
         let pcap = h.dir.join(format!("vm{overlay}.pcap"));
-        let capture = {
-            let socket = h.socket("b");
-            let line = format!(
-                "capture interface:vm{overlay} {} count 40 timeout 5",
-                pcap.display()
-            );
-            std::thread::spawn(move || vnetp::client::command(&socket, &line))
-        };
-        std::thread::sleep(Duration::from_millis(200));
         let pingers: Vec<_> = [a0, a1]
             .iter()
             .map(|g| {
-                g.spawn(&["ping", "-c", "15", "-i", "0.1", "10.96.28.2"], None)
+                g.spawn(&["ping", "-i", "0.1", "-w", "60", "10.96.28.2"], None)
                     .expect("ping")
             })
             .collect();
+        let captured = db.ctl(&format!(
+            "capture interface:vm{overlay} {} count 40 timeout 30",
+            pcap.display()
+        ));
         for mut p in pingers {
+            let _ = p.kill();
             let _ = p.wait();
         }
-        capture.join().expect("capture thread").expect("capture");
+        captured.expect("capture");
         let own = tshark_fields(
             &pcap,
             None,
