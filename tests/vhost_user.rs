@@ -1006,17 +1006,17 @@ fn testpmd_virtio_user_with_two_queue_pairs_receives_flows_on_both() {
     let flows: Vec<Vec<u8>> = (0..32u16)
         .map(|p| tcp4(MAC0, MAC1, 6000 + p, &p.to_be_bytes()))
         .collect();
-    // Until testpmd has both queues enabled and counts every frame (bounded rounds).
-    let mut per_queue = [0u64; 2];
-    for round in 0..20 {
-        assert_eq!(g1.send(&flows).expect("send"), 32);
-        std::thread::sleep(Duration::from_millis(200));
+    // testpmd's receive counters per queue, from a fresh `show port xstats` answer.
+    let mut answers = 0;
+    let mut xstats = || {
         writeln!(stdin, "show port xstats 0").expect("ask for xstats");
-        let ok = netns::wait_for(Duration::from_secs(5), || {
-            text().matches("rx_q1_good_packets").count() > round
+        answers += 1;
+        let ok = netns::wait_for(Duration::from_secs(30), || {
+            text().matches("rx_q1_good_packets").count() >= answers
         });
         assert!(ok, "testpmd answered xstats:\n{}", text());
         let t = text();
+        let mut per_queue = [0u64; 2];
         for (q, v) in per_queue.iter_mut().enumerate() {
             *v = t
                 .lines()
@@ -1028,11 +1028,38 @@ fn testpmd_virtio_user_with_two_queue_pairs_receives_flows_on_both() {
                 })
                 .unwrap_or(0);
         }
+        per_queue
+    };
+    // Until testpmd has both queues enabled and counts every frame (bounded rounds).
+    // Each round compares settled numbers, not what 200 ms allowed: vnetp has taken
+    // every frame sent (none left in g1's ring) and finished the batch it was in (its
+    // stats command is answered between batches), so `sent` is final for the round;
+    // then testpmd, which polls its queues all the time, is given until it has
+    // counted that many.
+    let mut per_queue = [0u64; 2];
+    let mut sent = 0;
+    for round in 0..20 {
+        assert_eq!(g1.send(&flows).expect("send"), 32);
+        assert!(
+            netns::wait_for(Duration::from_secs(30), || g1
+                .tx_pending(0)
+                .is_ok_and(|n| n == 0)),
+            "vnetp did not take the frames; {}",
+            host.diag()
+        );
+        sent = host.port("vm0")["tx_packets"].as_u64().unwrap_or(0);
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            per_queue = xstats();
+            if per_queue.iter().sum::<u64>() >= sent || Instant::now() >= end {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if per_queue.iter().sum::<u64>() >= 32 * (round as u64 + 1) {
             break;
         }
     }
-    let sent = host.port("vm0")["tx_packets"].as_u64().unwrap_or(0);
     assert_eq!(
         per_queue.iter().sum::<u64>(),
         sent,
