@@ -736,12 +736,15 @@ mod tests {
     }
 
     /// An AF_PACKET socket bound to `ifname`, seeing every frame on it both ways.
+    /// Created with protocol 0, which receives nothing until `bind` names the protocol
+    /// and the interface (as libpcap and our AF_PACKET port do): created with ETH_P_ALL
+    /// it would queue frames of every interface until bound, another test's among them.
     fn packet_socket(ifname: &str) -> OwnedFd {
         let fd = rustix::net::socket_with(
             rustix::net::AddressFamily::PACKET,
             rustix::net::SocketType::RAW,
             rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
-            Some(rustix::net::eth::ALL),
+            None,
         )
         .unwrap();
         let index = rustix::net::netdevice::name_to_index(&fd, ifname).unwrap();
