@@ -292,12 +292,14 @@ fn kernel_vxlan_interop(kind: &str, tag: &str, index: u8) {
             "20",
             "-i",
             "0.05",
-            "-W",
-            "10",
+            "-w",
+            "60",
             &h.side_a.overlay_ip,
         ])
         .expect("full-size ping");
-    assert!(out.contains(" 0% packet loss"), "{out}");
+    // Every one of the 20 answered, however late (see common::ping: ping's own loss
+    // figure gives up on a reply 50 ms after the last request once it has any).
+    assert_eq!(common::answered(&out, 20), 20, "{out}");
     let after = snmp();
     let delta = |f: &str| snmp_field(&after, "Ip", f) - snmp_field(&before, "Ip", f);
     assert!(
