@@ -157,6 +157,18 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A ratio with two decimals, or three significant digits when it is below 0.1: an
+/// overlay path measured at 0.3 % of native (a starved machine) prints as 0.00300, not
+/// as a zero it is not.
+fn fmt_ratio(v: f64) -> String {
+    let decimals = if v > 0.0 && v < 0.1 {
+        (2 - v.log10().floor() as i32).clamp(2, 12) as usize
+    } else {
+        2
+    };
+    format!("{v:.decimals$}")
+}
+
 impl Report {
     /// Builds the rows from each path's points; the first path is the native baseline.
     pub fn new(
@@ -204,7 +216,7 @@ impl Report {
     /// The terminal table.
     pub fn table(&self) -> String {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        let r = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let r = |v: Option<f64>| v.map_or("-".to_string(), fmt_ratio);
         let mut s = String::new();
         // As wide as the longest path name ("overlay (vhost-user guests)").
         let w = self.paths.iter().map(String::len).fold(13, usize::max);
@@ -282,6 +294,16 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_ratios_keep_three_significant_digits_and_others_two_decimals() {
+        assert_eq!(fmt_ratio(0.5), "0.50");
+        assert_eq!(fmt_ratio(3.0), "3.00");
+        assert_eq!(fmt_ratio(0.0), "0.00");
+        assert_eq!(fmt_ratio(0.0512), "0.0512");
+        assert_eq!(fmt_ratio(0.003_14), "0.00314");
+        assert_eq!(fmt_ratio(0.1), "0.10");
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {
