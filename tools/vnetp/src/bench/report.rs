@@ -61,7 +61,8 @@ pub struct Throughput {
     pub send_secs: f64,
     /// Seconds between the receiver's first and last datagram.
     pub recv_secs: f64,
-    /// Frames per second received.
+    /// Frames per second received: over `recv_secs`, or over `send_secs` when every
+    /// frame came in one receive batch (no window of the receiver's own).
     pub pps: f64,
     /// Gbit/s of frames (frame size x pps) received.
     pub gbps: f64,
@@ -73,8 +74,13 @@ impl Throughput {
     /// From the sender's count and the receiver's report.
     pub fn new(size: usize, sent: u64, send_ns: u64, c: SinkCounts) -> Self {
         let recv_secs = c.elapsed_ns as f64 / 1e9;
+        let send_secs = send_ns as f64 / 1e9;
         let pps = if c.count >= 2 && recv_secs > 0.0 {
             c.count as f64 / recv_secs
+        } else if c.count > 0 && send_secs > 0.0 {
+            // Everything arrived in one receive batch (a receiver that ran late, after
+            // the sender): no window of its own, so over the time they were sent in.
+            c.count as f64 / send_secs
         } else {
             0.0
         };
@@ -86,7 +92,7 @@ impl Throughput {
         Self {
             sent,
             received: c.count,
-            send_secs: send_ns as f64 / 1e9,
+            send_secs,
             recv_secs,
             pps,
             gbps: pps * size as f64 * 8.0 / 1e9,
@@ -332,6 +338,14 @@ mod tests {
         assert!((t.loss - 0.2).abs() < 1e-12, "{}", t.loss);
         let none = Throughput::new(64, 10, 1, SinkCounts::default());
         assert_eq!((none.pps, none.loss), (0.0, 1.0));
+        // All 64 read in one batch: no receive window, the send time stands in.
+        let burst = SinkCounts {
+            count: 64,
+            bytes: 64 * 22,
+            elapsed_ns: 0,
+        };
+        let t = Throughput::new(64, 64, 500_000_000, burst);
+        assert_eq!((t.pps, t.loss), (128.0, 0.0));
     }
 
     fn point(size: usize, gbps: f64, p50: f64) -> Point {
