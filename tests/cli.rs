@@ -126,8 +126,7 @@ fn control_socket_is_owner_only_and_answers_commands() {
         .args(["run", "--config", p.to_str().unwrap_or_default()])
         .spawn()
         .expect("daemon");
-    let ready = (0..250).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let ready = poll_30s(|| {
         vnetp(&["ctl", "--socket", sock.to_str().unwrap_or_default(), "help"])
             .status
             .success()
@@ -183,8 +182,7 @@ fn control_socket_refuses_other_users() {
         .args(["run", "--config", p.to_str().unwrap_or_default()])
         .spawn()
         .expect("daemon");
-    let ready = (0..250).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let ready = poll_30s(|| {
         vnetp(&["ctl", "--socket", sock.to_str().unwrap_or_default(), "help"])
             .status
             .success()
@@ -214,6 +212,21 @@ fn control_socket_refuses_other_users() {
     assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
 }
 
+/// Polls `cond` every 20 ms until it holds, for up to 30 s: the daemon under test is
+/// another process, which a busy machine may start late.
+fn poll_30s(mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn rustix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .map(|s| {
@@ -223,12 +236,22 @@ fn rustix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// A loopback TCP port nothing listens on, below the kernel's ephemeral range (32768 and
+/// up by default), so no outgoing connection of another process can take it meanwhile;
+/// the search starts from the pid so that parallel test processes try different ports.
+fn free_tcp_port() -> u16 {
+    let base = std::process::id() as usize;
+    (0..12_000)
+        .map(|i| 20_000 + ((base + i) % 12_000) as u16)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free loopback port in 20000..32000")
+}
+
 #[test]
 fn prometheus_metrics_are_served_when_configured() {
     use std::io::{Read, Write};
     let sock = std::env::temp_dir().join(format!("vnetp-cli-{}/metrics.sock", std::process::id()));
-    // A port of our own on loopback, from the pid, away from the usual ones.
-    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let port = free_tcp_port();
     let p = tmp(
         "metrics.toml",
         &GOOD.replace(
@@ -244,8 +267,7 @@ fn prometheus_metrics_are_served_when_configured() {
         .spawn()
         .expect("daemon");
     let mut body = String::new();
-    let got = (0..250).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let got = poll_30s(|| {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
             return false;
         };

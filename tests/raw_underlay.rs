@@ -185,7 +185,8 @@ fn ping_and_tcp_over_af_packet_vxlan_encap_ipv6() {
 
 #[test]
 fn ping_and_tcp_over_af_xdp_vnetp_encap_ipv4() {
-    both_raw(AF_XDP, "xdpvnetp4", 51, false, LinkEncap::Vnetp);
+    // 59, not 51: tests/shards.rs uses 50 and 51.
+    both_raw(AF_XDP, "xdpvnetp4", 59, false, LinkEncap::Vnetp);
 }
 
 #[test]
@@ -291,12 +292,14 @@ fn kernel_vxlan_interop(kind: &str, tag: &str, index: u8) {
             "20",
             "-i",
             "0.05",
-            "-W",
-            "3",
+            "-w",
+            "60",
             &h.side_a.overlay_ip,
         ])
         .expect("full-size ping");
-    assert!(out.contains(" 0% packet loss"), "{out}");
+    // Every one of the 20 answered, however late (see common::ping: ping's own loss
+    // figure gives up on a reply 50 ms after the last request once it has any).
+    assert_eq!(common::answered(&out, 20), 20, "{out}");
     let after = snmp();
     let delta = |f: &str| snmp_field(&after, "Ip", f) - snmp_field(&before, "Ip", f);
     assert!(
@@ -579,7 +582,7 @@ fn a_dead_peers_queued_frames_are_dropped_and_counted_after_the_arp_timeout() {
     // Every frame the engine gave the underlay is either queued (and, after three
     // unanswered ARP requests a second apart, dropped as tx_resolve_timeout) or
     // refused because the per-neighbour queue (32 frames) was full.
-    let settled = netns::wait_for(Duration::from_secs(15), || {
+    let settled = netns::wait_for(Duration::from_secs(60), || {
         let s = stats(&da);
         let d = &s["underlay"]["drops"];
         let sent = u(&s["links"][0]["tx_packets"]);

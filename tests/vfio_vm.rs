@@ -601,20 +601,23 @@ to = { interface = "vm0" }
 CFG
 ip link set lo up
 /opt/vnetp run --config /tmp/h.toml > /tmp/vnetp.log 2>&1 &
-i=0; while [ $i -lt 100 ] && ! ip link show vm0 >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
-ip addr add 192.168.77.@ME@/24 dev vm0 && ip link set vm0 up || { cat /tmp/vnetp.log; exit 2; }
-# 4788895 bytes. The receiver's stdin must stay open: a background job's stdin is
-# /dev/null, busybox nc answers its EOF with shutdown(SHUT_WR), and the sending nc
-# exits as soon as it reads that FIN, after however many 1 KiB chunks it had written.
-seq 1 700000 > /tmp/data
+i=0; while [ $i -lt 600 ] && ! ip link show vm0 >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
+# The listeners come before the address: once the peer's ping is answered it connects
+# at once, without retrying, so a listener started after a slow `seq` was refused.
+# The receiver's stdin must stay open: a background job's stdin is /dev/null, busybox
+# nc answers its EOF with shutdown(SHUT_WR), and the sending nc exits as soon as it
+# reads that FIN, after however many 1 KiB chunks it had written.
 if [ @ME@ = 1 ]; then sleep 600 | nc -l -p 5000 > /tmp/recv & ncpid=$!; else nc -l -p 5001 > /tmp/ack & fi
+ip addr add 192.168.77.@ME@/24 dev vm0 && ip link set vm0 up || { cat /tmp/vnetp.log; exit 2; }
+# 4788895 bytes.
+seq 1 700000 > /tmp/data
 ok=0
 for i in $(seq 1 40); do if ping -c 1 -W 2 192.168.77.@PEER@ >/dev/null 2>&1; then ok=1; break; fi; done
 [ $ok = 1 ] || { echo "guest: no reply from the peer"; cat /tmp/vnetp.log; exit 3; }
 ping -c 3 -W 3 192.168.77.@PEER@; pingrc=$?
 if [ @ME@ = 1 ]; then
   want=$(wc -c < /tmp/data); i=0
-  while [ $i -lt 600 ] && [ $(wc -c < /tmp/recv) -lt $want ]; do sleep 0.1; i=$((i+1)); done
+  while [ $i -lt 1500 ] && [ $(wc -c < /tmp/recv) -lt $want ]; do sleep 0.1; i=$((i+1)); done
   kill $ncpid
   got=$(md5sum < /tmp/recv | cut -d' ' -f1); exp=$(md5sum < /tmp/data | cut -d' ' -f1)
   echo done | nc 192.168.77.@PEER@ 5001
@@ -624,7 +627,7 @@ if [ @ME@ = 1 ]; then
 else
   nc 192.168.77.1 5000 < /tmp/data
   # Stay up until side 1 has everything (powering off would drop unsent data).
-  i=0; while [ $i -lt 600 ] && ! grep -q done /tmp/ack; do sleep 0.1; i=$((i+1)); done
+  i=0; while [ $i -lt 1500 ] && ! grep -q done /tmp/ack; do sleep 0.1; i=$((i+1)); done
   echo "guest-result side=2 ping=$pingrc"
   /opt/vnetp ctl --socket /tmp/h.sock stats
   [ $pingrc = 0 ]
@@ -695,7 +698,7 @@ fn two_guests_run_the_overlay_on_vfio_underlays() {
                 .arg(format!("sh:{}", overlay_guest_script(me, peer)))
                 .env("VM_NIC", nic)
                 .env("VM_FILES", &vnetp)
-                .env("VM_TIMEOUT", "170")
+                .env("VM_TIMEOUT", "300")
                 .stdin(Stdio::null())
                 .output()
                 .expect("start tests/vm/harness.sh");
@@ -982,17 +985,17 @@ mac = "52:54:00:12:34:10"
 CFG
 ip link set lo up
 RUST_LOG=info /opt/vnetp run --config /tmp/h.toml > /tmp/vnetp.log 2>&1 &
-i=0; while [ $i -lt 100 ] && [ ! -S /tmp/h.sock ]; do sleep 0.1; i=$((i+1)); done
+i=0; while [ $i -lt 600 ] && [ ! -S /tmp/h.sock ]; do sleep 0.1; i=$((i+1)); done
 [ -S /tmp/h.sock ] || { cat /tmp/vnetp.log; echo "guest-sriov error=daemon"; exit 5; }
 echo igbvf > /sys/bus/pci/devices/$vf/driver_override
 if [ -e /sys/bus/pci/devices/$vf/driver ]; then echo $vf > /sys/bus/pci/devices/$vf/driver/unbind; fi
 echo $vf > /sys/bus/pci/drivers_probe
-i=0; while [ $i -lt 50 ] && ! ls /sys/bus/pci/devices/$vf/net >/dev/null 2>&1; do sleep 0.2; i=$((i+1)); done
+i=0; while [ $i -lt 300 ] && ! ls /sys/bus/pci/devices/$vf/net >/dev/null 2>&1; do sleep 0.2; i=$((i+1)); done
 n=$(ls /sys/bus/pci/devices/$vf/net 2>/dev/null | head -1)
 [ -n "$n" ] || { cat /tmp/vnetp.log; echo "guest-sriov error=no-netdev"; exit 4; }
 ip link set $n up
 ip addr add 10.9.0.2/24 dev $n
-i=0; while [ $i -lt 100 ] && [ "$(cat /sys/class/net/$n/carrier 2>/dev/null)" != 1 ]; do sleep 0.2; i=$((i+1)); done
+i=0; while [ $i -lt 300 ] && [ "$(cat /sys/class/net/$n/carrier 2>/dev/null)" != 1 ]; do sleep 0.2; i=$((i+1)); done
 out=$(arping -c 3 -w 10 -I $n 10.9.0.1 2>&1)
 replies=$(echo "$out" | sed -n 's/^Received \([0-9]*\) .*/\1/p')
 echo "guest-sriov netdev=$n carrier=$(cat /sys/class/net/$n/carrier) mac=$(cat /sys/class/net/$n/address) arp_replies=${replies:-0}"
@@ -1086,7 +1089,7 @@ mac = "52:54:00:12:34:10"
 CFG
 ip link set lo up
 /opt/vnetp run --config /tmp/h.toml > /tmp/vnetp.log 2>&1 &
-i=0; while [ $i -lt 150 ] && ! grep -q ' running' /tmp/vnetp.log; do sleep 0.1; i=$((i+1)); done
+i=0; while [ $i -lt 600 ] && ! grep -q ' running' /tmp/vnetp.log; do sleep 0.1; i=$((i+1)); done
 grep -q ' running' /tmp/vnetp.log || { cat /tmp/vnetp.log; echo "guest-token error=daemon"; exit 5; }
 token=$(sed -n 's/.*vf-token=\([0-9a-f-]\{36\}\).*/\1/p' /tmp/vnetp.log | head -1)
 [ -n "$token" ] || { cat /tmp/vnetp.log; echo "guest-token error=no-token-logged"; exit 6; }
@@ -1243,7 +1246,7 @@ CFG
 ip link set lo up
 /opt/vnetp run --config /tmp/h.toml > /tmp/vnetp.log 2>&1 &
 vnetp=$!
-i=0; while [ $i -lt 150 ] && ! grep -q ' running' /tmp/vnetp.log; do sleep 0.1; i=$((i+1)); done
+i=0; while [ $i -lt 600 ] && ! grep -q ' running' /tmp/vnetp.log; do sleep 0.1; i=$((i+1)); done
 grep -q ' running' /tmp/vnetp.log || { cat /tmp/vnetp.log; echo "guest-zc error=daemon"; exit 5; }
 /opt/zero_copy_guest --socket /tmp/vm0.sock --mac 52:54:00:aa:00:01 --dst 52:54:00:aa:00:02 --frames 64 --tso @TSO@
 rc=$?

@@ -181,7 +181,7 @@ for pf in $IGB_PFS; do
         echo $NUMVFS > /sys/bus/pci/devices/$pf/sriov_numvfs
         # Enabling VFs re-initialises the PF and drops its link: wait for the carrier.
         for n in /sys/bus/pci/devices/$pf/net/*; do
-            i=0; while [ $i -lt 50 ] && ! grep -q 1 $n/carrier 2>/dev/null; do sleep 0.2; i=$((i + 1)); done
+            i=0; while [ $i -lt 300 ] && ! grep -q 1 $n/carrier 2>/dev/null; do sleep 0.2; i=$((i + 1)); done
         done
         for vf in /sys/bus/pci/devices/$pf/virtfn*; do bind_vfio $(basename $(readlink $vf)); done ;;
     esac

@@ -153,17 +153,17 @@ struct Shared {
     /// Per queue: tails lent from it that are not back yet, as the data side last
     /// published it (under the queue's vring lock). A stop waits for 0.
     lent: [AtomicU32; QUEUES],
-    /// Stops that gave up waiting for lent tails ([`STOP_WAIT`]).
+    /// Stops that gave up waiting for lent tails ([`VhostUserConfig::stop_wait`]).
     stop_timeouts: AtomicU64,
+    /// How long a stop waits for lent tails ([`VhostUserConfig::stop_wait`]).
+    stop_wait: std::time::Duration,
 }
 
 /// Queues of a port (receive and transmit of every pair).
 const QUEUES: usize = 2 * MAX_QUEUE_PAIRS as usize;
 
-/// Longest a GET_VRING_BASE waits for the tails lent from its queue to come back (the
-/// NIC or the kernel still reading the guest's bytes). Past it the stop goes ahead and
-/// the late chains are counted stale, never put into the queue's next ring.
-const STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// Default of [`VhostUserConfig::stop_wait`].
+pub const DEFAULT_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Shared {
     fn poke(fd: &OwnedFd) {
@@ -293,7 +293,7 @@ impl VhostUserBackend for NetBackend {
         }
         // The data side returns tails on its next batch: make sure it runs.
         self.shared.wake_engine();
-        let deadline = std::time::Instant::now() + STOP_WAIT;
+        let deadline = std::time::Instant::now() + self.shared.stop_wait;
         while lent.load(Ordering::Acquire) > 0 {
             if std::time::Instant::now() >= deadline {
                 self.shared.stop_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -646,6 +646,11 @@ pub struct VhostUserConfig {
     /// tail, when those lie in one range ([`crate::tails`]); 0 copies every frame.
     /// Default [`tails::DEFAULT_THRESHOLD`].
     pub zero_copy_threshold: usize,
+    /// Longest a GET_VRING_BASE waits for the tails lent from its queue to come back
+    /// (the NIC or the kernel still reading the guest's bytes). Past it the stop goes
+    /// ahead and the late chains are counted stale, never put into the queue's next
+    /// ring. Default [`DEFAULT_STOP_WAIT`].
+    pub stop_wait: std::time::Duration,
 }
 
 impl Default for VhostUserConfig {
@@ -657,6 +662,7 @@ impl Default for VhostUserConfig {
             mtu: 1500,
             max_queue_pairs: net::DEFAULT_QUEUE_PAIRS,
             zero_copy_threshold: tails::DEFAULT_THRESHOLD,
+            stop_wait: DEFAULT_STOP_WAIT,
         }
     }
 }
@@ -819,6 +825,7 @@ impl VhostUserPort {
             stops: std::array::from_fn(|_| AtomicU32::new(0)),
             lent: std::array::from_fn(|_| AtomicU32::new(0)),
             stop_timeouts: AtomicU64::new(0),
+            stop_wait: cfg.stop_wait,
         });
         let s = Arc::clone(&shared);
         let socket = cfg.socket.clone();

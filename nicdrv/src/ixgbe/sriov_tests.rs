@@ -42,10 +42,14 @@ fn sriov_port(vfs: Vec<VfPolicy>, pool: &Mempool) -> (IxgbeModel, ModelPort) {
     (model, port)
 }
 
+/// Small rings; each mailbox exchange may wait 10 s (default 500 ms) for the PF thread,
+/// which a busy machine may not run for a while. Tests of a PF that never answers set
+/// their own short timeout.
 fn small_vf() -> IxgbeVfConfig {
     IxgbeVfConfig {
         rx_ring: 16,
         tx_ring: 16,
+        mailbox_timeout: Duration::from_secs(10),
         ..IxgbeVfConfig::default()
     }
 }

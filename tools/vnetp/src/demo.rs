@@ -174,7 +174,13 @@ fn iperf(
             Some(&dir.join("iperf3-server.log")),
         )
         .ok()?;
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the server listens (a busy machine may start it late), not a fixed pause.
+    let listening = format!("{server_ip}:5201");
+    netns::wait_for(Duration::from_secs(30), || {
+        server
+            .exec(&["ss", "-Hltn"])
+            .is_ok_and(|out| out.split_whitespace().any(|w| w == listening))
+    });
     let secs = seconds.to_string();
     let out = client.exec(&["iperf3", "-c", server_ip, "-t", &secs, "-J"]);
     let _ = srv.kill();

@@ -21,12 +21,15 @@ fn port(name: &str) -> VhostUserPort {
 }
 
 fn port_with(name: &str, max_queue_pairs: u16) -> VhostUserPort {
-    let cfg = VhostUserConfig {
+    port_cfg(VhostUserConfig {
         name: name.into(),
         socket: socket(name),
         max_queue_pairs,
         ..VhostUserConfig::default()
-    };
+    })
+}
+
+fn port_cfg(cfg: VhostUserConfig) -> VhostUserPort {
     VhostUserPort::listen(cfg, Mempool::new(512, 2048).expect("mempool")).expect("listen")
 }
 
@@ -239,10 +242,16 @@ fn event(port: &VhostUserPort, name: &str) -> u64 {
         .map_or_else(|| panic!("no event counter {name}"), |c| c.count)
 }
 
-/// A guest on a fresh port with one 1400-byte frame sent; the port has taken it, its
-/// bytes past the headers still lent from the guest's transmit buffer.
-fn lent_frame(name: &str) -> (VhostUserPort, VirtioUser, Batch) {
-    let mut p = port(name);
+/// A guest on a fresh port (a queue stop waits `stop_wait` for lent tails) with one
+/// 1400-byte frame sent; the port has taken it, its bytes past the headers still lent
+/// from the guest's transmit buffer.
+fn lent_frame(name: &str, stop_wait: Duration) -> (VhostUserPort, VirtioUser, Batch) {
+    let mut p = port_cfg(VhostUserConfig {
+        name: name.into(),
+        socket: socket(name),
+        stop_wait,
+        ..VhostUserConfig::default()
+    });
     let mut g = guest(name);
     settle(&mut p);
     let mut frame = vec![0u8; 1400];
@@ -250,7 +259,7 @@ fn lent_frame(name: &str) -> (VhostUserPort, VirtioUser, Batch) {
     frame[12..14].copy_from_slice(&[0x88, 0xb5]);
     assert_eq!(g.send(&[&frame]).expect("send"), 1);
     let mut batch = Batch::new();
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + Duration::from_secs(30);
     while batch.is_empty() && Instant::now() < end {
         p.rx_batch(&mut batch);
     }
@@ -276,7 +285,7 @@ fn check_restarted_queue(p: &mut VhostUserPort, g: &mut VirtioUser) {
         "a chain from before the restart came back"
     );
     let mut batch = Batch::new();
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + Duration::from_secs(30);
     while batch.is_empty() && Instant::now() < end {
         p.rx_batch(&mut batch);
     }
@@ -291,7 +300,9 @@ fn check_restarted_queue(p: &mut VhostUserPort, g: &mut VirtioUser) {
 
 #[test]
 fn a_queue_stop_waits_for_lent_tails_and_their_chains_stay_out_of_the_new_ring() {
-    let (mut p, g, mut batch) = lent_frame("stopwait");
+    // The stop waits up to a minute here, not the default 100 ms: it must see the tail
+    // come back from this thread, which a busy machine may not run for a while.
+    let (mut p, g, mut batch) = lent_frame("stopwait", Duration::from_secs(60));
     // The guest stops and sets up its transmit queue again (GET_VRING_BASE ...): the
     // stop must wait until the tail is back, as the engine gives it back meanwhile.
     let restart = std::thread::spawn(move || {
@@ -299,7 +310,7 @@ fn a_queue_stop_waits_for_lent_tails_and_their_chains_stay_out_of_the_new_ring()
         let base = g.restart_queue(0, TX_QUEUE).expect("restart");
         (g, base)
     });
-    let end = Instant::now() + Duration::from_secs(5);
+    let end = Instant::now() + Duration::from_secs(30);
     while p.shared.stops[TX_QUEUE].load(std::sync::atomic::Ordering::Acquire) == 0 {
         assert!(
             Instant::now() < end,
@@ -331,7 +342,7 @@ fn a_queue_stop_waits_for_lent_tails_and_their_chains_stay_out_of_the_new_ring()
 fn a_tail_back_only_after_a_queue_restart_never_reaches_the_new_ring() {
     // The frame is held across the whole restart (a NIC that has not sent it yet): the
     // stop gives up after its bound and the queue is ready again before the port looks.
-    let (mut p, mut g, mut batch) = lent_frame("stoplate");
+    let (mut p, mut g, mut batch) = lent_frame("stoplate", super::DEFAULT_STOP_WAIT);
     assert_eq!(g.restart_queue(0, TX_QUEUE).expect("restart"), 1);
     assert_eq!(event(&p, "tx_zero_copy_stop_timeout"), 1);
     batch.clear();

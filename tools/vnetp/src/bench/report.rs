@@ -61,7 +61,8 @@ pub struct Throughput {
     pub send_secs: f64,
     /// Seconds between the receiver's first and last datagram.
     pub recv_secs: f64,
-    /// Frames per second received.
+    /// Frames per second received: over `recv_secs`, or over `send_secs` when every
+    /// frame came in one receive batch (no window of the receiver's own).
     pub pps: f64,
     /// Gbit/s of frames (frame size x pps) received.
     pub gbps: f64,
@@ -73,8 +74,13 @@ impl Throughput {
     /// From the sender's count and the receiver's report.
     pub fn new(size: usize, sent: u64, send_ns: u64, c: SinkCounts) -> Self {
         let recv_secs = c.elapsed_ns as f64 / 1e9;
+        let send_secs = send_ns as f64 / 1e9;
         let pps = if c.count >= 2 && recv_secs > 0.0 {
             c.count as f64 / recv_secs
+        } else if c.count > 0 && send_secs > 0.0 {
+            // Everything arrived in one receive batch (a receiver that ran late, after
+            // the sender): no window of its own, so over the time they were sent in.
+            c.count as f64 / send_secs
         } else {
             0.0
         };
@@ -86,7 +92,7 @@ impl Throughput {
         Self {
             sent,
             received: c.count,
-            send_secs: send_ns as f64 / 1e9,
+            send_secs,
             recv_secs,
             pps,
             gbps: pps * size as f64 * 8.0 / 1e9,
@@ -157,6 +163,18 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A ratio with two decimals, or three significant digits when it is below 0.1: an
+/// overlay path measured at 0.3 % of native (a starved machine) prints as 0.00300, not
+/// as a zero it is not.
+fn fmt_ratio(v: f64) -> String {
+    let decimals = if v > 0.0 && v < 0.1 {
+        (2 - v.log10().floor() as i32).clamp(2, 12) as usize
+    } else {
+        2
+    };
+    format!("{v:.decimals$}")
+}
+
 impl Report {
     /// Builds the rows from each path's points; the first path is the native baseline.
     pub fn new(
@@ -204,7 +222,7 @@ impl Report {
     /// The terminal table.
     pub fn table(&self) -> String {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        let r = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let r = |v: Option<f64>| v.map_or("-".to_string(), fmt_ratio);
         let mut s = String::new();
         // As wide as the longest path name ("overlay (vhost-user guests)").
         let w = self.paths.iter().map(String::len).fold(13, usize::max);
@@ -284,6 +302,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn small_ratios_keep_three_significant_digits_and_others_two_decimals() {
+        assert_eq!(fmt_ratio(0.5), "0.50");
+        assert_eq!(fmt_ratio(3.0), "3.00");
+        assert_eq!(fmt_ratio(0.0), "0.00");
+        assert_eq!(fmt_ratio(0.0512), "0.0512");
+        assert_eq!(fmt_ratio(0.003_14), "0.00314");
+        assert_eq!(fmt_ratio(0.1), "0.10");
+    }
+
+    #[test]
     fn percentiles_are_nearest_rank() {
         let mut v: Vec<u64> = (1..=1000).rev().map(|x| x * 1000).collect();
         let l = Latency::from_samples(&mut v, 3);
@@ -310,6 +338,14 @@ mod tests {
         assert!((t.loss - 0.2).abs() < 1e-12, "{}", t.loss);
         let none = Throughput::new(64, 10, 1, SinkCounts::default());
         assert_eq!((none.pps, none.loss), (0.0, 1.0));
+        // All 64 read in one batch: no receive window, the send time stands in.
+        let burst = SinkCounts {
+            count: 64,
+            bytes: 64 * 22,
+            elapsed_ns: 0,
+        };
+        let t = Throughput::new(64, 64, 500_000_000, burst);
+        assert_eq!((t.pps, t.loss), (128.0, 0.0));
     }
 
     fn point(size: usize, gbps: f64, p50: f64) -> Point {
