@@ -439,6 +439,12 @@ impl UdpPort {
         self.local
     }
 
+    /// A second descriptor of this socket, for control-time changes made after the
+    /// port moved to its dispatcher thread, such as [`attach_reuseport_cbpf`].
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     /// Moves datagrams split from pending GRO buffers into `batch`, in order, while it
     /// has room. Every datagram but a buffer's last is copied into a buffer of its own;
     /// the last is the coalesced buffer itself, its head moved to that datagram.
@@ -983,6 +989,159 @@ impl Port for UdpPort {
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.fd.as_fd())
+    }
+}
+
+// ---- steering a reuseport group by inner destination MAC ----------------------------
+
+/// Where the inner Ethernet destination MAC starts in a datagram's payload: at 0 for
+/// the vnetp encapsulation (the whole frame is the payload), at 8 for VXLAN (after
+/// its 8-byte header).
+pub const INNER_MAC_OFFSETS: [u32; 2] = [0, 8];
+
+/// Most instructions the kernel takes in a classic BPF program (`BPF_MAXINSNS`).
+pub const CBPF_MAX_INSNS: usize = 4096;
+
+/// What a reuseport program returns to leave the choice to the kernel's 4-tuple hash:
+/// any index at or above the group's socket count does.
+const RET_HASH: u32 = u32::MAX;
+
+// Classic BPF opcodes (linux/filter.h), as `sock_filter::code`.
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// Instructions one (MAC, offset) test takes: load word, compare, load half, compare,
+/// return the socket.
+const INSNS_PER_TEST: usize = 5;
+
+/// A classic BPF program for `SO_ATTACH_REUSEPORT_CBPF` that picks, for each received
+/// datagram, the socket whose index its inner destination MAC maps to, and leaves
+/// every other datagram (broadcast, multicast, unknown MAC, encrypted payload) to the
+/// kernel's 4-tuple hash.
+///
+/// The kernel runs it with the packet data at the UDP payload and uses its return
+/// value as an index into the group's sockets in the order they were bound. A load
+/// beyond a short datagram makes it return 0 (socket 0). Per target and offset:
+/// `ld [off]; jeq hi32(mac) ? next : skip; ldh [off+4]; jeq lo16(mac) ? next : skip;
+/// ret socket`; then `ret 0xffffffff`.
+pub struct MacSteering {
+    insns: Vec<libc::sock_filter>,
+    steered: usize,
+}
+
+impl std::fmt::Debug for MacSteering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MacSteering")
+            .field("instructions", &self.insns.len())
+            .field("steered", &self.steered)
+            .finish()
+    }
+}
+
+impl MacSteering {
+    /// The program sending datagrams whose inner destination MAC (at any of
+    /// `offsets` in the payload) is a target's MAC to that target's socket index.
+    /// Group addresses are skipped (a broadcast goes by the hash); targets beyond
+    /// what fits in [`CBPF_MAX_INSNS`] are left out, in order: see
+    /// [`MacSteering::steered`].
+    pub fn new(targets: &[([u8; 6], u32)], offsets: &[u32]) -> Self {
+        let per_target = INSNS_PER_TEST * offsets.len();
+        // No offset: nothing to test, every datagram hashes.
+        let room = (CBPF_MAX_INSNS - 1).checked_div(per_target).unwrap_or(0);
+        let unicast: Vec<&([u8; 6], u32)> =
+            targets.iter().filter(|(mac, _)| mac[0] & 1 == 0).collect();
+        let steered = unicast.len().min(room);
+        let mut insns = Vec::with_capacity(steered * per_target + 1);
+        for &off in offsets {
+            for (mac, socket) in &unicast[..steered] {
+                let hi = u32::from_be_bytes([mac[0], mac[1], mac[2], mac[3]]);
+                let lo = u32::from(u16::from_be_bytes([mac[4], mac[5]]));
+                // Jumps are relative to the next instruction: "skip" lands on the next
+                // test's first instruction.
+                insns.extend([
+                    insn(LD_W_ABS, 0, 0, off),
+                    insn(JEQ_K, 0, 3, hi),
+                    insn(LD_H_ABS, 0, 0, off.saturating_add(4)),
+                    insn(JEQ_K, 0, 1, lo),
+                    insn(RET_K, 0, 0, *socket),
+                ]);
+            }
+        }
+        insns.push(insn(RET_K, 0, 0, RET_HASH));
+        Self { insns, steered }
+    }
+
+    /// The program's instructions (at least one: the final return).
+    pub fn instructions(&self) -> &[libc::sock_filter] {
+        &self.insns
+    }
+
+    /// How many targets the program steers (the unicast ones that fit).
+    pub fn steered(&self) -> usize {
+        self.steered
+    }
+
+    /// What the kernel would return for a datagram with this payload (for tests and
+    /// tools; the kernel runs the program itself): a socket index, `0` for a load
+    /// beyond the payload, `u32::MAX` for the hash.
+    pub fn run(&self, payload: &[u8]) -> u32 {
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        while let Some(i) = self.insns.get(pc) {
+            pc += 1;
+            match i.code {
+                LD_W_ABS | LD_H_ABS => {
+                    let width = if i.code == LD_W_ABS { 4 } else { 2 };
+                    let start = i.k as usize;
+                    let Some(b) = payload.get(start..start.saturating_add(width)) else {
+                        return 0;
+                    };
+                    acc = b.iter().fold(0, |a, &x| (a << 8) | u32::from(x));
+                }
+                JEQ_K => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
+                RET_K => return i.k,
+                _ => return 0,
+            }
+        }
+        0
+    }
+}
+
+const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// Attaches `program` to the `SO_REUSEPORT` group of the UDP socket `fd`, replacing
+/// the one there: from then on the kernel gives each datagram to the group's socket
+/// the program returns (see [`MacSteering`]).
+pub fn attach_reuseport_cbpf(fd: BorrowedFd<'_>, program: &MacSteering) -> std::io::Result<()> {
+    let insns = program.instructions();
+    let len = u16::try_from(insns.len())
+        .ok()
+        .filter(|&n| usize::from(n) <= CBPF_MAX_INSNS)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: insns.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `len` instructions of `insns`, alive for the call; the
+    // kernel copies them (it never writes through the pointer) and reads one
+    // `sock_fprog` of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::from_ref(&fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -1636,6 +1795,147 @@ mod tests {
         if ran.is_none() {
             eprintln!("skipped: needs root and ip to build a private network namespace");
         }
+    }
+
+    const MAC_X: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0x00, 0x01];
+    const MAC_Y: [u8; 6] = [0x52, 0x54, 0x00, 0xbb, 0x00, 0x02];
+
+    /// An Ethernet frame to `dst` (IPv4 ethertype, a few bytes of body).
+    fn eth_to(dst: [u8; 6], tag: u8) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend([0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
+        f.extend([tag; 20]);
+        f
+    }
+
+    /// A VXLAN datagram (VNI 42) carrying `frame`.
+    fn vxlan(frame: &[u8]) -> Vec<u8> {
+        [&[0x08, 0, 0, 0, 0, 0, 42, 0][..], frame].concat()
+    }
+
+    #[test]
+    fn mac_steering_program_has_one_test_per_mac_and_offset_and_ends_in_the_hash() {
+        let p = MacSteering::new(&[(MAC_X, 1), (MAC_Y, 0)], &INNER_MAC_OFFSETS);
+        assert_eq!(p.steered(), 2);
+        let i = p.instructions();
+        assert_eq!(i.len(), 2 * 2 * 5 + 1);
+        let shape: Vec<(u16, u8, u8, u32)> =
+            i[..5].iter().map(|x| (x.code, x.jt, x.jf, x.k)).collect();
+        assert_eq!(
+            shape,
+            [
+                (0x20, 0, 0, 0),           // ld [0]
+                (0x15, 0, 3, 0x5254_00aa), // jeq hi32 else next test
+                (0x28, 0, 0, 4),           // ldh [4]
+                (0x15, 0, 1, 0x0001),      // jeq lo16 else next test
+                (0x06, 0, 0, 1),           // ret socket 1
+            ]
+        );
+        // The VXLAN tests read at 8 and 12.
+        assert_eq!((i[10].code, i[10].k), (0x20, 8));
+        assert_eq!((i[12].code, i[12].k), (0x28, 12));
+        let last = i[i.len() - 1];
+        assert_eq!((last.code, last.k), (0x06, u32::MAX));
+    }
+
+    #[test]
+    fn mac_steering_picks_the_owner_for_both_encaps_and_the_hash_for_the_rest() {
+        let p = MacSteering::new(&[(MAC_X, 1), (MAC_Y, 2)], &INNER_MAC_OFFSETS);
+        assert_eq!(p.run(&eth_to(MAC_X, 1)), 1);
+        assert_eq!(p.run(&eth_to(MAC_Y, 1)), 2);
+        assert_eq!(p.run(&vxlan(&eth_to(MAC_X, 1))), 1);
+        assert_eq!(p.run(&vxlan(&eth_to(MAC_Y, 1))), 2);
+        assert_eq!(p.run(&eth_to([0xff; 6], 1)), u32::MAX, "broadcast");
+        assert_eq!(
+            p.run(&eth_to([0x52, 0x54, 0x00, 0xaa, 0x00, 0x02], 1)),
+            u32::MAX
+        );
+        // Same first four bytes, other last two: no hit.
+        assert_eq!(
+            p.run(&[0x52, 0x54, 0x00, 0xaa, 0x00]),
+            0,
+            "a runt reads past its end"
+        );
+        // An encrypted link's payload: salt and sequence, no MAC to find.
+        let sealed = [
+            0x9c, 0x1e, 0x55, 0x07, 0, 0, 0x18, 0x7a, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66,
+        ];
+        assert_eq!(p.run(&sealed), u32::MAX);
+    }
+
+    #[test]
+    fn mac_steering_skips_group_macs_and_keeps_within_the_kernel_limit() {
+        let p = MacSteering::new(&[([0x01, 0, 0x5e, 0, 0, 1], 1), (MAC_X, 1)], &[0]);
+        assert_eq!(p.steered(), 1);
+        assert_eq!(p.instructions().len(), 6);
+        let many: Vec<([u8; 6], u32)> = (0..1000u32)
+            .map(|n| {
+                let b = n.to_be_bytes();
+                ([0x02, 0, 0, 0, b[2], b[3]], n % 4)
+            })
+            .collect();
+        let p = MacSteering::new(&many, &INNER_MAC_OFFSETS);
+        assert_eq!(p.steered(), (CBPF_MAX_INSNS - 1) / 10);
+        assert!(p.instructions().len() <= CBPF_MAX_INSNS);
+        // The first ones are steered, the rest hash.
+        assert_eq!(p.run(&eth_to(many[3].0, 0)), 3);
+        assert_eq!(p.run(&eth_to(many[999].0, 0)), u32::MAX);
+        assert_eq!(MacSteering::new(&[(MAC_X, 1)], &[]).instructions().len(), 1);
+    }
+
+    #[test]
+    fn a_reuseport_program_delivers_each_datagram_to_the_socket_of_its_inner_mac() {
+        // Each port keeps a batch of buffers posted.
+        let pool = pool(4 * BATCH_MAX as u32, 2048);
+        let shared = UdpOptions {
+            reuse_port: true,
+            ..UdpOptions::default()
+        };
+        let first =
+            UdpPort::bind_with("127.0.0.1:0".parse().unwrap(), pool.clone(), shared).unwrap();
+        let addr = first.local_addr();
+        let mut ports = vec![first];
+        for _ in 1..3 {
+            ports.push(UdpPort::bind_with(addr, pool.clone(), shared).unwrap());
+        }
+        // Through a second descriptor of a socket other than the first: any member
+        // of the group sets the group's program.
+        let fd = ports[2].try_clone_fd().unwrap();
+        let program = MacSteering::new(&[(MAC_X, 1), (MAC_Y, 2)], &INNER_MAC_OFFSETS);
+        attach_reuseport_cbpf(fd.as_fd(), &program).unwrap();
+
+        // One sender, so without the program the hash would put all on one socket.
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let x = eth_to(MAC_X, 1);
+        let y = vxlan(&eth_to(MAC_Y, 2));
+        let bcast = eth_to([0xff; 6], 3);
+        let runt = vec![0x52, 0x54, 0x00];
+        let x_again = eth_to(MAC_X, 4);
+        for d in [&x, &y, &bcast, &runt, &x_again] {
+            tx.send_to(d, addr).unwrap();
+        }
+        let mut got: Vec<(usize, Vec<u8>)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut batch = Batch::new();
+        while got.len() < 5 && Instant::now() < deadline {
+            let mut any = false;
+            for (i, p) in ports.iter_mut().enumerate() {
+                if p.rx_batch(&mut batch) > 0 {
+                    any = true;
+                    got.extend(batch.drain().map(|b| (i, b.data().to_vec())));
+                }
+            }
+            if !any {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(got.len(), 5, "every datagram arrives: {got:?}");
+        let on = |d: &Vec<u8>| got.iter().find(|(_, g)| g == d).map(|(i, _)| *i);
+        assert_eq!(on(&x), Some(1), "vnetp frame to X");
+        assert_eq!(on(&x_again), Some(1), "vnetp frame to X");
+        assert_eq!(on(&y), Some(2), "VXLAN frame to Y");
+        assert!(on(&bcast).is_some(), "broadcast goes by the hash");
+        assert_eq!(on(&runt), Some(0), "a runt fails its load: socket 0");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_queue::ArrayQueue;
+use pkt::wire::MacAddr;
 use pkt::{Batch, Mempool, Offloads, PktBuf, Port, PortCaps, PortKind, PortStats};
 
 use crate::config::{Config, InterfaceKind};
@@ -139,17 +140,33 @@ impl InboundRing {
     }
 }
 
+/// Told which shard owns which interface MAC, each time that changes: the daemon
+/// steers the underlay's datagrams to the owner's socket with it.
+pub type SteerFn = Box<dyn FnMut(&[(MacAddr, usize)]) + Send>;
+
 /// Which shard owns each interface, and the interfaces' rings. Locked only when an
 /// interface is created or removed (control time), never per frame.
-#[derive(Debug)]
 pub struct ShardRegistry {
     shards: usize,
     map: Mutex<HashMap<String, Owned>>,
+    /// Called with every interface's (MAC, owner) when an interface is created or
+    /// removed; locked after `map`.
+    steer: Mutex<Option<SteerFn>>,
+}
+
+impl std::fmt::Debug for ShardRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardRegistry")
+            .field("shards", &self.shards)
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 struct Owned {
     owner: usize,
+    mac: MacAddr,
     ring: Arc<InboundRing>,
     /// Shards that hold this interface (the owner and its stand-ins).
     holders: usize,
@@ -161,7 +178,38 @@ impl ShardRegistry {
         Arc::new(Self {
             shards: shards.max(1),
             map: Mutex::new(HashMap::new()),
+            steer: Mutex::new(None),
         })
+    }
+
+    /// Calls `steer` with every interface's MAC and owner now, and again whenever an
+    /// interface is created or removed (not when another shard takes a hold on an
+    /// existing one), until replaced. It runs under the registry's lock, so its calls
+    /// come in the order of the changes.
+    pub fn set_steering(&self, mut steer: SteerFn) {
+        let map = self.lock();
+        steer(&Self::targets(&map));
+        *self.steer_lock() = Some(steer);
+    }
+
+    fn steer_lock(&self) -> MutexGuard<'_, Option<SteerFn>> {
+        self.steer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every interface's (MAC, owner), by interface name.
+    fn targets(map: &HashMap<String, Owned>) -> Vec<(MacAddr, usize)> {
+        let mut named: Vec<(&String, &Owned)> = map.iter().collect();
+        named.sort_by_key(|(name, _)| *name);
+        named.into_iter().map(|(_, o)| (o.mac, o.owner)).collect()
+    }
+
+    /// Tells the steering function (if any) about the interfaces in `map`.
+    fn resteer(&self, map: &HashMap<String, Owned>) {
+        if let Some(steer) = self.steer_lock().as_mut() {
+            steer(&Self::targets(map));
+        }
     }
 
     /// Number of shards.
@@ -182,11 +230,11 @@ impl ShardRegistry {
         self.lock().get(name).map(|o| o.owner)
     }
 
-    /// A shard's hold on interface `name`: its owner and ring. The first shard to ask
-    /// for a name decides its owner: the shard owning the fewest interfaces, ties to
-    /// the lowest index. Every shard that asks gets the same answer until the last
-    /// hold is dropped.
-    pub fn claim(self: &Arc<Self>, name: &str) -> std::io::Result<Lease> {
+    /// A shard's hold on interface `name` (with MAC `mac`): its owner and ring. The
+    /// first shard to ask for a name decides its owner: the shard owning the fewest
+    /// interfaces, ties to the lowest index. Every shard that asks gets the same
+    /// answer until the last hold is dropped.
+    pub fn claim(self: &Arc<Self>, name: &str, mac: MacAddr) -> std::io::Result<Lease> {
         let mut map = self.lock();
         let (owner, ring) = match map.get_mut(name) {
             Some(o) => {
@@ -206,10 +254,12 @@ impl ShardRegistry {
                     name.to_string(),
                     Owned {
                         owner,
+                        mac,
                         ring: Arc::clone(&ring),
                         holders: 1,
                     },
                 );
+                self.resteer(&map);
                 (owner, ring)
             }
         };
@@ -254,6 +304,7 @@ impl Drop for Lease {
             o.holders = o.holders.saturating_sub(1);
             if o.holders == 0 {
                 map.remove(&self.name);
+                self.registry.resteer(&map);
             }
         }
     }
@@ -384,7 +435,7 @@ pub(crate) fn seat_port(
     };
     let lease = seat
         .registry
-        .claim(&cfg.name)
+        .claim(&cfg.name, cfg.mac)
         .map_err(|e| format!("interface {}: ring eventfd: {e}", cfg.name))?;
     if lease.owner == seat.index {
         // On failure the lease drops here, and with the last one the claim.
@@ -475,6 +526,20 @@ impl Shards {
             ends,
             handle,
         })
+    }
+
+    /// Steers the underlay by interface MAC: `steer` is called with every interface's
+    /// (MAC, owner shard) now and whenever an interface is created or removed (see
+    /// [`ShardRegistry::set_steering`]). False, and `steer` is never called, with one
+    /// shard.
+    pub fn steer_underlay(&self, steer: SteerFn) -> bool {
+        match self.handle.registry() {
+            Some(r) => {
+                r.set_steering(steer);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The handle that sends control commands to every shard.

@@ -149,17 +149,17 @@ fn dropping_a_ring_with_frames_in_it_returns_every_buffer() {
 fn the_registry_gives_each_interface_to_the_least_loaded_shard_and_forgets_it_with_the_last_lease()
 {
     let reg = ShardRegistry::new(3);
-    let a0 = reg.claim("a").unwrap();
-    let b0 = reg.claim("b").unwrap();
-    let c0 = reg.claim("c").unwrap();
-    let d0 = reg.claim("d").unwrap();
+    let a0 = reg.claim("a", mac(1)).unwrap();
+    let b0 = reg.claim("b", mac(2)).unwrap();
+    let c0 = reg.claim("c", mac(3)).unwrap();
+    let d0 = reg.claim("d", mac(4)).unwrap();
     assert_eq!(
         [a0.owner(), b0.owner(), c0.owner(), d0.owner()],
         [0, 1, 2, 0],
         "fewest owned interfaces first, ties to the lowest index"
     );
     // Other shards asking for the same name get the same owner and ring.
-    let b1 = reg.claim("b").unwrap();
+    let b1 = reg.claim("b", mac(2)).unwrap();
     assert_eq!(b1.owner(), 1);
     assert!(std::ptr::eq(b0.ring(), b1.ring()));
     drop(b0);
@@ -167,8 +167,44 @@ fn the_registry_gives_each_interface_to_the_least_loaded_shard_and_forgets_it_wi
     drop(b1);
     assert_eq!(reg.owner("b"), None, "forgotten with the last lease");
     // Shard 1 now owns nothing: the next interface goes there.
-    assert_eq!(reg.claim("e").unwrap().owner(), 1);
+    assert_eq!(reg.claim("e", mac(5)).unwrap().owner(), 1);
     drop((a0, c0, d0));
+}
+
+/// What a steering function is told: each interface's MAC and owner.
+type Targets = Vec<(MacAddr, usize)>;
+
+/// A unicast interface MAC ending in `n`.
+fn mac(n: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0, 0, 0, n])
+}
+
+#[test]
+fn steering_hears_of_every_interface_created_or_removed_but_not_of_further_holds() {
+    let reg = ShardRegistry::new(2);
+    let a0 = reg.claim("a", mac(1)).unwrap();
+    let heard: Arc<Mutex<Vec<Targets>>> = Arc::default();
+    let h = Arc::clone(&heard);
+    reg.set_steering(Box::new(move |t| h.lock().unwrap().push(t.to_vec())));
+    let calls = || heard.lock().unwrap().clone();
+    assert_eq!(calls(), [vec![(mac(1), 0)]], "told at once of what exists");
+    let b0 = reg.claim("b", mac(2)).unwrap();
+    assert_eq!(calls().len(), 2);
+    assert_eq!(calls()[1], [(mac(1), 0), (mac(2), 1)]);
+    // Shard 1 takes its hold on "a", shard 0 on "b": no change of ownership.
+    let a1 = reg.claim("a", mac(1)).unwrap();
+    let b1 = reg.claim("b", mac(2)).unwrap();
+    drop(a1);
+    assert_eq!(calls().len(), 2, "holds come and go without a new program");
+    drop(a0);
+    assert_eq!(
+        calls().len(),
+        3,
+        "the last hold's end removes the interface"
+    );
+    assert_eq!(calls()[2], [(mac(2), 1)]);
+    drop((b0, b1));
+    assert_eq!(calls()[3], []);
 }
 
 fn report(name: &str, shard: usize, rx: u64, tx: u64, drops: &[(&str, u64)]) -> InterfaceReport {
@@ -690,6 +726,10 @@ fn one_shard_has_no_registry_no_stand_ins_and_unchanged_listings() {
     )
     .unwrap();
     assert!(shards.handle().registry().is_none());
+    assert!(
+        !shards.steer_underlay(Box::new(|_| panic!("one shard steers nothing"))),
+        "one socket: no program"
+    );
     let e = &mut shards.engines_mut()[0];
     assert_eq!(
         e.apply(Command::InterfaceList).unwrap(),
@@ -778,4 +818,40 @@ fn a_panicking_shard_stops_the_others_and_run_says_which() {
         other => panic!("expected shard 1's panic to stop every shard, got {other:?}"),
     }
     assert!(stop.load(Ordering::Relaxed));
+}
+
+#[test]
+fn two_shards_steer_each_configured_interface_mac_to_its_owner_and_follow_a_removal() {
+    let pool = pool(512);
+    let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
+    let (u0, ..) = MemPort::new("udp:0", PortKind::Datagram, &pool);
+    let (u1, ..) = MemPort::new("udp:1", PortKind::Datagram, &pool);
+    let devices = MemDevices {
+        pool: Some(pool.clone()),
+        ..Default::default()
+    };
+    let mut shards = Shards::build(
+        &cfg,
+        &pool,
+        vec![Box::new(u0), Box::new(u1)],
+        || Box::new(devices.clone()),
+        None,
+    )
+    .unwrap();
+    let heard: Arc<Mutex<Vec<Targets>>> = Arc::default();
+    let h = Arc::clone(&heard);
+    assert!(shards.steer_underlay(Box::new(move |t| h.lock().unwrap().push(t.to_vec()))));
+    assert_eq!(
+        heard.lock().unwrap().clone(),
+        [vec![(mac(1), 0), (mac(2), 1)]]
+    );
+    for e in shards.engines_mut() {
+        e.apply(Command::InterfaceDel { name: "vm1".into() })
+            .unwrap();
+    }
+    assert_eq!(
+        heard.lock().unwrap().clone(),
+        [vec![(mac(1), 0), (mac(2), 1)], vec![(mac(1), 0)]],
+        "one new program, after the last shard let vm1 go"
+    );
 }

@@ -1,18 +1,21 @@
 //! `vnetp run`: build the ports a configuration asks for and run the engine.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
+use nicdrv::udp::{INNER_MAC_OFFSETS, MacSteering, attach_reuseport_cbpf};
 use nicdrv::{AfPacketPort, AfXdpOptions, AfXdpPort, TapPort, UdpOptions, UdpPort};
 use overlay::config::{self, Config, InterfaceConfig, InterfaceKind, RawKind, UnderlayConfig};
 use overlay::engine::InterfaceFactory;
 use overlay::metrics::MetricsServer;
 use overlay::server::ControlServer;
-use overlay::shard::Shards;
+use overlay::shard::{Shards, SteerFn};
 use overlay::underlay::{L2Underlay, UnderlayOptions};
+use pkt::wire::MacAddr;
 use pkt::{HEADROOM, Mempool};
 
 /// Buffers in the packet pool: enough for every port's batches and queues...
@@ -42,6 +45,43 @@ pub fn run(path: &Path, check: bool) -> anyhow::Result<ExitCode> {
     init_logging();
     daemon(path, cfg)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The function that (re)attaches the underlay's reuseport program whenever the
+/// interfaces' owners change: each datagram for an interface goes to its owner's
+/// socket, so it is decapsulated where the interface lives instead of crossing a shard
+/// ring. Datagrams it cannot place (broadcast, encrypted, interfaces beyond the
+/// program's size) go by the kernel's 4-tuple hash, as without it: the receiving shard
+/// still hands them to the owner.
+fn steer_by_mac(fd: OwnedFd) -> SteerFn {
+    let mut told_overflow = false;
+    Box::new(move |targets: &[(MacAddr, usize)]| {
+        let targets: Vec<([u8; 6], u32)> = targets
+            .iter()
+            .filter(|(mac, _)| !mac.is_multicast())
+            .map(|(mac, shard)| (mac.0, u32::try_from(*shard).unwrap_or(u32::MAX)))
+            .collect();
+        let program = MacSteering::new(&targets, &INNER_MAC_OFFSETS);
+        if program.steered() < targets.len() && !told_overflow {
+            told_overflow = true;
+            tracing::debug!(
+                interfaces = targets.len(),
+                steered = program.steered(),
+                "too many interfaces for one steering program: the rest go by the 4-tuple hash"
+            );
+        }
+        match attach_reuseport_cbpf(fd.as_fd(), &program) {
+            Ok(()) => tracing::info!(
+                interfaces = program.steered(),
+                instructions = program.instructions().len(),
+                "underlay datagrams steered to the shard owning their destination MAC"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot steer underlay datagrams by destination MAC; the kernel's 4-tuple hash spreads them over the shards"
+            ),
+        }
+    })
 }
 
 fn init_logging() {
@@ -87,6 +127,9 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
     let mut dma: Option<Arc<dyn pkt::DmaMap>> = None;
     // With several shards: the UDP sockets of shards 1 and up.
     let mut more_underlays: Vec<Box<dyn pkt::Port>> = Vec::new();
+    // With several UDP shards: a second descriptor of shard 0's socket, through which
+    // the reuseport group's steering program is (re)attached.
+    let mut steer_fd: Option<OwnedFd> = None;
     let underlay: Box<dyn pkt::Port> = match &cfg.host.underlay {
         UnderlayConfig::Udp { bind } => {
             let options = UdpOptions {
@@ -98,8 +141,13 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
             let first = UdpPort::bind_with(*bind, pool.clone(), options)
                 .with_context(|| format!("underlay udp {bind}"))?;
             // The other shards' sockets, on the first one's address (its port, when
-            // the configuration asked for port 0).
+            // the configuration asked for port 0). Bound in shard order, one after
+            // the other: the kernel numbers a reuseport group's sockets in bind
+            // order, and the steering program returns that number as the shard.
             let addr = first.local_addr();
+            if shards > 1 {
+                steer_fd = Some(first.try_clone_fd().context("underlay socket descriptor")?);
+            }
             for i in 1..shards {
                 let port = UdpPort::bind_with(addr, pool.clone(), options)
                     .with_context(|| format!("underlay udp {addr} (shard {i})"))?;
@@ -182,6 +230,9 @@ fn daemon(path: &Path, cfg: Config) -> anyhow::Result<()> {
         },
         Some(path),
     )?;
+    if let Some(fd) = steer_fd {
+        sharded.steer_underlay(steer_by_mac(fd));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("signal handler")?;
