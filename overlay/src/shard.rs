@@ -8,7 +8,10 @@
 //! owner through the ring's eventfd once per batch. The owner drains the ring each
 //! round into the interface's normal transmit path. Nothing on the packet path takes
 //! a lock or allocates: the [`ShardRegistry`] that decides ownership is locked only
-//! when an interface is created or removed.
+//! when an interface is created or removed. It also tells the daemon's steering
+//! function ([`ShardRegistry::set_steering`]) each interface's MAC and owner whenever
+//! that changes, so the underlay can hand each datagram to its owner's socket; a
+//! datagram received elsewhere still reaches the owner through the ring.
 //!
 //! One shard is the same code with no registry: interfaces have no ring and no
 //! stand-ins exist.
