@@ -40,6 +40,18 @@ fn wakeups(ring: &InboundRing) -> u64 {
     }
 }
 
+/// Shards built from `cfg` over these underlays, with in-memory devices (returned:
+/// they record what the factories made).
+fn build(cfg: &Config, pool: &Mempool, underlays: Vec<Box<dyn Port>>) -> (Shards, MemDevices) {
+    let devices = MemDevices {
+        pool: Some(pool.clone()),
+        ..Default::default()
+    };
+    let shards =
+        Shards::build(cfg, pool, underlays, || Box::new(devices.clone()), None).expect("shards");
+    (shards, devices)
+}
+
 #[test]
 fn frames_cross_threads_in_order() {
     let pool = pool(256);
@@ -473,18 +485,7 @@ fn two_shards_hand_frames_to_the_owner_apply_routes_on_both_and_merge_stats() {
     let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
     let (u0, in0, _out0) = MemPort::new("udp:0", PortKind::Datagram, &pool);
     let (u1, in1, _out1) = MemPort::new("udp:1", PortKind::Datagram, &pool);
-    let devices = MemDevices {
-        pool: Some(pool.clone()),
-        ..Default::default()
-    };
-    let shards = Shards::build(
-        &cfg,
-        &pool,
-        vec![Box::new(u0), Box::new(u1)],
-        || Box::new(devices.clone()),
-        None,
-    )
-    .unwrap();
+    let (shards, devices) = build(&cfg, &pool, vec![Box::new(u0), Box::new(u1)]);
     assert_eq!(shards.len(), 2);
     {
         let made = devices.sent.lock().unwrap();
@@ -646,18 +647,7 @@ fn removing_an_interface_frees_its_ring_on_every_shard_and_returns_the_frames_in
     let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
     let (u0, ..) = MemPort::new("udp:0", PortKind::Datagram, &pool);
     let (u1, in1, _) = MemPort::new("udp:1", PortKind::Datagram, &pool);
-    let devices = MemDevices {
-        pool: Some(pool.clone()),
-        ..Default::default()
-    };
-    let mut shards = Shards::build(
-        &cfg,
-        &pool,
-        vec![Box::new(u0), Box::new(u1)],
-        || Box::new(devices.clone()),
-        None,
-    )
-    .unwrap();
+    let (mut shards, _) = build(&cfg, &pool, vec![Box::new(u0), Box::new(u1)]);
     let registry = Arc::clone(shards.handle().registry().unwrap());
     let idle = pool.available();
     // Shard 1 receives 10 frames for vm0 (shard 0's) and queues them in vm0's ring;
@@ -713,18 +703,7 @@ fn one_shard_has_no_registry_no_stand_ins_and_unchanged_listings() {
     let pool = pool(256);
     let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
     let (u0, ..) = MemPort::new("udp:0", PortKind::Datagram, &pool);
-    let devices = MemDevices {
-        pool: Some(pool.clone()),
-        ..Default::default()
-    };
-    let mut shards = Shards::build(
-        &cfg,
-        &pool,
-        vec![Box::new(u0)],
-        || Box::new(devices.clone()),
-        None,
-    )
-    .unwrap();
+    let (mut shards, _) = build(&cfg, &pool, vec![Box::new(u0)]);
     assert!(shards.handle().registry().is_none());
     assert!(
         !shards.steer_underlay(Box::new(|_| panic!("one shard steers nothing"))),
@@ -790,18 +769,7 @@ fn a_panicking_shard_stops_the_others_and_run_says_which() {
     let u1 = PanickyPort {
         armed: Arc::clone(&armed),
     };
-    let devices = MemDevices {
-        pool: Some(pool.clone()),
-        ..Default::default()
-    };
-    let shards = Shards::build(
-        &cfg,
-        &pool,
-        vec![Box::new(u0), Box::new(u1)],
-        || Box::new(devices.clone()),
-        None,
-    )
-    .unwrap();
+    let (shards, _) = build(&cfg, &pool, vec![Box::new(u0), Box::new(u1)]);
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let stop2 = Arc::clone(&stop);
@@ -826,18 +794,7 @@ fn two_shards_steer_each_configured_interface_mac_to_its_owner_and_follow_a_remo
     let cfg = crate::config::parse("a.toml", CONFIG).unwrap();
     let (u0, ..) = MemPort::new("udp:0", PortKind::Datagram, &pool);
     let (u1, ..) = MemPort::new("udp:1", PortKind::Datagram, &pool);
-    let devices = MemDevices {
-        pool: Some(pool.clone()),
-        ..Default::default()
-    };
-    let mut shards = Shards::build(
-        &cfg,
-        &pool,
-        vec![Box::new(u0), Box::new(u1)],
-        || Box::new(devices.clone()),
-        None,
-    )
-    .unwrap();
+    let (mut shards, _) = build(&cfg, &pool, vec![Box::new(u0), Box::new(u1)]);
     let heard: Arc<Mutex<Vec<Targets>>> = Arc::default();
     let h = Arc::clone(&heard);
     assert!(shards.steer_underlay(Box::new(move |t| h.lock().unwrap().push(t.to_vec()))));

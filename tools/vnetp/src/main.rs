@@ -88,32 +88,8 @@ enum Cmd {
     /// Loopback benchmark between two hosts in network namespaces: latency and
     /// throughput over a sweep of frame sizes, overlay vs native vs kernel VXLAN.
     Bench {
-        /// Link encapsulation: vnetp or vxlan.
-        #[arg(long, default_value = "vnetp")]
-        encap: String,
-        /// Short run (CI): 3 sizes, short measurements.
-        #[arg(long)]
-        quick: bool,
-        /// Frame sizes in bytes, comma-separated (default 64..65000).
-        #[arg(long, value_delimiter = ',')]
-        sizes: Option<Vec<usize>>,
-        /// Skip the Linux kernel VXLAN comparison.
-        #[arg(long)]
-        no_kernel_vxlan: bool,
-        /// The daemons' dispatch mode: adaptive, guest or polling.
-        #[arg(long, default_value = "adaptive")]
-        dispatch: String,
-        /// The overlay's guests: tap (taps, UDP sockets behind them), vhost-user (our
-        /// virtio-user frontend on each daemon's vhost-user interface) or both.
-        #[arg(long, default_value = "tap")]
-        guest: String,
-        /// The vhost-user interfaces' zero_copy_threshold (0: copy every frame; default:
-        /// the port's).
-        #[arg(long)]
-        zero_copy_threshold: Option<usize>,
-        /// The daemons' dispatcher shards (`[host] shards`, 1..=16).
-        #[arg(long, default_value_t = 1)]
-        shards: usize,
+        #[command(flatten)]
+        options: bench::Options,
         /// Also write the results as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -190,30 +166,11 @@ fn main() -> ExitCode {
         Cmd::Bind { addrs, force, vfs } => bind::bind(&addrs, bind::BindOptions { force, vfs }),
         Cmd::Unbind { addrs } => bind::unbind(&addrs),
         Cmd::Bench {
-            encap,
-            quick,
-            sizes,
-            no_kernel_vxlan,
-            dispatch,
-            guest,
-            zero_copy_threshold,
-            shards,
+            options,
             csv,
             json,
             svg,
-        } => bench::bench(
-            &bench::Options {
-                encap,
-                quick,
-                sizes,
-                no_kernel_vxlan,
-                dispatch,
-                guest,
-                zero_copy_threshold,
-                shards,
-            },
-            &bench::Outputs { csv, json, svg },
-        ),
+        } => bench::bench(&options, &bench::Outputs { csv, json, svg }),
         Cmd::BenchAgent { role } => bench_agent(role),
     };
     match result {

@@ -582,24 +582,34 @@ pub fn emit(report: &Report, out: &Outputs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `vnetp bench` was asked for on its command line.
-#[derive(Debug, Clone)]
+/// What `vnetp bench` measures, as its command line gives it.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Link encapsulation: vnetp or vxlan.
+    #[arg(long, default_value = "vnetp")]
     pub encap: String,
-    /// The short plan.
+    /// Short run (CI): 3 sizes, short measurements.
+    #[arg(long)]
     pub quick: bool,
-    /// Explicit frame sizes.
+    /// Frame sizes in bytes, comma-separated (default 64..65000).
+    #[arg(long, value_delimiter = ',')]
     pub sizes: Option<Vec<usize>>,
-    /// Skip Linux kernel VXLAN.
+    /// Skip the Linux kernel VXLAN comparison.
+    #[arg(long)]
     pub no_kernel_vxlan: bool,
-    /// The daemons' dispatch mode.
+    /// The daemons' dispatch mode: adaptive, guest or polling.
+    #[arg(long, default_value = "adaptive")]
     pub dispatch: String,
-    /// tap, vhost-user or both.
+    /// The overlay's guests: tap (taps, UDP sockets behind them), vhost-user (our
+    /// virtio-user frontend on each daemon's vhost-user interface) or both.
+    #[arg(long, default_value = "tap")]
     pub guest: String,
-    /// The vhost-user interfaces' `zero_copy_threshold`.
+    /// The vhost-user interfaces' zero_copy_threshold (0: copy every frame; default:
+    /// the port's).
+    #[arg(long)]
     pub zero_copy_threshold: Option<usize>,
-    /// The daemons' `[host] shards`.
+    /// The daemons' dispatcher shards (`[host] shards`, 1..=16).
+    #[arg(long, default_value_t = 1)]
     pub shards: usize,
 }
 
