@@ -46,14 +46,20 @@ struct Topology {
 
 /// A host's config: two shards, the UDP underlay, one link, two taps, and routes for
 /// the four guests' MACs and broadcast.
-fn config(h: &TwoHosts, name: &str, me: [&Guest; 2], peer: [&Guest; 2]) -> String {
+fn config(
+    h: &TwoHosts,
+    name: &str,
+    me: [&Guest; 2],
+    peer: [&Guest; 2],
+    host_extra: &str,
+) -> String {
     let (my_ul, peer_ul) = if name == "a" {
         (&h.side_a.underlay_ip, &h.side_b.underlay_ip)
     } else {
         (&h.side_b.underlay_ip, &h.side_a.underlay_ip)
     };
     let mut s = format!(
-        "[host]\nname = \"{name}\"\nshards = 2\nunderlay = {{ kind = \"udp\", bind = \"{my_ul}:9000\" }}\ncontrol = \"{}\"\n\n[[link]]\nname = \"peer\"\npeer = \"{peer_ul}:9000\"\nencap = \"vnetp\"\n\n",
+        "[host]\nname = \"{name}\"\nshards = 2\n{host_extra}underlay = {{ kind = \"udp\", bind = \"{my_ul}:9000\" }}\ncontrol = \"{}\"\n\n[[link]]\nname = \"peer\"\npeer = \"{peer_ul}:9000\"\nencap = \"vnetp\"\n\n",
         h.socket(name).display()
     );
     for (i, g) in me.iter().enumerate() {
@@ -87,6 +93,34 @@ fn address(ns: &Netns, g: &Guest) {
     ns.ip(&["link", "set", &g.tap, "up"]).expect("tap up");
 }
 
+/// The CPUs a process or thread may run on, from its `/proc/.../status`
+/// `Cpus_allowed_list` ("0-3,6").
+fn allowed_cpus(status: &Path) -> Vec<usize> {
+    let text = std::fs::read_to_string(status).expect("status");
+    let list = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list")
+        .trim();
+    list.split(',')
+        .flat_map(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let (a, b): (usize, usize) = (a.parse().expect("cpu"), b.parse().expect("cpu"));
+            a..=b
+        })
+        .collect()
+}
+
+/// `cpus = [..]` pinning host A's two shards to the last two CPUs this test may use
+/// (none when it may use fewer than two).
+fn pinned_cpus() -> Option<[usize; 2]> {
+    let cpus = allowed_cpus(Path::new("/proc/self/status"));
+    match cpus[..] {
+        [.., a, b] => Some([a, b]),
+        _ => None,
+    }
+}
+
 fn topology(tag: &str, index_offset: u8) -> Topology {
     assert!(
         netns::is_root(),
@@ -104,11 +138,22 @@ fn topology(tag: &str, index_offset: u8) -> Topology {
     let a1 = Netns::new(&format!("vs{index}-{}-a1", std::process::id())).expect("netns a1");
     let b1 = Netns::new(&format!("vs{index}-{}-b1", std::process::id())).expect("netns b1");
     let [g1, g2, g3, g4] = [1, 2, 3, 4].map(|n| guest(index, n));
+    let pin = pinned_cpus().map_or(String::new(), |[a, b]| format!("cpus = [{a}, {b}]\n"));
     let da = h
-        .start_daemon(&h.a, "a", &config(&h, "a", [&g1, &g3], [&g2, &g4]), exe())
+        .start_daemon(
+            &h.a,
+            "a",
+            &config(&h, "a", [&g1, &g3], [&g2, &g4], &pin),
+            exe(),
+        )
         .expect("daemon a");
     let db = h
-        .start_daemon(&h.b, "b", &config(&h, "b", [&g2, &g4], [&g1, &g3]), exe())
+        .start_daemon(
+            &h.b,
+            "b",
+            &config(&h, "b", [&g2, &g4], [&g1, &g3], ""),
+            exe(),
+        )
         .expect("daemon b");
     // The second guest of each host gets its own network stack: its tap moves to its
     // namespace (the daemon keeps its fd; the device keeps working there).
@@ -138,13 +183,14 @@ fn daemon_pid(config: &Path) -> u32 {
         .unwrap_or_else(|| panic!("no daemon running {want}"))
 }
 
-/// Names of a process's threads.
-fn thread_names(pid: u32) -> Vec<String> {
+/// A process's threads: name and `/proc` directory.
+fn threads(pid: u32) -> Vec<(String, PathBuf)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("task dir")
         .filter_map(|e| {
-            let p: PathBuf = e.ok()?.path().join("comm");
-            Some(std::fs::read_to_string(p).ok()?.trim().to_string())
+            let dir = e.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            Some((name.trim().to_string(), dir))
         })
         .collect()
 }
@@ -180,12 +226,19 @@ fn two_shards_split_the_interfaces_and_carry_every_pair() {
             "{list}"
         );
     }
-    let names = thread_names(daemon_pid(&t.h.dir.join("a.toml")));
-    for shard in ["vnetp-shard-0", "vnetp-shard-1"] {
-        assert!(
-            names.iter().any(|n| n == shard),
-            "no thread {shard}: {names:?}"
-        );
+    let threads = threads(daemon_pid(&t.h.dir.join("a.toml")));
+    for (i, shard) in ["vnetp-shard-0", "vnetp-shard-1"].iter().enumerate() {
+        let Some((_, dir)) = threads.iter().find(|(n, _)| n == shard) else {
+            panic!("no thread {shard}: {threads:?}");
+        };
+        // Host A pins its shards (`cpus`) when this machine has two CPUs to give.
+        if let Some(cpus) = pinned_cpus() {
+            assert_eq!(
+                allowed_cpus(&dir.join("status")),
+                vec![cpus[i]],
+                "{shard} is not pinned"
+            );
+        }
     }
     // One SO_REUSEPORT socket per shard on the underlay address.
     let sockets =

@@ -79,6 +79,9 @@ pub struct HostConfig {
     /// own engine and owns a share of the interfaces. Above 1 only with the UDP
     /// underlay (one `SO_REUSEPORT` socket per shard).
     pub shards: usize,
+    /// The CPU each shard's thread is pinned to (`cpus = [2, 3]`, one per shard, no
+    /// CPU twice); empty: not pinned.
+    pub cpus: Vec<usize>,
 }
 
 /// Most dispatcher shards (`[host] shards`).
@@ -260,6 +263,7 @@ struct RawHost {
     fault: Option<S<RawFault>>,
     vf_token: Option<S<String>>,
     shards: Option<S<i64>>,
+    cpus: Option<S<Vec<S<i64>>>>,
 }
 
 #[derive(Deserialize)]
@@ -826,6 +830,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             v
         }
     };
+    let cpus = match host_r.cpus.as_ref() {
+        None => Vec::new(),
+        Some(list) => cpus(&cx, list, shards)?,
+    };
     let dispatch = match host_r.dispatch.as_ref() {
         None => Dispatch::Adaptive,
         Some(d) => match d.get_ref().as_str() {
@@ -965,11 +973,49 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             fault,
             vf_token,
             shards,
+            cpus,
         },
         links,
         interfaces,
         routes,
     })
+}
+
+/// Largest CPU number `cpus` accepts (the kernel's default `CPU_SETSIZE` less one).
+pub const MAX_CPU: usize = 1023;
+
+/// `cpus`: one CPU number per shard, each at most once.
+fn cpus(cx: &Ctx, list: &S<Vec<S<i64>>>, shards: usize) -> Result<Vec<usize>, ConfigError> {
+    let items = list.get_ref();
+    if items.len() != shards {
+        return Err(cx.err(
+            list.span(),
+            format!(
+                "cpus lists {} CPU(s) for {shards} shard(s): give one per shard",
+                items.len()
+            ),
+        ));
+    }
+    let mut out: Vec<usize> = Vec::with_capacity(items.len());
+    for c in items {
+        let n = usize::try_from(*c.get_ref())
+            .ok()
+            .filter(|n| *n <= MAX_CPU)
+            .ok_or_else(|| {
+                cx.err(
+                    c.span(),
+                    format!("expected a CPU number 0..={MAX_CPU}, got {}", c.get_ref()),
+                )
+            })?;
+        if out.contains(&n) {
+            return Err(cx.err(
+                c.span(),
+                format!("cpu {n} is listed twice: each shard needs its own CPU"),
+            ));
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// `vf_token`: a UUID in the 8-4-4-4-12 hex form, only with a vfio underlay.

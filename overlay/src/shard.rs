@@ -67,6 +67,14 @@ pub enum ShardError {
     /// A shard's thread panicked (the others were stopped).
     #[error("dataplane shard {0} panicked; the daemon stopped every shard")]
     Panicked(usize),
+    /// `[host] cpus` names a CPU this process may not run on.
+    #[error("cpus: CPU {cpu} is not available to vnetp (it may run on CPUs {allowed})")]
+    Cpu {
+        /// The CPU asked for.
+        cpu: usize,
+        /// The CPUs it may run on, comma-separated.
+        allowed: String,
+    },
     /// A system call failed (eventfd, pipe, thread).
     #[error("{what}: {source}")]
     Io {
@@ -463,6 +471,8 @@ pub struct Shards {
     engines: Vec<Engine>,
     ends: Vec<EngineEnd>,
     handle: EngineHandle,
+    /// The CPU of each shard's thread (`[host] cpus`); empty: not pinned.
+    cpus: Vec<usize>,
 }
 
 impl Shards {
@@ -528,6 +538,7 @@ impl Shards {
             engines,
             ends,
             handle,
+            cpus: cfg.host.cpus.clone(),
         })
     }
 
@@ -578,14 +589,29 @@ impl Shards {
                 }
             }
         }
-        let Self { engines, ends, .. } = self;
+        let Self {
+            engines,
+            ends,
+            cpus,
+            ..
+        } = self;
+        let pins = pin_sets(&cpus)?;
         std::thread::scope(|s| {
             let mut threads = Vec::with_capacity(engines.len());
             for (i, (mut engine, end)) in engines.into_iter().zip(ends).enumerate() {
+                let pin = pins.get(i).copied();
                 let spawned = std::thread::Builder::new()
                     .name(format!("vnetp-shard-{i}"))
                     .spawn_scoped(s, move || {
                         let _guard = StopOnPanic(stop);
+                        if let Some((cpu, set)) = pin {
+                            // Checked against the allowed set just before; a CPU going
+                            // offline in between leaves the thread where it is.
+                            match rustix::thread::sched_setaffinity(None, &set) {
+                                Ok(()) => tracing::info!(shard = i, cpu, "shard pinned"),
+                                Err(e) => tracing::warn!(shard = i, cpu, error = %e, "cannot pin shard; it runs unpinned"),
+                            }
+                        }
                         engine.run(stop, Some((&end.requests, &end.waker)));
                     });
                 match spawned {
@@ -609,6 +635,38 @@ impl Shards {
             panicked.map_or(Ok(()), |i| Err(ShardError::Panicked(i)))
         })
     }
+}
+
+/// The one-CPU affinity set of each shard in `cpus` (`[host] cpus`), after checking
+/// that every CPU is one this process may run on (online, in its cgroup and affinity).
+fn pin_sets(cpus: &[usize]) -> Result<Vec<(usize, rustix::thread::CpuSet)>, ShardError> {
+    if cpus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let allowed = rustix::thread::sched_getaffinity(None).map_err(|e| ShardError::Io {
+        what: "sched_getaffinity",
+        source: e.into(),
+    })?;
+    let allowed_list = || {
+        (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| allowed.is_set(c))
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    cpus.iter()
+        .map(|&cpu| {
+            if cpu >= rustix::thread::CpuSet::MAX_CPU || !allowed.is_set(cpu) {
+                return Err(ShardError::Cpu {
+                    cpu,
+                    allowed: allowed_list(),
+                });
+            }
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(cpu);
+            Ok((cpu, set))
+        })
+        .collect()
 }
 
 // ---- statistics of several shards ---------------------------------------------------

@@ -371,3 +371,43 @@ fn more_than_one_shard_needs_the_udp_underlay() {
     );
     assert_eq!((e.line, e.column), (6, 10), "{e}");
 }
+
+#[test]
+fn cpus_pin_one_cpu_per_shard_each_at_most_once() {
+    let with = |shards: u32, cpus: &str| {
+        GOOD.replace(
+            "dispatch = \"adaptive\"",
+            &format!("shards = {shards}\ncpus = {cpus}"),
+        )
+    };
+    assert!(parse("h.toml", GOOD).unwrap().host.cpus.is_empty());
+    assert_eq!(
+        parse("h.toml", &with(2, "[3, 1]")).unwrap().host.cpus,
+        vec![3, 1]
+    );
+    assert_eq!(parse("h.toml", &with(1, "[0]")).unwrap().host.cpus, vec![0]);
+    // `cpus = ` is on line 7; the list starts at column 8, its second item at 12.
+    let e = err(&with(2, "[0, 1, 2]"));
+    assert_eq!(
+        e.message,
+        "cpus lists 3 CPU(s) for 2 shard(s): give one per shard"
+    );
+    assert_eq!((e.line, e.column), (7, 8), "{e}");
+    let e = err(&with(2, "[1, 1]"));
+    assert_eq!(
+        e.message,
+        "cpu 1 is listed twice: each shard needs its own CPU"
+    );
+    assert_eq!((e.line, e.column), (7, 12), "{e}");
+    for bad in ["-1", "1024"] {
+        let e = err(&with(2, &format!("[0, {bad}]")));
+        assert_eq!(
+            e.message,
+            format!("expected a CPU number 0..=1023, got {bad}"),
+            "{e}"
+        );
+        assert_eq!((e.line, e.column), (7, 12), "{e}");
+    }
+    let e = err(&with(1, "[\"0\"]"));
+    assert_eq!(e.line, 7, "{e}");
+}

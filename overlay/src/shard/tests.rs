@@ -812,3 +812,33 @@ fn two_shards_steer_each_configured_interface_mac_to_its_owner_and_follow_a_remo
         "one new program, after the last shard let vm1 go"
     );
 }
+
+#[test]
+fn pinning_takes_cpus_this_process_may_use_and_names_them_otherwise() {
+    use rustix::thread::CpuSet;
+    let allowed = rustix::thread::sched_getaffinity(None).expect("sched_getaffinity");
+    let first = (0..CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .expect("some CPU is allowed");
+    let sets = pin_sets(&[first]).expect("an allowed CPU");
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].0, first);
+    assert!(sets[0].1.is_set(first));
+    assert_eq!(sets[0].1.count(), 1, "one CPU per shard");
+    assert!(pin_sets(&[]).expect("no pinning").is_empty());
+    let bad = (0..CpuSet::MAX_CPU)
+        .rev()
+        .find(|&c| !allowed.is_set(c))
+        .expect("some CPU is not allowed");
+    let e = pin_sets(&[first, bad]).expect_err("a CPU this process may not use");
+    assert!(
+        matches!(e, ShardError::Cpu { cpu, .. } if cpu == bad),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains(&format!("CPU {bad} is not available"))
+            && e.to_string().contains(&first.to_string()),
+        "{e}"
+    );
+}
