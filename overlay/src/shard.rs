@@ -534,6 +534,8 @@ impl Shards {
             }
             engines.push(e);
         }
+        // Refuse CPUs the daemon may not use now, before it says it is running.
+        pin_sets(&cfg.host.cpus)?;
         Ok(Self {
             engines,
             ends,
