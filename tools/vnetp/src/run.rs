@@ -406,11 +406,10 @@ fn open_vfio_nic(pci: &str, mtu: usize, pool: &Mempool, cfg: &Config) -> anyhow:
     })
 }
 
-/// The 82576 settings for the vfio underlay: its MTU, and SR-IOV pools when `vf`
-/// interfaces name VFs of this PF.
-fn igb_config(pf: &str, mtu: usize, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> {
-    let vfs: Vec<nicdrv::igb::sriov::VfAssignment> = cfg
-        .interfaces
+/// The VFs the `vf` interfaces name, with the MAC and VLAN the PF driver gives each
+/// (one type for the 82576 and the 82599).
+fn vf_assignments(cfg: &Config) -> Vec<nicdrv::igb::sriov::VfAssignment> {
+    cfg.interfaces
         .iter()
         .filter_map(|i| match &i.kind {
             InterfaceKind::Vf { pci, vlan } => Some(nicdrv::igb::sriov::VfAssignment {
@@ -420,7 +419,13 @@ fn igb_config(pf: &str, mtu: usize, cfg: &Config) -> anyhow::Result<nicdrv::igb:
             }),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The 82576 settings for the vfio underlay: its MTU, and SR-IOV pools when `vf`
+/// interfaces name VFs of this PF.
+fn igb_config(pf: &str, mtu: usize, cfg: &Config) -> anyhow::Result<nicdrv::igb::IgbConfig> {
+    let vfs = vf_assignments(cfg);
     let sriov = if vfs.is_empty() {
         None
     } else {
@@ -439,18 +444,7 @@ fn igb_config(pf: &str, mtu: usize, cfg: &Config) -> anyhow::Result<nicdrv::igb:
 /// The 82599 settings for the vfio underlay: its MTU, and SR-IOV (virtualization mode,
 /// a pool per VF) when `vf` interfaces name VFs of this PF.
 fn ixgbe_config(pf: &str, mtu: usize, cfg: &Config) -> anyhow::Result<nicdrv::ixgbe::IxgbeConfig> {
-    let vfs: Vec<nicdrv::ixgbe::sriov::VfAssignment> = cfg
-        .interfaces
-        .iter()
-        .filter_map(|i| match &i.kind {
-            InterfaceKind::Vf { pci, vlan } => Some(nicdrv::ixgbe::sriov::VfAssignment {
-                pci: pci.clone(),
-                mac: i.mac.0,
-                vlan: *vlan,
-            }),
-            _ => None,
-        })
-        .collect();
+    let vfs = vf_assignments(cfg);
     let sriov = if vfs.is_empty() {
         None
     } else {
