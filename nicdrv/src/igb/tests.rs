@@ -3,6 +3,8 @@
 
 use pkt::{Batch, HEADROOM, Mempool, Port};
 
+use crate::test_util::{batch_of, seq_frame};
+
 use super::model::{IgbModel, MODEL_MAC, ModelDma, RxOutcome};
 use super::{IgbConfig, IgbError, IgbPort, Registers, regs};
 
@@ -29,26 +31,7 @@ fn port_with(cfg: IgbConfig, pool: &Mempool) -> (IgbModel, ModelPort) {
 
 /// A frame to our MAC whose payload encodes `seq`, `len` bytes long.
 fn frame(seq: u32, len: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&MODEL_MAC);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    while f.len() < len {
-        f.push((f.len() as u32).wrapping_mul(31).wrapping_add(seq) as u8);
-    }
-    f.truncate(len);
-    f
-}
-
-fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> Batch {
-    let mut b = Batch::new();
-    for f in frames {
-        let mut buf = pool.alloc().expect("buffer");
-        buf.extend_from_slice(f).expect("fits");
-        b.push(buf).expect("room");
-    }
-    b
+    seq_frame(MODEL_MAC, seq, len)
 }
 
 fn no_faults(model: &IgbModel) {

@@ -4,6 +4,8 @@
 use pkt::wire::checksum;
 use pkt::{Batch, HEADROOM, Mempool, Port};
 
+use crate::test_util::{batch_of, seq_frame};
+
 use super::model::{InitStep, IxgbeModel, MODEL_MAC, ModelDma, RxOutcome};
 use super::{IxgbeConfig, IxgbeError, IxgbePort, LinkSpeed, regs};
 use crate::igb::Registers;
@@ -14,7 +16,7 @@ pub(super) fn pool(count: u32) -> Mempool {
     Mempool::new(count, super::pool_buffer_size(1500)).expect("pool")
 }
 
-fn small_rings() -> IxgbeConfig {
+pub(super) fn small_rings() -> IxgbeConfig {
     IxgbeConfig {
         rx_ring: 16,
         tx_ring: 16,
@@ -35,16 +37,7 @@ pub(super) fn port_with(cfg: IxgbeConfig, pool: &Mempool) -> (IxgbeModel, ModelP
 
 /// A frame to our MAC whose payload encodes `seq`, `len` bytes long.
 fn frame(seq: u32, len: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&MODEL_MAC);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    while f.len() < len {
-        f.push((f.len() as u32).wrapping_mul(31).wrapping_add(seq) as u8);
-    }
-    f.truncate(len);
-    f
+    seq_frame(MODEL_MAC, seq, len)
 }
 
 /// An IPv4 frame to our MAC carrying `proto` (6 TCP, 17 UDP) with `payload`, header
@@ -101,16 +94,6 @@ fn partial(pool: &Mempool, valid: &[u8]) -> pkt::PktBuf {
     b.meta.offload.flags = offload::vnet_hdr::NEEDS_CSUM;
     b.meta.offload.csum_start = 34;
     b.meta.offload.csum_offset = at as u16;
-    b
-}
-
-fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> Batch {
-    let mut b = Batch::new();
-    for f in frames {
-        let mut buf = pool.alloc().expect("buffer");
-        buf.extend_from_slice(f).expect("fits");
-        b.push(buf).expect("room");
-    }
     b
 }
 
