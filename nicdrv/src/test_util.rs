@@ -2,6 +2,8 @@
 
 use pkt::{Batch, Mempool};
 
+use crate::igb::Registers;
+
 /// A frame to `dst` from 02:00:00:00:00:01 whose payload encodes `seq`, `len` bytes
 /// long.
 pub(crate) fn seq_frame(dst: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
@@ -26,4 +28,18 @@ pub(crate) fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> Batch {
         b.push(buf).expect("room");
     }
     b
+}
+
+/// A register block that writes to `.0` and reads through `.1(&.0, offset)`: a model
+/// with some reads changed, for a device that misbehaves.
+pub(crate) struct PatchedReads<M, F>(pub M, pub F);
+
+impl<M: Registers, F: Fn(&M, u32) -> u32 + Send> Registers for PatchedReads<M, F> {
+    fn read(&self, offset: u32) -> u32 {
+        (self.1)(&self.0, offset)
+    }
+
+    fn write(&self, offset: u32, value: u32) {
+        self.0.write(offset, value)
+    }
 }

@@ -3,12 +3,11 @@
 
 use pkt::{Batch, HEADROOM, Mempool, Port};
 
-use crate::test_util::{batch_of, seq_frame};
+use crate::test_util::{PatchedReads, batch_of, seq_frame};
 
 use super::model::{IgbModel, MODEL_MAC, ModelDma, RxOutcome};
+use super::offload_tests::{ModelPort, port_with};
 use super::{IgbConfig, IgbError, IgbPort, Registers, regs};
-
-type ModelPort = IgbPort<IgbModel, ModelDma>;
 
 fn pool(count: u32) -> Mempool {
     Mempool::new(count, super::pool_buffer_size(1500)).expect("pool")
@@ -20,13 +19,6 @@ fn small_rings() -> IgbConfig {
         tx_ring: 16,
         ..IgbConfig::default()
     }
-}
-
-fn port_with(cfg: IgbConfig, pool: &Mempool) -> (IgbModel, ModelPort) {
-    let model = IgbModel::new();
-    let dma = ModelDma::new(&model, pool);
-    let port = IgbPort::new("igb-model", model.clone(), dma, pool.clone(), cfg).expect("init");
-    (model, port)
 }
 
 /// A frame to our MAC whose payload encodes `seq`, `len` bytes long.
@@ -402,27 +394,20 @@ fn unsuitable_pools_and_rings_are_clear_errors() {
 
 #[test]
 fn phy_that_does_not_answer_fails_init_with_the_mdic_value() {
-    /// A model whose MDIC always reports an error (no PHY at address 1).
-    #[derive(Clone)]
-    struct NoPhy(IgbModel);
-    impl Registers for NoPhy {
-        fn read(&self, offset: u32) -> u32 {
-            let v = self.0.read(offset);
-            if offset == regs::MDIC {
-                v | regs::MDIC_ERROR
-            } else {
-                v
-            }
-        }
-        fn write(&self, offset: u32, value: u32) {
-            self.0.write(offset, value)
-        }
-    }
     let model = IgbModel::new();
+    // MDIC always reports an error (no PHY at address 1).
+    let no_phy = PatchedReads(model.clone(), |m: &IgbModel, offset| {
+        let v = m.read(offset);
+        if offset == regs::MDIC {
+            v | regs::MDIC_ERROR
+        } else {
+            v
+        }
+    });
     let p = pool(256);
     let err = IgbPort::new(
         "x",
-        NoPhy(model.clone()),
+        no_phy,
         ModelDma::new(&model, &p),
         p.clone(),
         small_rings(),

@@ -4,7 +4,7 @@
 use pkt::wire::checksum;
 use pkt::{Batch, HEADROOM, Mempool, Port};
 
-use crate::test_util::{batch_of, seq_frame};
+use crate::test_util::{PatchedReads, batch_of, seq_frame};
 
 use super::model::{InitStep, IxgbeModel, MODEL_MAC, ModelDma, RxOutcome};
 use super::{IxgbeConfig, IxgbeError, IxgbePort, LinkSpeed, regs};
@@ -212,26 +212,20 @@ fn the_model_flags_an_init_out_of_order() {
 
 #[test]
 fn a_reset_that_never_completes_is_a_clear_timeout() {
-    /// CTRL.RST never clears.
-    struct Stuck(IxgbeModel);
-    impl Registers for Stuck {
-        fn read(&self, offset: u32) -> u32 {
-            let v = self.0.read(offset);
-            if offset == regs::CTRL {
-                v | regs::CTRL_RST
-            } else {
-                v
-            }
-        }
-        fn write(&self, offset: u32, value: u32) {
-            self.0.write(offset, value)
-        }
-    }
     let model = IxgbeModel::new();
+    // CTRL.RST never clears.
+    let stuck = PatchedReads(model.clone(), |m: &IxgbeModel, offset| {
+        let v = m.read(offset);
+        if offset == regs::CTRL {
+            v | regs::CTRL_RST
+        } else {
+            v
+        }
+    });
     let p = pool(256);
     let err = IxgbePort::new(
         "x",
-        Stuck(model.clone()),
+        stuck,
         ModelDma::new(&model, &p),
         p.clone(),
         small_rings(),
@@ -247,25 +241,17 @@ fn a_reset_that_never_completes_is_a_clear_timeout() {
 
 #[test]
 fn a_blank_eeprom_mac_is_refused() {
-    /// RAL/RAH read as zero: nothing was loaded from the NVM.
-    struct Blank(IxgbeModel);
-    impl Registers for Blank {
-        fn read(&self, offset: u32) -> u32 {
-            match offset {
-                regs::RAL0 => 0,
-                regs::RAH0 => 0,
-                _ => self.0.read(offset),
-            }
-        }
-        fn write(&self, offset: u32, value: u32) {
-            self.0.write(offset, value)
-        }
-    }
     let model = IxgbeModel::new();
+    // RAL/RAH read as zero: nothing was loaded from the NVM.
+    let blank = PatchedReads(model.clone(), |m: &IxgbeModel, offset| match offset {
+        regs::RAL0 => 0,
+        regs::RAH0 => 0,
+        _ => m.read(offset),
+    });
     let p = pool(256);
     let err = IxgbePort::new(
         "x",
-        Blank(model.clone()),
+        blank,
         ModelDma::new(&model, &p),
         p.clone(),
         small_rings(),
