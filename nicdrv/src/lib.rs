@@ -18,6 +18,8 @@ pub mod igb;
 pub mod ixgbe;
 mod sysfs;
 pub mod tap;
+#[cfg(test)]
+mod test_util;
 pub mod udp;
 
 pub use af_packet::{AfPacketError, AfPacketOptions, AfPacketPort};

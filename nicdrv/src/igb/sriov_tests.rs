@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use pkt::{Batch, Mempool, Port};
 
+use crate::test_util::batch_of;
+
 use super::mailbox::{self, VfPolicy, msg};
 use super::model::{IgbModel, MODEL_MAC, ModelDma, VfModel};
 use super::{IgbConfig, IgbError, IgbPort, IgbVfConfig, IgbVfPort, Registers, SriovConfig, regs};
@@ -94,16 +96,6 @@ fn frame(dst: [u8; 6], src: [u8; 6], seq: u8, len: usize) -> Vec<u8> {
         f.push(seq.wrapping_add(f.len() as u8));
     }
     f
-}
-
-fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> Batch {
-    let mut b = Batch::new();
-    for f in frames {
-        let mut buf = pool.alloc().expect("buffer");
-        buf.extend_from_slice(f).expect("fits");
-        b.push(buf).expect("room");
-    }
-    b
 }
 
 #[test]

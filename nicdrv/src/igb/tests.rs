@@ -3,10 +3,11 @@
 
 use pkt::{Batch, HEADROOM, Mempool, Port};
 
-use super::model::{IgbModel, MODEL_MAC, ModelDma, RxOutcome};
-use super::{IgbConfig, IgbError, IgbPort, Registers, regs};
+use crate::test_util::{PatchedReads, batch_of, seq_frame};
 
-type ModelPort = IgbPort<IgbModel, ModelDma>;
+use super::model::{IgbModel, MODEL_MAC, ModelDma, RxOutcome};
+use super::offload_tests::{ModelPort, port_with};
+use super::{IgbConfig, IgbError, IgbPort, Registers, regs};
 
 fn pool(count: u32) -> Mempool {
     Mempool::new(count, super::pool_buffer_size(1500)).expect("pool")
@@ -20,35 +21,9 @@ fn small_rings() -> IgbConfig {
     }
 }
 
-fn port_with(cfg: IgbConfig, pool: &Mempool) -> (IgbModel, ModelPort) {
-    let model = IgbModel::new();
-    let dma = ModelDma::new(&model, pool);
-    let port = IgbPort::new("igb-model", model.clone(), dma, pool.clone(), cfg).expect("init");
-    (model, port)
-}
-
 /// A frame to our MAC whose payload encodes `seq`, `len` bytes long.
 fn frame(seq: u32, len: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&MODEL_MAC);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    while f.len() < len {
-        f.push((f.len() as u32).wrapping_mul(31).wrapping_add(seq) as u8);
-    }
-    f.truncate(len);
-    f
-}
-
-fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> Batch {
-    let mut b = Batch::new();
-    for f in frames {
-        let mut buf = pool.alloc().expect("buffer");
-        buf.extend_from_slice(f).expect("fits");
-        b.push(buf).expect("room");
-    }
-    b
+    seq_frame(MODEL_MAC, seq, len)
 }
 
 fn no_faults(model: &IgbModel) {
@@ -419,27 +394,20 @@ fn unsuitable_pools_and_rings_are_clear_errors() {
 
 #[test]
 fn phy_that_does_not_answer_fails_init_with_the_mdic_value() {
-    /// A model whose MDIC always reports an error (no PHY at address 1).
-    #[derive(Clone)]
-    struct NoPhy(IgbModel);
-    impl Registers for NoPhy {
-        fn read(&self, offset: u32) -> u32 {
-            let v = self.0.read(offset);
-            if offset == regs::MDIC {
-                v | regs::MDIC_ERROR
-            } else {
-                v
-            }
-        }
-        fn write(&self, offset: u32, value: u32) {
-            self.0.write(offset, value)
-        }
-    }
     let model = IgbModel::new();
+    // MDIC always reports an error (no PHY at address 1).
+    let no_phy = PatchedReads(model.clone(), |m: &IgbModel, offset| {
+        let v = m.read(offset);
+        if offset == regs::MDIC {
+            v | regs::MDIC_ERROR
+        } else {
+            v
+        }
+    });
     let p = pool(256);
     let err = IgbPort::new(
         "x",
-        NoPhy(model.clone()),
+        no_phy,
         ModelDma::new(&model, &p),
         p.clone(),
         small_rings(),

@@ -514,4 +514,6 @@ mod sriov_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod vf_test_util;
+#[cfg(test)]
 mod vf_tests;

@@ -16,13 +16,10 @@ use super::model::{IxgbeModel, MODEL_MAC, ModelDma, RxOutcome};
 use super::regs::{self, sriov as r};
 use super::sriov::IxgbeSriovConfig;
 use super::tests::{ModelPort, healthy, pool};
-use super::vf::{IxgbeVfConfig, IxgbeVfPort};
+use super::vf::IxgbeVfConfig;
+use super::vf_test_util::{MAC0, MAC1, OTHER, frame, open_vf, small_vf};
 use super::{IxgbeConfig, IxgbeError, IxgbePort};
 use crate::igb::Registers;
-
-const MAC0: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x00];
-const MAC1: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x01];
-const OTHER: [u8; 6] = [0x52, 0x54, 0x00, 0x66, 0x66, 0x66];
 
 fn sriov_config(vfs: Vec<VfPolicy>) -> IxgbeConfig {
     IxgbeConfig {
@@ -40,27 +37,6 @@ fn sriov_port(vfs: Vec<VfPolicy>, pool: &Mempool) -> (IxgbeModel, ModelPort) {
         .expect("SR-IOV init");
     assert!(port.wait_link(Duration::from_secs(5)), "link up");
     (model, port)
-}
-
-/// Small rings; each mailbox exchange may wait 10 s (default 500 ms) for the PF thread,
-/// which a busy machine may not run for a while. Tests of a PF that never answers set
-/// their own short timeout.
-fn small_vf() -> IxgbeVfConfig {
-    IxgbeVfConfig {
-        rx_ring: 16,
-        tx_ring: 16,
-        mailbox_timeout: Duration::from_secs(10),
-        ..IxgbeVfConfig::default()
-    }
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], seq: u8) -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.extend((0..50).map(|i| seq.wrapping_add(i)));
-    f
 }
 
 /// The PF port's poll loop on its own thread, as vnetp's engine runs it: nothing but
@@ -188,14 +164,7 @@ fn vf_comes_up_against_the_sriov_pf_serviced_from_its_rx_batch_and_frames_are_sw
     assert_eq!(pf_queue, 4, "two VFs: the PF is pool 2, queue 4");
 
     let engine = PfEngine::start(pf);
-    let dma = ModelDma::new(&model, &pool);
-    let vf = IxgbeVfPort::new(
-        "vf1",
-        model.vf_function(1).expect("VF 1"),
-        dma,
-        pool.clone(),
-        small_vf(),
-    );
+    let vf = open_vf(&model, &pool, 1, small_vf());
     let (mut pf, pf_got) = engine.finish();
     let mut vf = vf.expect("VF up");
     assert!(
@@ -276,21 +245,12 @@ fn a_vf_not_in_the_config_has_its_reset_refused_and_counted() {
     let vfs = vec![VfPolicy::fixed_mac([0; 6]), VfPolicy::fixed_mac(MAC1)];
     let (model, pf) = sriov_port(vfs, &pool);
     let engine = PfEngine::start(pf);
-    let dma = ModelDma::new(&model, &pool);
-    let vf0 = IxgbeVfPort::new(
-        "vf0",
-        model.vf_function(0).expect("VF 0"),
-        dma,
-        pool.clone(),
-        small_vf(),
-    );
+    let vf0 = open_vf(&model, &pool, 0, small_vf());
     // VF 5 is past the configured VFs (its pool would be the PF's or beyond).
-    let dma = ModelDma::new(&model, &pool);
-    let vf5 = IxgbeVfPort::new(
-        "vf5",
-        model.vf_function(5).expect("VF 5"),
-        dma,
-        pool.clone(),
+    let vf5 = open_vf(
+        &model,
+        &pool,
+        5,
         IxgbeVfConfig {
             mailbox_timeout: Duration::from_millis(30),
             ..small_vf()
@@ -320,14 +280,7 @@ fn a_vf_reset_waits_for_the_pfs_reset_done() {
     // complete, and the VF says which step it waited for.
     let model = IxgbeModel::new();
     let pool = pool(256);
-    let dma = ModelDma::new(&model, &pool);
-    match IxgbeVfPort::new(
-        "vf0",
-        model.vf_function(0).expect("VF 0"),
-        dma,
-        pool.clone(),
-        small_vf(),
-    ) {
+    match open_vf(&model, &pool, 0, small_vf()) {
         Err(IxgbeError::Timeout { step, .. }) => assert!(step.contains("RSTD"), "{step}"),
         other => panic!("{other:?}"),
     }
@@ -384,14 +337,7 @@ fn a_vf_function_level_reset_stops_its_pool_until_it_resets_again() {
     let (model, pf) = sriov_port(vfs, &pool);
     let up = |pf: ModelPort| {
         let engine = PfEngine::start(pf);
-        let dma = ModelDma::new(&model, &pool);
-        let vf = IxgbeVfPort::new(
-            "vf0",
-            model.vf_function(0).expect("VF 0"),
-            dma,
-            pool.clone(),
-            small_vf(),
-        );
+        let vf = open_vf(&model, &pool, 0, small_vf());
         let (pf, _) = engine.finish();
         (pf, vf.expect("VF up"))
     };
@@ -428,12 +374,10 @@ fn a_jumbo_vf_raises_the_ports_frame_limit_and_gets_its_jumbo_frames() {
     let (model, pf) = sriov_port(vec![VfPolicy::fixed_mac(MAC0)], &pool);
     assert_eq!(model.peek(regs::HLREG0) & regs::HLREG0_JUMBOEN, 0);
     let engine = PfEngine::start(pf);
-    let dma = ModelDma::new(&model, &pool);
-    let vf = IxgbeVfPort::new(
-        "vf0",
-        model.vf_function(0).expect("VF 0"),
-        dma,
-        pool.clone(),
+    let vf = open_vf(
+        &model,
+        &pool,
+        0,
         IxgbeVfConfig {
             mtu: 9000,
             ..small_vf()

@@ -4,6 +4,8 @@
 use pkt::wire::checksum;
 use pkt::{Batch, HEADROOM, Mempool, Port};
 
+use crate::test_util::{PatchedReads, batch_of, seq_frame};
+
 use super::model::{InitStep, IxgbeModel, MODEL_MAC, ModelDma, RxOutcome};
 use super::{IxgbeConfig, IxgbeError, IxgbePort, LinkSpeed, regs};
 use crate::igb::Registers;
@@ -14,7 +16,7 @@ pub(super) fn pool(count: u32) -> Mempool {
     Mempool::new(count, super::pool_buffer_size(1500)).expect("pool")
 }
 
-fn small_rings() -> IxgbeConfig {
+pub(super) fn small_rings() -> IxgbeConfig {
     IxgbeConfig {
         rx_ring: 16,
         tx_ring: 16,
@@ -35,16 +37,7 @@ pub(super) fn port_with(cfg: IxgbeConfig, pool: &Mempool) -> (IxgbeModel, ModelP
 
 /// A frame to our MAC whose payload encodes `seq`, `len` bytes long.
 fn frame(seq: u32, len: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(len);
-    f.extend_from_slice(&MODEL_MAC);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.extend_from_slice(&seq.to_be_bytes());
-    while f.len() < len {
-        f.push((f.len() as u32).wrapping_mul(31).wrapping_add(seq) as u8);
-    }
-    f.truncate(len);
-    f
+    seq_frame(MODEL_MAC, seq, len)
 }
 
 /// An IPv4 frame to our MAC carrying `proto` (6 TCP, 17 UDP) with `payload`, header
@@ -101,16 +94,6 @@ fn partial(pool: &Mempool, valid: &[u8]) -> pkt::PktBuf {
     b.meta.offload.flags = offload::vnet_hdr::NEEDS_CSUM;
     b.meta.offload.csum_start = 34;
     b.meta.offload.csum_offset = at as u16;
-    b
-}
-
-fn batch_of(pool: &Mempool, frames: &[Vec<u8>]) -> Batch {
-    let mut b = Batch::new();
-    for f in frames {
-        let mut buf = pool.alloc().expect("buffer");
-        buf.extend_from_slice(f).expect("fits");
-        b.push(buf).expect("room");
-    }
     b
 }
 
@@ -229,26 +212,20 @@ fn the_model_flags_an_init_out_of_order() {
 
 #[test]
 fn a_reset_that_never_completes_is_a_clear_timeout() {
-    /// CTRL.RST never clears.
-    struct Stuck(IxgbeModel);
-    impl Registers for Stuck {
-        fn read(&self, offset: u32) -> u32 {
-            let v = self.0.read(offset);
-            if offset == regs::CTRL {
-                v | regs::CTRL_RST
-            } else {
-                v
-            }
-        }
-        fn write(&self, offset: u32, value: u32) {
-            self.0.write(offset, value)
-        }
-    }
     let model = IxgbeModel::new();
+    // CTRL.RST never clears.
+    let stuck = PatchedReads(model.clone(), |m: &IxgbeModel, offset| {
+        let v = m.read(offset);
+        if offset == regs::CTRL {
+            v | regs::CTRL_RST
+        } else {
+            v
+        }
+    });
     let p = pool(256);
     let err = IxgbePort::new(
         "x",
-        Stuck(model.clone()),
+        stuck,
         ModelDma::new(&model, &p),
         p.clone(),
         small_rings(),
@@ -264,25 +241,17 @@ fn a_reset_that_never_completes_is_a_clear_timeout() {
 
 #[test]
 fn a_blank_eeprom_mac_is_refused() {
-    /// RAL/RAH read as zero: nothing was loaded from the NVM.
-    struct Blank(IxgbeModel);
-    impl Registers for Blank {
-        fn read(&self, offset: u32) -> u32 {
-            match offset {
-                regs::RAL0 => 0,
-                regs::RAH0 => 0,
-                _ => self.0.read(offset),
-            }
-        }
-        fn write(&self, offset: u32, value: u32) {
-            self.0.write(offset, value)
-        }
-    }
     let model = IxgbeModel::new();
+    // RAL/RAH read as zero: nothing was loaded from the NVM.
+    let blank = PatchedReads(model.clone(), |m: &IxgbeModel, offset| match offset {
+        regs::RAL0 => 0,
+        regs::RAH0 => 0,
+        _ => m.read(offset),
+    });
     let p = pool(256);
     let err = IxgbePort::new(
         "x",
-        Blank(model.clone()),
+        blank,
         ModelDma::new(&model, &p),
         p.clone(),
         small_rings(),

@@ -9,17 +9,14 @@ use std::time::Duration;
 
 use pkt::{Batch, Port};
 
+use super::IxgbeError;
 use super::mailbox::{PfMailbox, VfPolicy, msg};
-use super::model::{IxgbeModel, ModelDma, RxOutcome};
+use super::model::{IxgbeModel, RxOutcome};
 use super::regs::{self, sriov as r};
-use super::tests::{healthy, pool, port_with};
-use super::vf::{IxgbeVfConfig, IxgbeVfPort};
-use super::{IxgbeConfig, IxgbeError};
+use super::tests::{healthy, pool, port_with, small_rings};
+use super::vf::IxgbeVfConfig;
+use super::vf_test_util::{MAC0, MAC1, OTHER, frame, open_vf, small_vf};
 use crate::igb::Registers;
-
-const MAC0: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x00];
-const MAC1: [u8; 6] = [0x52, 0x54, 0x00, 0x10, 0xed, 0x01];
-const OTHER: [u8; 6] = [0x52, 0x54, 0x00, 0x66, 0x66, 0x66];
 
 /// Tells the VFs the PF is up (CTRL_EXT.PFRSTD), as a PF driver does once it has
 /// initialised: without it a VF's reset never completes.
@@ -58,46 +55,15 @@ impl PfThread {
     }
 }
 
-/// Small rings; each mailbox exchange may wait 10 s (default 500 ms) for the PF thread,
-/// which a busy machine may not run for a while. Tests of a PF that never answers set
-/// their own short timeout.
-fn small_vf() -> IxgbeVfConfig {
-    IxgbeVfConfig {
-        rx_ring: 16,
-        tx_ring: 16,
-        mailbox_timeout: Duration::from_secs(10),
-        ..IxgbeVfConfig::default()
-    }
-}
-
-fn pf_config() -> IxgbeConfig {
-    IxgbeConfig {
-        rx_ring: 16,
-        tx_ring: 16,
-        ..IxgbeConfig::default()
-    }
-}
-
-fn frame(dst: [u8; 6], src: [u8; 6], seq: u8) -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x88, 0xb5]);
-    f.extend((0..50).map(|i| seq.wrapping_add(i)));
-    f
-}
-
 #[test]
 fn vf_handshake_gets_mac_api_and_queues_and_frames_flow_through_its_pool() {
     let pool = pool(1024);
     // The PF port owns queue 0 (pool 0); VF 1 gets pool 1, queues 2 and 3.
-    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let (model, _pf_port) = port_with(small_rings(), &pool);
     let pf =
         PfMailbox::new(&[VfPolicy::fixed_mac(MAC0), VfPolicy::fixed_mac(MAC1)]).expect("mailbox");
     let pf = PfThread::start(&model, pf);
-    let regs = model.vf_function(1).expect("VF 1");
-    let dma = ModelDma::new(&model, &pool);
-    let vf = IxgbeVfPort::new("vf1", regs, dma, pool.clone(), small_vf());
+    let vf = open_vf(&model, &pool, 1, small_vf());
     let pf = pf.finish();
     let mut vf = vf.expect("VF up");
 
@@ -140,17 +106,10 @@ fn vf_handshake_gets_mac_api_and_queues_and_frames_flow_through_its_pool() {
 #[test]
 fn a_vf_without_a_mac_is_refused_with_a_clear_error() {
     let pool = pool(1024);
-    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let (model, _pf_port) = port_with(small_rings(), &pool);
     let pf = PfMailbox::new(&[VfPolicy::fixed_mac([0; 6])]).expect("mailbox");
     let pf = PfThread::start(&model, pf);
-    let dma = ModelDma::new(&model, &pool);
-    let vf = IxgbeVfPort::new(
-        "vf0",
-        model.vf_function(0).expect("VF 0"),
-        dma,
-        pool.clone(),
-        small_vf(),
-    );
+    let vf = open_vf(&model, &pool, 0, small_vf());
     let pf = pf.finish();
     match vf {
         Err(IxgbeError::Config(m)) => assert!(m.contains("no MAC address"), "{m}"),
@@ -164,15 +123,14 @@ fn a_vf_without_a_mac_is_refused_with_a_clear_error() {
 #[test]
 fn a_pf_that_never_answers_is_a_timeout_naming_the_step() {
     let pool = pool(1024);
-    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let (model, _pf_port) = port_with(small_rings(), &pool);
     // The PF says it is up, but nobody answers its mailbox.
     pf_reset_done(&model);
-    let dma = ModelDma::new(&model, &pool);
     let cfg = IxgbeVfConfig {
         mailbox_timeout: Duration::from_millis(20),
         ..small_vf()
     };
-    match IxgbeVfPort::new("vf0", model.vf_function(0).expect("VF 0"), dma, pool, cfg) {
+    match open_vf(&model, &pool, 0, cfg) {
         Err(IxgbeError::Timeout { step, .. }) => assert!(step.contains("PF"), "{step}"),
         other => panic!("{other:?}"),
     }
@@ -194,19 +152,12 @@ fn the_vf_register_block_maps_its_queue_onto_its_pools_pf_queue() {
 #[test]
 fn a_vf_whose_transmit_queue_never_enables_stops_its_receive_queue() {
     let pool = pool(1024);
-    let (model, _pf_port) = port_with(pf_config(), &pool);
+    let (model, _pf_port) = port_with(small_rings(), &pool);
     let pf =
         PfMailbox::new(&[VfPolicy::fixed_mac(MAC0), VfPolicy::fixed_mac(MAC1)]).expect("mailbox");
     let pf = PfThread::start(&model, pf);
     model.state().tx_enable_stuck = true;
-    let dma = ModelDma::new(&model, &pool);
-    let vf = IxgbeVfPort::new(
-        "vf1",
-        model.vf_function(1).expect("VF 1"),
-        dma,
-        pool.clone(),
-        small_vf(),
-    );
+    let vf = open_vf(&model, &pool, 1, small_vf());
     pf.finish();
     match vf {
         Err(IxgbeError::Timeout { step, .. }) => assert!(step.contains("VFTXDCTL"), "{step}"),
