@@ -296,6 +296,26 @@ fn two_shards_split_the_interfaces_and_carry_every_pair() {
     assert!(u(&interface(&s, "vm1")["rx_bytes"]) > 4 << 20, "{s}");
     assert!(u(&interface(&s, "vm0")["rx_bytes"]) > 4 << 20, "{s}");
     assert!(u(&s["links"][0]["tx_bytes"]) > 8 << 20, "{s}");
+    // Each shard did its own guest's share: it owns one interface, took that guest's
+    // 4 MiB stream, and received its stream's acknowledgements on its own socket.
+    let per_shard = s["per_shard"]
+        .as_array()
+        .expect("per_shard with two shards");
+    assert_eq!(per_shard.len(), 2, "{s}");
+    for (i, l) in per_shard.iter().enumerate() {
+        assert_eq!(l["shard"], i, "{l}");
+        assert_eq!(l["interfaces"], 1, "{l}");
+        assert!(u(&l["guest_rx_packets"]) > 1000, "{l}");
+        assert!(u(&l["underlay_rx_packets"]) > 100, "{l}");
+        assert!(u(&l["underlay_tx_packets"]) > 1000, "{l}");
+    }
+    let text = t.da.ctl("stats").expect("stats");
+    for i in 0..2 {
+        assert!(
+            text.contains(&format!("shard {i}: 1 interface(s), underlay rx ")),
+            "{text}"
+        );
+    }
     let sb = stats(&t.db);
     assert!(u(&interface(&sb, "vm0")["tx_bytes"]) > 4 << 20, "{sb}");
     assert!(u(&interface(&sb, "vm1")["tx_bytes"]) > 4 << 20, "{sb}");

@@ -124,6 +124,18 @@ pub(crate) fn stats_table(s: &crate::engine::Stats) -> String {
         "pool {}/{} free, {} allocation failures",
         s.pool.available, s.pool.capacity, s.pool.alloc_failures
     );
+    for l in &s.per_shard {
+        let _ = writeln!(
+            o,
+            "shard {}: {} interface(s), underlay rx {} tx {}, from guests {}, handed off {}",
+            l.shard,
+            l.interfaces,
+            l.underlay_rx_packets,
+            l.underlay_tx_packets,
+            l.guest_rx_packets,
+            l.handed_off
+        );
+    }
     let _ = writeln!(
         o,
         "{:<24} {:>12} {:>14} {:>12} {:>14}",

@@ -210,6 +210,27 @@ pub struct Stats {
     pub routes: usize,
     /// Number of dispatcher shards (1 without sharding).
     pub shards: usize,
+    /// Each shard's share of the work, shard 0 first (merged statistics of several
+    /// shards only; absent with one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_shard: Vec<ShardLoad>,
+}
+
+/// One shard's share of a sharded daemon's work, for balancing (`stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardLoad {
+    /// The shard.
+    pub shard: usize,
+    /// Interfaces it owns.
+    pub interfaces: usize,
+    /// Datagrams its underlay socket received.
+    pub underlay_rx_packets: u64,
+    /// Datagrams its underlay socket sent.
+    pub underlay_tx_packets: u64,
+    /// Frames it took from the guests of the interfaces it owns.
+    pub guest_rx_packets: u64,
+    /// Frames it handed to other shards' interfaces through their rings.
+    pub handed_off: u64,
 }
 
 /// Route cache statistics.
@@ -757,6 +778,7 @@ impl Engine {
                 .collect(),
             routes: self.routes.len(),
             shards: self.shard_count(),
+            per_shard: Vec::new(),
         }
     }
 

@@ -29,7 +29,7 @@ use pkt::{Batch, Mempool, Offloads, PktBuf, Port, PortCaps, PortKind, PortStats}
 use crate::config::{Config, InterfaceKind};
 use crate::engine::{
     CacheStats, Engine, EngineError, InterfaceFactory, InterfaceReport, LinkReport, PortReport,
-    Stats,
+    ShardLoad, Stats,
 };
 use crate::server::{EngineEnd, EngineHandle};
 
@@ -751,9 +751,31 @@ impl Stats {
                 m
             })
             .collect();
+        let per_shard = parts
+            .iter()
+            .enumerate()
+            .map(|(s, p)| {
+                let mut load = ShardLoad {
+                    shard: s,
+                    underlay_rx_packets: p.underlay.rx_packets,
+                    underlay_tx_packets: p.underlay.tx_packets,
+                    ..ShardLoad::default()
+                };
+                for i in &p.interfaces {
+                    if i.shard == s {
+                        load.interfaces += 1;
+                        load.guest_rx_packets += i.counters.rx_packets;
+                    } else {
+                        load.handed_off += i.port.events.get("shard_handoff").copied().unwrap_or(0);
+                    }
+                }
+                load
+            })
+            .collect();
         Some(Stats {
             host: first.host.clone(),
             shards,
+            per_shard,
             drops,
             route_cache,
             pool: first.pool.clone(),

@@ -275,12 +275,13 @@ fn shard_stats(interfaces: Vec<InterfaceReport>, link_rx: u64, no_route: u64) ->
         interfaces,
         routes: 2,
         shards: 2,
+        per_shard: Vec::new(),
     }
 }
 
 #[test]
 fn merged_stats_sum_counters_report_the_pool_once_and_the_owners_port() {
-    let s0 = shard_stats(
+    let mut s0 = shard_stats(
         vec![
             report("vm0", 0, 5, 7, &[("rx_runt", 1)]),
             report("vm1", 1, 0, 0, &[("shard_ring_full", 4)]),
@@ -288,7 +289,7 @@ fn merged_stats_sum_counters_report_the_pool_once_and_the_owners_port() {
         3,
         1,
     );
-    let s1 = shard_stats(
+    let mut s1 = shard_stats(
         vec![
             report("vm0", 0, 0, 2, &[("shard_ring_full", 6)]),
             report("vm1", 1, 8, 9, &[("rx_runt", 2)]),
@@ -296,8 +297,40 @@ fn merged_stats_sum_counters_report_the_pool_once_and_the_owners_port() {
         4,
         2,
     );
+    // Each shard's stand-in handed frames to the other shard's interface.
+    s0.interfaces[1]
+        .port
+        .events
+        .insert("shard_handoff".into(), 11);
+    s1.interfaces[0]
+        .port
+        .events
+        .insert("shard_handoff".into(), 13);
+    s1.underlay.tx_packets = 21;
     let m = Stats::merge(vec![s0, s1]).unwrap();
     assert_eq!(m.shards, 2);
+    assert_eq!(
+        m.per_shard,
+        [
+            ShardLoad {
+                shard: 0,
+                interfaces: 1,
+                underlay_rx_packets: 3,
+                underlay_tx_packets: 0,
+                guest_rx_packets: 5,
+                handed_off: 11,
+            },
+            ShardLoad {
+                shard: 1,
+                interfaces: 1,
+                underlay_rx_packets: 4,
+                underlay_tx_packets: 21,
+                guest_rx_packets: 8,
+                handed_off: 13,
+            },
+        ],
+        "each shard's own work"
+    );
     assert_eq!(m.drops.no_route, 3);
     assert_eq!((m.route_cache.hits, m.route_cache.misses), (20, 2));
     assert_eq!(
