@@ -471,8 +471,9 @@ pub struct Shards {
     engines: Vec<Engine>,
     ends: Vec<EngineEnd>,
     handle: EngineHandle,
-    /// The CPU of each shard's thread (`[host] cpus`); empty: not pinned.
-    cpus: Vec<usize>,
+    /// The CPU of each shard's thread and its affinity set (`[host] cpus`, checked when
+    /// built); empty: not pinned.
+    pins: Vec<(usize, rustix::thread::CpuSet)>,
 }
 
 impl Shards {
@@ -535,12 +536,12 @@ impl Shards {
             engines.push(e);
         }
         // Refuse CPUs the daemon may not use now, before it says it is running.
-        pin_sets(&cfg.host.cpus)?;
+        let pins = pin_sets(&cfg.host.cpus)?;
         Ok(Self {
             engines,
             ends,
             handle,
-            cpus: cfg.host.cpus.clone(),
+            pins,
         })
     }
 
@@ -594,10 +595,9 @@ impl Shards {
         let Self {
             engines,
             ends,
-            cpus,
+            pins,
             ..
         } = self;
-        let pins = pin_sets(&cpus)?;
         std::thread::scope(|s| {
             let mut threads = Vec::with_capacity(engines.len());
             for (i, (mut engine, end)) in engines.into_iter().zip(ends).enumerate() {

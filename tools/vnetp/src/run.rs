@@ -56,9 +56,9 @@ pub fn run(path: &Path, check: bool) -> anyhow::Result<ExitCode> {
 fn steer_by_mac(fd: OwnedFd) -> SteerFn {
     let mut told_overflow = false;
     Box::new(move |targets: &[(MacAddr, usize)]| {
+        // Interface MACs are unicast (config and control refuse others).
         let targets: Vec<([u8; 6], u32)> = targets
             .iter()
-            .filter(|(mac, _)| !mac.is_multicast())
             .map(|(mac, shard)| (mac.0, u32::try_from(*shard).unwrap_or(u32::MAX)))
             .collect();
         let program = MacSteering::new(&targets, &INNER_MAC_OFFSETS);
